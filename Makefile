@@ -1,0 +1,124 @@
+# medgem: one honest Makefile. Read top to bottom: options, dependency checks, then targets.
+#   make            build/medgem, build/libmedgem.a, build/libmedgem.so (+ build/lib/*.so it needs)
+#   make deps       apt-get the Debian packages the build needs
+#   make test       build and run every test that needs no GPU (CI runs this)
+#   make test-gpu   GPU tests (run on the device machine)
+#   make clean
+
+# ---- options -------------------------------------------------------------------------------
+CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,$(patsubst %/bin/nvcc,%,$(shell command -v nvcc 2>/dev/null)))
+# sm_80: the users' A100; sm_90a: the H100 (wgmma); compute_90 PTX so newer GPUs can JIT.
+CUDA_ARCH ?= -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90
+OPT ?= -O2
+SANITIZE ?=
+ifneq ($(filter-out address undefined address$(comma)undefined,$(SANITIZE)),)
+  $(error SANITIZE must be empty, address or undefined)
+endif
+comma := ,
+
+CC  ?= gcc
+CXX ?= g++
+NVCC = $(CUDA_HOME)/bin/nvcc
+BUILD = build
+
+# ---- dependency detection --------------------------------------------------------------------
+ifeq ($(wildcard $(NVCC)),)
+  $(info ✗ CUDA toolkit not found (set CUDA_HOME); run `make deps` or install CUDA 13)
+  $(error nvcc is required to build medgem)
+else
+  $(info ✓ CUDA at $(CUDA_HOME))
+endif
+ifeq ($(wildcard /usr/include/sentencepiece_processor.h),)
+  $(info ✗ libsentencepiece-dev missing: run `make deps`)
+else
+  $(info ✓ libsentencepiece)
+endif
+ifeq ($(wildcard /usr/include/stb/stb_image.h),)
+  $(info ✗ libstb-dev missing: run `make deps`)
+else
+  $(info ✓ stb_image)
+endif
+
+# ---- flags -----------------------------------------------------------------------------------
+# -fPIC everywhere: the same objects go into libmedgem.a and libmedgem.so.
+# -fopenmp: the CPU reference ops parallelise plain loops over rows.
+SAN_FLAGS = $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer,)
+CFLAGS   = -std=c11 $(OPT) -g -Wall -Wextra -Werror=implicit-function-declaration -fPIC -fopenmp \
+           -D_GNU_SOURCE -I. -I/usr/include/stb -isystem $(CUDA_HOME)/include $(SAN_FLAGS)
+CXXFLAGS = -std=c++17 $(OPT) -g -Wall -Wextra -fPIC -I. $(SAN_FLAGS)
+NVFLAGS  = -std=c++17 $(OPT) -g -Xcompiler -fPIC,-Wall,-Wextra -I. $(CUDA_ARCH) --expt-relaxed-constexpr
+# cudart is linked statically so the binary needs only the driver on the GPU machine;
+# libsentencepiece is copied into build/lib and found through the rpath $ORIGIN/lib.
+LDLIBS   = -L$(CUDA_HOME)/lib64 -lcudart_static -lsentencepiece -lz -lstdc++ -lgomp -lm -ldl -lrt -lpthread $(SAN_FLAGS)
+RPATH    = -Wl,-rpath,'$$ORIGIN/lib' -Wl,-rpath,'$$ORIGIN/../lib' -Wl,-rpath,$(CUDA_HOME)/lib64
+
+# ---- sources ---------------------------------------------------------------------------------
+LIB_C   = $(wildcard engine/*.c model/*.c kernels/cpu/*.c tokenizer/*.c data/*.c)
+LIB_CXX = $(wildcard tokenizer/*.cpp)
+LIB_CU  = $(wildcard kernels/cuda/*.cu)
+CLI_C   = $(wildcard engine/cli/*.c)
+TESTS   = $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
+GPU_TESTS = $(patsubst tests/gpu/%.c,$(BUILD)/tests/gpu/%,$(wildcard tests/gpu/test_*.c))
+
+LIB_OBJ = $(LIB_C:%.c=$(BUILD)/obj/%.o) $(LIB_CXX:%.cpp=$(BUILD)/obj/%.o) $(LIB_CU:%.cu=$(BUILD)/obj/%.o)
+CLI_OBJ = $(CLI_C:%.c=$(BUILD)/obj/%.o)
+
+# ---- targets ---------------------------------------------------------------------------------
+.PHONY: all deps test test-gpu clean
+all: $(BUILD)/medgem $(BUILD)/libmedgem.a $(BUILD)/libmedgem.so $(BUILD)/lib/libsentencepiece.so.0
+
+# The Debian packages the build and the tests need (run as root or through sudo).
+deps:
+	$(if $(shell command -v sudo 2>/dev/null),sudo,) apt-get update -qq
+	$(if $(shell command -v sudo 2>/dev/null),sudo,) apt-get install -y --no-install-recommends \
+	    build-essential libsentencepiece-dev sentencepiece libstb-dev zlib1g-dev python3 valgrind
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libmedgem.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+# The shared library carries the static cudart so embedders need only the driver.
+$(BUILD)/libmedgem.so: $(LIB_OBJ)
+	$(CXX) -shared -o $@ $^ $(RPATH) $(LDLIBS)
+
+$(BUILD)/medgem: $(CLI_OBJ) $(BUILD)/libmedgem.a $(BUILD)/lib/libsentencepiece.so.0
+	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
+
+# Copy the sentencepiece runtime beside the binary: the GPU machine does not have it.
+$(BUILD)/lib/libsentencepiece.so.0:
+	@mkdir -p $(dir $@)
+	cp -L $$(ldconfig -p | awk '/libsentencepiece.so.0 /{print $$NF; exit}') $@
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libmedgem.a $(BUILD)/lib/libsentencepiece.so.0
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
+
+# Each test binary prints "RESULT <p> passed, <f> failed"; the runner sums them.
+test: all $(TESTS)
+	@sh tests/run_tests.sh $(TESTS)
+
+test-gpu: all $(GPU_TESTS)
+	@sh tests/run_tests.sh $(GPU_TESTS)
+
+# Kernel study helpers: make build/kernels/cuda/rmsnorm.ptx / .sass
+$(BUILD)/%.ptx: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -gencode=arch=compute_90a,code=compute_90a -ptx $< -o $@
+$(BUILD)/%.sass: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -cubin -gencode=arch=compute_90a,code=sm_90a $< -o $(BUILD)/$*.cubin && $(CUDA_HOME)/bin/cuobjdump -sass $(BUILD)/$*.cubin > $@
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,8 @@
+/* One function per `medgem <command>`; each lives in engine/cli/cmd_<command>.c, parses its own
+ * options, prints errors from mg_last_error(), and returns the process exit code. */
+#ifndef MG_CLI_COMMANDS_H
+#define MG_CLI_COMMANDS_H
+
+int cmd_version(int argc, char **argv);
+
+#endif

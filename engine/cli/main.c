@@ -1,0 +1,34 @@
+/* medgem: the command-line entry point. Dispatches `medgem <command> [options]` to a cmd_*
+ * function from the table below; every command has --help. */
+#include <stdio.h>
+#include <string.h>
+
+#include "engine/cli/commands.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command COMMANDS[] = {
+    { "version", cmd_version, "print the version and the GPU this process sees" },
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: medgem <command> [options]   (medgem <command> --help for its options)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (!strcmp(argv[1], COMMANDS[i].name)) return COMMANDS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "medgem: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,55 @@
+/* The tiny test harness every tests/test_*.c includes (each test is its own program).
+ * CHECK(cond, fmt, ...) counts a pass or prints a FAIL line with file:line; check_close()
+ * compares arrays and prints max abs/rel error and the share of the tolerance used;
+ * test_finish() prints "RESULT <p> passed, <f> failed" and returns the exit code. */
+#ifndef MG_TEST_H
+#define MG_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_passed_, test_failed_;
+
+#define CHECK(cond, ...)                                          \
+    do {                                                          \
+        if (cond) {                                               \
+            test_passed_++;                                       \
+        } else {                                                  \
+            test_failed_++;                                       \
+            printf("FAIL %s:%d: ", __FILE__, __LINE__);           \
+            printf(__VA_ARGS__);                                  \
+            printf("\n");                                         \
+        }                                                         \
+    } while (0)
+
+/* Passes when max |got-ref| / (|ref|_max over the tensor) <= rel_tol, i.e. an error relative to
+ * the tensor's scale (elementwise relative error explodes near zeros). Prints one line. */
+static inline int check_close_(const char *file, int line, const char *what, const float *got, const double *ref,
+                               size_t n, double rel_tol) {
+    double max_abs = 0, ref_max = 0;
+    size_t worst = 0;
+    int nan = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - ref[i]);
+        if (got[i] != got[i]) nan = 1;
+        if (d > max_abs) { max_abs = d; worst = i; }
+        if (fabs(ref[i]) > ref_max) ref_max = fabs(ref[i]);
+    }
+    double rel = max_abs / (ref_max > 0 ? ref_max : 1.0);
+    int ok = !nan && rel <= rel_tol;
+    printf("%s %s: n=%zu max_abs=%.3g rel=%.3g (%.1f%% of tol %.1g)%s\n", ok ? "ok  " : "FAIL", what, n, max_abs, rel,
+           100.0 * rel / rel_tol, rel_tol, nan ? " NaN!" : "");
+    if (!ok) printf("     at %s:%d, worst index %zu: got %.8g ref %.8g\n", file, line, worst, got[worst], ref[worst]);
+    if (ok) test_passed_++; else test_failed_++;
+    return ok;
+}
+#define check_close(what, got, ref, n, tol) check_close_(__FILE__, __LINE__, what, got, ref, n, tol)
+
+static inline int test_finish(void) {
+    printf("RESULT %d passed, %d failed\n", test_passed_, test_failed_);
+    return test_failed_ ? 1 : 0;
+}
+
+#endif
