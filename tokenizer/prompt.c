@@ -163,7 +163,7 @@ static mg_status build(seq *s, const mg_spm *spm, const mg_prompt_opts *o) {
     size_t qb, qe;
     trim(o->text, &qb, &qe);
     /* {{ bos_token }} of the template, plus the tokenizer's own BOS on the guide's path */
-    MG_TRY(push(s, k->bos, o->double_bos ? 2 : 1));
+    MG_TRY(push(s, k->bos, o->guide_path ? 2 : 1));
     /* <start_of_turn>user\n, then the image item expanded to \n\n<boi><image>×M<eoi>\n\n */
     MG_TRY(push(s, k->sot, 1));
     MG_TRY(push_text(s, spm, "user\n\n\n", 7));
@@ -183,7 +183,7 @@ static mg_status build(seq *s, const mg_spm *spm, const mg_prompt_opts *o) {
     s->supervise = true;
     MG_TRY(push(s, k->eot, 1));
     s->supervise = false;
-    return push_text(s, spm, "\n", 1);
+    return o->guide_path ? MG_OK : push_text(s, spm, "\n", 1);
 }
 
 mg_status mg_prompt_build(const mg_spm *spm, const mg_chat_ids *ids, const mg_prompt_opts *opts, mg_prompt *out) {

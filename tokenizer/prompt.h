@@ -5,7 +5,7 @@
  *   <bos><start_of_turn>user\n\n\n<start_of_image><image_soft_token>×M<end_of_image>\n\nQ<end_of_turn>\n
  *   <start_of_turn>model\n
  * Training form (an answer A): the same without the generation prompt, then
- *   <start_of_turn>model\nA<end_of_turn>\n
+ *   <start_of_turn>model\nA<end_of_turn>\n        (the guide's path: one more <bos>, no final \n)
  * Q and A are trimmed like the template's |trim. Special ids are placed directly; only the text
  * between them goes through sentencepiece, one piece of text at a time, as the Hugging Face
  * tokenizer does after splitting out its added tokens (so "user\n" and the expansion's "\n\n"
@@ -45,7 +45,9 @@ typedef enum {
 typedef struct {
     const char *text;   /* Q: the user text after the image (UTF-8) */
     const char *answer; /* A: NULL builds the generation form; else the training form */
-    bool double_bos;    /* start with two BOS, as the guide's processor(text=...) call does (§7.5) */
+    bool guide_path;    /* the guide's processor(text=rendered) path (spec/model.md §7.5, §8.2): two BOS
+                         * (the template's and the tokenizer's); in the training form also no "\n"
+                         * after the last <end_of_turn>, because its collate_fn strips the text */
     mg_loss_on loss_on;
     int max_tokens;     /* the model's context (max_position_embeddings); a longer prompt is an error */
 } mg_prompt_opts;

@@ -39,7 +39,10 @@ extern "C" mg_status mg_spm_load(const char *path, mg_spm **out) {
         if (!st.ok()) {
             std::string msg = st.ToString();
             delete spm;
-            return mg_fail(MG_ERR_FORMAT, LOAD_HINT, "%s is not a valid SentencePiece model: %s", path, msg.c_str());
+            return mg_fail(MG_ERR_FORMAT, LOAD_HINT,
+                           "%s is not a valid SentencePiece model (truncated, corrupted or another format); "
+                           "sentencepiece says: %s",
+                           path, msg.c_str());
         }
         if (spm->sp.GetPieceSize() <= 0) {
             delete spm;
