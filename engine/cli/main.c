@@ -13,6 +13,7 @@ typedef struct {
 
 static const command COMMANDS[] = {
     { "version", cmd_version, "print the version and the GPU this process sees" },
+    { "info", cmd_info, "check a model directory and print its architecture, sizes and GPU needs" },
 };
 
 static void usage(FILE *f) {
