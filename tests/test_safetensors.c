@@ -111,6 +111,7 @@ static void test_malformed(void) {
     write_raw("twice.safetensors", strlen(twice), twice, 8);
     expect_bad("twice.safetensors", MG_ERR_FORMAT, "tensor 'w' appears twice");
     expect_bad("does_not_exist.safetensors", MG_ERR_MISSING, "cannot open");
+    expect_bad(".", MG_ERR_IO, "is not a regular file");
 }
 
 /* The file written by the reference library reads back with the right dtypes, shapes and bytes. */
