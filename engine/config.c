@@ -194,6 +194,7 @@ static mg_status parse_text(const mg_json *t, const char *what, mg_config *c) {
     MG_TRY(get_int(t, s, "intermediate_size", 9216, 1, what, &c->intermediate));
     MG_TRY(get_int(t, s, "vocab_size", 262208, 1, what, &c->vocab));
     MG_TRY(get_int(t, s, "sliding_window", 4096, 1, what, &c->sliding_window));
+    MG_TRY(get_int(t, s, "max_position_embeddings", 131072, 1, what, &c->max_positions));
     MG_TRY(get_float(t, s, "rms_norm_eps", 1e-6, what, &c->rms_eps));
     MG_TRY(get_float(t, s, "query_pre_attn_scalar", 256, what, &c->query_pre_attn_scalar));
     if (c->n_layers > MG_MAX_LAYERS)

@@ -24,6 +24,7 @@ typedef struct {
     int intermediate;        /* F   (10240) */
     int vocab;               /* V   (262208) */
     int sliding_window;      /* local layers see keys with 0 <= i-j < sliding_window (1024) */
+    int max_positions;       /* max_position_embeddings: the longest prompt medgem accepts (131072) */
     float rms_eps;           /* 1e-6 */
     float query_pre_attn_scalar; /* scores are scaled by query_pre_attn_scalar^-0.5 */
     float rope_theta_local;  /* 1e4 */

@@ -25,45 +25,6 @@ static void usage(FILE *f) {
             "  --json              print a JSON object instead of text\n");
 }
 
-/* An integer from obj[key] (or text_config[key] when absent): -1 when neither has it. */
-static int json_int(const mg_json *cfg, const char *key) {
-    const mg_json *v = mg_json_get(cfg, key);
-    if (!v) v = mg_json_get(mg_json_get(cfg, "text_config"), key);
-    if (v && v->type == MG_JSON_ARRAY && v->n > 0) v = &v->items[0]; /* eos_token_id may be a list */
-    return v && mg_json_is_int(v) ? (int)v->number : -1;
-}
-
-/* The ids the prompt needs, from DIR/config.json (the 5.x "*_token_id" or 4.x "*_token_index"
- * names), and max_position_embeddings, which mg_config does not carry. */
-static mg_status read_config(const char *dir, mg_config *cfg, int *max_tokens) {
-    char path[MG_PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    mg_json *j;
-    MG_TRY(mg_json_parse_file(path, &j));
-    memset(cfg, 0, sizeof *cfg);
-    struct { int *dst; const char *key, *alt; } keys[] = {
-        { &cfg->image_token_id, "image_token_id", "image_token_index" },
-        { &cfg->boi_token_id, "boi_token_id", "boi_token_index" },
-        { &cfg->eoi_token_id, "eoi_token_id", "eoi_token_index" },
-        { &cfg->mm_tokens_per_image, "mm_tokens_per_image", NULL },
-        { &cfg->bos_token_id, "bos_token_id", NULL },
-        { &cfg->pad_token_id, "pad_token_id", NULL },
-        { &cfg->eos_ids[0], "eos_token_id", NULL },
-        { max_tokens, "max_position_embeddings", NULL },
-    };
-    mg_status st = MG_OK;
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0] && st == MG_OK; i++) {
-        *keys[i].dst = json_int(j, keys[i].key);
-        if (*keys[i].dst < 0 && keys[i].alt) *keys[i].dst = json_int(j, keys[i].alt);
-        if (*keys[i].dst < 0)
-            st = mg_fail(MG_ERR_MISSING, "use the config.json of a Gemma 3 / MedGemma checkpoint",
-                         "%s has no integer %s (top level or text_config)", path, keys[i].key);
-    }
-    cfg->n_eos = 1;
-    mg_json_free(j);
-    return st;
-}
-
 static void print_ints(const char *name, const int *v, int n, bool json) {
     printf(json ? "\"%s\": [" : "%s:", name);
     for (int i = 0; i < n; i++) printf("%s%d", json ? (i ? ", " : "") : " ", v[i]);
@@ -140,7 +101,7 @@ int cmd_tokenize(int argc, char **argv) {
     mg_chat_ids chat;
     char *qtext = NULL, *list = NULL;
     mg_prompt p = { 0 };
-    if (read_config(dir, &cfg, &opts.max_tokens) != MG_OK || mg_chat_ids_init(&chat, &cfg, spm) != MG_OK) {
+    if (mg_config_load(dir, &cfg) != MG_OK || mg_chat_ids_init(&chat, &cfg, spm) != MG_OK) {
         rc = fail("cannot read the model's special ids");
         goto done;
     }
@@ -152,6 +113,7 @@ int cmd_tokenize(int argc, char **argv) {
         const int n = list ? split_classes(list, names) : 0;
         if (mg_prompt_default_text(names, n, &qtext) != MG_OK) { rc = fail("cannot build the default prompt"); goto done; }
     }
+    opts.max_tokens = cfg.max_positions;
     opts.text = qtext;
     opts.answer = answer;
     if (mg_prompt_build(spm, &chat, &opts, &p) != MG_OK) { rc = fail("cannot build the prompt"); goto done; }
