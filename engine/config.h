@@ -41,6 +41,9 @@ typedef struct {
     int image_size;      /* 896 */
     int patch_size;      /* 14 */
     float v_eps;         /* LayerNorm eps, also the projector RMSNorm eps (1e-6) */
+    bool v_has_head;     /* vision_use_head (absent means true in transformers): SigLIP's pooling head
+                          * exists in the checkpoint, but Gemma 3 never uses its output, so its tensors
+                          * are skipped. MedGemma sets false. */
 
     /* multimodal glue and special ids */
     int mm_tokens_per_image; /* 256 soft tokens per image */

@@ -52,7 +52,17 @@ typedef struct {
     const mg_st_tensor *final_norm;           /* (C) */
 } mg_weights;
 
+/* Fills w with pointers to the checkpoint's tensors (w->vision and w->text are allocated here;
+ * mg_weights_free releases them). A lm_head.weight is not expected (the head is tied); one of
+ * shape (V, C) is accepted and ignored, any other shape is an error. SigLIP pooling-head tensors
+ * (vision "head.*") are skipped when cfg->v_has_head, unexpected otherwise. */
 mg_status mg_weights_bind(const mg_checkpoint *ck, const mg_config *cfg, mg_weights *w);
 void mg_weights_free(mg_weights *w);
+
+/* Parameter counts implied by the config (the tensors mg_weights_bind expects). */
+typedef struct {
+    int64_t text, vision, projector, total;
+} mg_param_count;
+void mg_param_counts(const mg_config *cfg, mg_param_count *out);
 
 #endif
