@@ -13,6 +13,7 @@ typedef struct {
 
 static const command COMMANDS[] = {
     { "version", cmd_version, "print the version and the GPU this process sees" },
+    { "tokenize", cmd_tokenize, "print the token ids of a text or of the chat prompt" },
 };
 
 static void usage(FILE *f) {
