@@ -10,16 +10,18 @@ CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,$(patsubs
 # sm_80: the users' A100; sm_90a: the H100 (wgmma); compute_90 PTX so newer GPUs can JIT.
 CUDA_ARCH ?= -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90
 OPT ?= -O2
+# SANITIZE=address|undefined|address,undefined builds into its own folder (build/san-address, ...)
+# so sanitized and plain objects never mix: `make SANITIZE=address test`.
 SANITIZE ?=
-ifneq ($(filter-out address undefined address$(comma)undefined,$(SANITIZE)),)
-  $(error SANITIZE must be empty, address or undefined)
-endif
 comma := ,
+ifneq ($(filter-out address undefined address$(comma)undefined,$(SANITIZE)),)
+  $(error SANITIZE must be empty, address, undefined or address,undefined)
+endif
 
 CC  ?= gcc
 CXX ?= g++
 NVCC = $(CUDA_HOME)/bin/nvcc
-BUILD = build
+BUILD = build$(if $(SANITIZE),/san-$(subst $(comma),-,$(SANITIZE)),)
 
 # ---- dependency detection --------------------------------------------------------------------
 ifeq ($(wildcard $(NVCC)),)

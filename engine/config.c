@@ -155,7 +155,9 @@ static mg_status parse_eos(const mg_json *v, const char *what, mg_config *c) {
     return MG_OK;
 }
 
-/* What medgem's kernels assume; anything else is refused here rather than computed wrongly. */
+/* What medgem's kernels assume; anything else is refused here rather than computed wrongly.
+ * final_logit_softcapping is not checked: Gemma3ForConditionalGeneration never applies it
+ * (spec/model.md §1). */
 static mg_status check_supported(const mg_json *root, const mg_json *text, const mg_json *vision, const char *what) {
     const char *mt = mg_json_get_string(root, "model_type", "gemma3");
     if (strcmp(mt, "gemma3"))

@@ -167,6 +167,8 @@ mg_status mg_st_open(const char *path, mg_st_file *f) {
     mg_status s = MG_OK;
     if (fstat(fd, &st) != 0) {
         s = mg_fail(MG_ERR_IO, NULL, "cannot stat %s: %s", path, strerror(errno));
+    } else if (!S_ISREG(st.st_mode)) {
+        s = mg_fail(MG_ERR_IO, "pass the path of a .safetensors file", "%s is not a regular file", path);
     } else if (st.st_size < 8) {
         s = mg_fail(MG_ERR_FORMAT, HINT_CORRUPT, "%s is %lld bytes, shorter than the 8-byte header length field",
                     path, (long long)st.st_size);

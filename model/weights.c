@@ -192,13 +192,14 @@ static const char *comp_prefix(mg_component c) {
     return c == MG_COMP_TEXT ? "language_model.model." : c == MG_COMP_VISION ? "vision_tower.vision_model." : "multi_modal_projector.";
 }
 
-static void check_tensor(const mg_config *cfg, table *t, const mg_st_tensor *x, problems *p) {
+/* `where` names the shard when there are several, "" otherwise. */
+static void check_tensor(const mg_config *cfg, table *t, const mg_st_tensor *x, const char *where, problems *p) {
     mg_component comp;
     int layer;
     char module[160], want[96], got[96];
     shape_str(got, sizeof got, x->ndim, x->shape);
     if (!mg_parse_tensor_name(x->name, &comp, &layer, module, sizeof module)) {
-        note(p, &p->unexpected, "unexpected  %s %s (in %s)", x->name, got, x->file);
+        note(p, &p->unexpected, "unexpected  %s %s%s", x->name, got, where);
         return;
     }
     if (comp == MG_COMP_TEXT && layer < 0 && !strcmp(module, "lm_head.weight")) {
@@ -219,7 +220,7 @@ static void check_tensor(const mg_config *cfg, table *t, const mg_st_tensor *x, 
         e->found = x;
         return;
     }
-    note(p, &p->unexpected, "unexpected  %s %s (in %s)", x->name, got, x->file);
+    note(p, &p->unexpected, "unexpected  %s %s%s", x->name, got, where);
 }
 
 mg_status mg_weights_bind(const mg_checkpoint *ck, const mg_config *cfg, mg_weights *w) {
@@ -238,8 +239,12 @@ mg_status mg_weights_bind(const mg_checkpoint *ck, const mg_config *cfg, mg_weig
     }
     t.n = 0;
     expected_tensors(cfg, w, &t);
-    for (int f = 0; f < ck->n_files; f++)
-        for (int i = 0; i < ck->files[f].n; i++) check_tensor(cfg, &t, &ck->files[f].tensors[i], p);
+    for (int f = 0; f < ck->n_files; f++) {
+        const char *base = strrchr(ck->files[f].path, '/');
+        char where[128] = "";
+        if (ck->n_files > 1) snprintf(where, sizeof where, " in %s", base ? base + 1 : ck->files[f].path);
+        for (int i = 0; i < ck->files[f].n; i++) check_tensor(cfg, &t, &ck->files[f].tensors[i], where, p);
+    }
     for (int i = 0; i < t.n; i++) {
         expected *e = &t.e[i];
         char want[96], layer[32] = "";
@@ -261,7 +266,7 @@ mg_status mg_weights_bind(const mg_checkpoint *ck, const mg_config *cfg, mg_weig
                     "belongs to these safetensors",
                     "%s: %d problem(s) binding %d tensor file(s) to the config (%d missing, %d duplicated, "
                     "%d unexpected, %d wrong shape):%s",
-                    ck->n_files ? ck->files[0].path : "checkpoint", p->n, ck->n_files, p->missing, p->duplicated,
+                    cfg->dir[0] ? cfg->dir : ck->n_files ? ck->files[0].path : "checkpoint", p->n, ck->n_files, p->missing, p->duplicated,
                     p->unexpected, p->shape, list);
         mg_weights_free(w);
     } else {

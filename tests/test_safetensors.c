@@ -1,7 +1,12 @@
 /* safetensors: reading a file written by the reference library (tests/fixtures/config/
  * reference.safetensors, made by make_configs.py), the writer's round trip and header padding,
  * sharded checkpoints, and every kind of malformed file, each of which must fail with a message
- * naming the problem. The malformed files are written here into a temp dir under /tmp. */
+ * naming the problem. The malformed files are written here into a temp dir under /tmp.
+ * Memory checks (run from the repository root):
+ *   valgrind --error-exitcode=1 --leak-check=full build/tests/test_safetensors
+ *   make SANITIZE=address,undefined test        (objects go to build/san-address-undefined/)
+ *   without make: cc -std=c11 -D_GNU_SOURCE -I. -g -fsanitize=address,undefined tests/test_safetensors.c \
+ *     engine/safetensors.c engine/checkpoint.c engine/json.c engine/status.c engine/dtype.c -lm -o /tmp/t && /tmp/t */
 #include <ftw.h>
 #include <stdint.h>
 #include <unistd.h>
@@ -106,6 +111,7 @@ static void test_malformed(void) {
     write_raw("twice.safetensors", strlen(twice), twice, 8);
     expect_bad("twice.safetensors", MG_ERR_FORMAT, "tensor 'w' appears twice");
     expect_bad("does_not_exist.safetensors", MG_ERR_MISSING, "cannot open");
+    expect_bad(".", MG_ERR_IO, "is not a regular file");
 }
 
 /* The file written by the reference library reads back with the right dtypes, shapes and bytes. */

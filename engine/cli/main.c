@@ -14,6 +14,7 @@ typedef struct {
 static const command COMMANDS[] = {
     { "version", cmd_version, "print the version and the GPU this process sees" },
     { "tokenize", cmd_tokenize, "print the token ids of a text or of the chat prompt" },
+    { "info", cmd_info, "check a model directory and print its architecture, sizes and GPU needs" },
 };
 
 static void usage(FILE *f) {
