@@ -4,6 +4,7 @@
 #define MG_CLI_COMMANDS_H
 
 int cmd_version(int argc, char **argv);
+int cmd_classify(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 

@@ -13,6 +13,7 @@ typedef struct {
 
 static const command COMMANDS[] = {
     { "version", cmd_version, "print the version and the GPU this process sees" },
+    { "classify", cmd_classify, "class probabilities of images (one forward, the class digits' logits)" },
     { "tokenize", cmd_tokenize, "print the token ids of a text or of the chat prompt" },
     { "info", cmd_info, "check a model directory and print its architecture, sizes and GPU needs" },
 };

@@ -1,0 +1,48 @@
+#include "data/image.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+
+/* the one translation unit holding stb_image's implementation */
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_FAILURE_USERMSG
+#define STBI_NO_STDIO
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#include "stb_image.h"
+#pragma GCC diagnostic pop
+
+mg_status mg_image_decode(const unsigned char *bytes, size_t n, const char *what, mg_image *out) {
+    out->w = out->h = 0, out->rgb = NULL;
+    if (n > INT32_MAX) return mg_fail(MG_ERR_FORMAT, NULL, "%s: image file too large", what);
+    int w, h, comp;
+    /* req_comp 3: stb replicates gray and drops alpha, like PIL convert("RGB") */
+    unsigned char *p = stbi_load_from_memory(bytes, (int)n, &w, &h, &comp, 3);
+    if (!p)
+        return mg_fail(MG_ERR_FORMAT, "re-download the file, or pass --on-bad-image skip to leave it out",
+                       "%s: cannot decode image (%s)", what, stbi_failure_reason());
+    out->w = w, out->h = h, out->rgb = p;
+    return MG_OK;
+}
+
+void mg_image_free(mg_image *im) {
+    stbi_image_free(im->rgb);
+    im->rgb = NULL;
+}
+
+void mg_normalize_chw(const unsigned char *src, int h, int w, float *dst) {
+    float lut[256];
+    for (int x = 0; x < 256; x++) {
+        float v = (float)((double)x * (1.0 / 255.0));
+        lut[x] = (v - 0.5f) / 0.5f;
+    }
+    size_t plane = (size_t)h * (size_t)w;
+    for (size_t i = 0; i < plane; i++)
+        for (int c = 0; c < 3; c++) dst[(size_t)c * plane + i] = lut[src[3 * i + c]];
+}

@@ -1,0 +1,95 @@
+/* The backend interface: the model code (model/) calls every op through an mg_backend table,
+ * so the CPU reference (kernels/cpu, fp32) and the CUDA backend (kernels/cuda, bf16 storage with
+ * fp32 math) run the same model code.
+ *
+ * Conventions shared by every entry:
+ * - `ctx` is the backend's context (device, stream, handles); the CPU backend ignores it.
+ * - Tensor arguments are raw device pointers. Float tensors hold the backend's activation dtype
+ *   (`act_dtype`: MG_F32 on CPU, MG_BF16 on CUDA); index tensors (ids, positions, rows, masks) are
+ *   int32 on every backend. Shapes are given in PyTorch order in the comments.
+ * - Outputs are written with `=` unless the comment says `+=`. Outputs never alias inputs unless
+ *   the comment says "may alias".
+ * - Dimension letters: M rows, K in-features, N out-features, B batch, T tokens, C features,
+ *   H/Hkv heads, D head dim, P patches, F MLP width, V vocab (docs/architecture.md).
+ * - Element counts and offsets are int64_t: products of dims overflow 32 bits at real sizes.
+ * Ops never fail on valid arguments; argument validation (ids in range, counts matching) is the
+ * model code's job, done on the host before the call. The memory entries can fail (OOM). */
+#ifndef MG_BACKEND_H
+#define MG_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/dtype.h"
+#include "engine/status.h"
+
+/* Attention arguments, packed because there are many (STYLE habit 13).
+ * Key j is visible to query i (same batch row b) iff
+ *   key_valid[b,j] AND ( (causal ? j <= i : true) OR (group[b,i] >= 0 AND group[b,i] == group[b,j]) )
+ *                  AND (window > 0 ? i - j < window : true).
+ * spec/model.md §6: causal for the text decoder, the same-image block OR'd in through `group`,
+ * the window AND'ed on sliding layers; the vision tower uses causal = false, no group, no window. */
+typedef struct {
+    int64_t B, T;             /* batch, tokens */
+    int H, Hkv, D;            /* query heads, kv heads (H % Hkv == 0), head dim; query head h reads kv head h / (H/Hkv) */
+    float scale;              /* scores = q·k * scale */
+    bool causal;
+    int window;               /* sliding window; 0 = none */
+    const int32_t *key_valid; /* (B, T) 1 = real token, 0 = padding; NULL = all valid */
+    const int32_t *group;     /* (B, T) image index of a soft token, -1 for text; NULL = no image blocks */
+} mg_attention_args;
+
+typedef struct mg_backend {
+    const char *name;  /* "cpu" or "cuda" */
+    mg_dtype act_dtype;/* dtype of every float tensor the ops see */
+    void *ctx;
+
+    /* ---- memory ---- */
+    void *(*alloc)(void *ctx, size_t nbytes);  /* NULL when out of memory; contents undefined */
+    void (*free)(void *ctx, void *p);          /* p may be NULL */
+    /* dst[n] (act_dtype) = src[n] converted from src_dtype (a host pointer, e.g. into a checkpoint) */
+    void (*upload)(void *ctx, void *dst, const void *src, mg_dtype src_dtype, int64_t n);
+    /* host dst[n] = fp32 of src[n] (act_dtype) */
+    void (*download)(void *ctx, float *dst, const void *src, int64_t n);
+    /* raw bytes host -> device (index tensors) */
+    void (*copy_in)(void *ctx, void *dst, const void *src, size_t nbytes);
+
+    /* ---- ops (kernels/cpu/<family>.c, kernels/cuda/<family>.cu) ---- */
+    /* y[M,N] = x[M,K] · w[N,K]ᵀ (+ b[N] when b != NULL) */
+    void (*linear_forward)(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K, int N);
+    /* cols[B*P, 3*p*p] from pixels[B,3,S,S], P = (S/p)², patch r*(S/p)+c, column ch*p*p + kh*p + kw */
+    void (*im2col_forward)(void *ctx, void *cols, const void *pixels, int64_t B, int S, int p);
+    /* x[B,P,C] += pos[P,C] */
+    void (*add_rows_forward)(void *ctx, void *x, const void *pos, int64_t B, int64_t P, int C);
+    /* y[n] = a[n] + b[n]; y may alias a or b */
+    void (*add_forward)(void *ctx, void *y, const void *a, const void *b, int64_t n);
+    /* y[M,C] = (x - mean) / sqrt(var + eps) * w + b over the last dim (biased var); y may alias x */
+    void (*layernorm_forward)(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int C,
+                              float eps);
+    /* y[M,C] = x * rsqrt(mean(x²) + eps) * (1 + w) (Gemma RMSNorm); y may alias x */
+    void (*rmsnorm_forward)(void *ctx, void *y, const void *x, const void *w, int64_t M, int C, float eps);
+    /* x[B,T,H,D] rotated in place, half-split; inv_freq_i = theta^(-2i/D) / factor; pos[B,T] */
+    void (*rope_forward)(void *ctx, void *x, const int32_t *pos, int64_t B, int64_t T, int H, int D, float theta,
+                         float factor);
+    /* out[B,T,H,D] = softmax(mask(q·kᵀ·scale)) · v from q[B,T,H,D], k,v[B,T,Hkv,D] */
+    void (*attention_forward)(void *ctx, void *out, const void *q, const void *k, const void *v,
+                              const mg_attention_args *a);
+    /* y[n] = gelu_tanh(x[n]); y may alias x */
+    void (*gelu_forward)(void *ctx, void *y, const void *x, int64_t n);
+    /* y[M,F] = gelu_tanh(gu[:, :F]) * gu[:, F:] from gu[M,2F] (fused gate|up GEMM output) */
+    void (*geglu_forward)(void *ctx, void *y, const void *gu, int64_t M, int F);
+    /* y[B,(G/k)²,C] from x[B,G*G,C]: token i*(G/k)+j = mean of patches (k*i+a)*G + k*j+b, a,b < k */
+    void (*avgpool_forward)(void *ctx, void *y, const void *x, int64_t B, int G, int k, int C);
+    /* y[n,C] = E[ids[n]] * scale (ids already checked to be < V) */
+    void (*embedding_forward)(void *ctx, void *y, const void *E, const int32_t *ids, int64_t n, int C, float scale);
+    /* y[R,C] = x[rows[r]] (gather; also selects head vocab rows of E) */
+    void (*gather_rows_forward)(void *ctx, void *y, const void *x, const int32_t *rows, int64_t R, int C);
+    /* y[rows[r]] = src[r] for r < R, other rows of y untouched (the image soft-token merge) */
+    void (*scatter_rows_forward)(void *ctx, void *y, const void *src, const int32_t *rows, int64_t R, int C);
+} mg_backend;
+
+/* The fp32 CPU reference backend (kernels/cpu/backend_cpu.c). Never NULL. */
+const mg_backend *mg_backend_cpu(void);
+
+#endif

@@ -1,0 +1,58 @@
+/* The CPU reference backend: host memory, fp32 activations, the mg_cpu_* ops. Weights in
+ * bf16/f16/f32 are converted to fp32 by `upload`. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/ops.h"
+
+static void *cpu_alloc(void *ctx, size_t nbytes) {
+    (void)ctx;
+    return malloc(nbytes ? nbytes : 1);
+}
+
+static void cpu_free(void *ctx, void *p) {
+    (void)ctx;
+    free(p);
+}
+
+static void cpu_upload(void *ctx, void *dst, const void *src, mg_dtype src_dtype, int64_t n) {
+    (void)ctx;
+    mg_to_f32(dst, src, src_dtype, (size_t)n);
+}
+
+static void cpu_download(void *ctx, float *dst, const void *src, int64_t n) {
+    (void)ctx;
+    memcpy(dst, src, (size_t)n * sizeof(float));
+}
+
+static void cpu_copy_in(void *ctx, void *dst, const void *src, size_t nbytes) {
+    (void)ctx;
+    memcpy(dst, src, nbytes);
+}
+
+static const mg_backend CPU = {
+    .name = "cpu",
+    .act_dtype = MG_F32,
+    .ctx = NULL,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .copy_in = cpu_copy_in,
+    .linear_forward = mg_cpu_linear_forward,
+    .im2col_forward = mg_cpu_im2col_forward,
+    .add_rows_forward = mg_cpu_add_rows_forward,
+    .add_forward = mg_cpu_add_forward,
+    .layernorm_forward = mg_cpu_layernorm_forward,
+    .rmsnorm_forward = mg_cpu_rmsnorm_forward,
+    .rope_forward = mg_cpu_rope_forward,
+    .attention_forward = mg_cpu_attention_forward,
+    .gelu_forward = mg_cpu_gelu_forward,
+    .geglu_forward = mg_cpu_geglu_forward,
+    .avgpool_forward = mg_cpu_avgpool_forward,
+    .embedding_forward = mg_cpu_embedding_forward,
+    .gather_rows_forward = mg_cpu_gather_rows_forward,
+    .scatter_rows_forward = mg_cpu_scatter_rows_forward,
+};
+
+const mg_backend *mg_backend_cpu(void) { return &CPU; }

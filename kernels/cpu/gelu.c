@@ -1,0 +1,33 @@
+/* GELU, tanh approximation (torch gelu(approximate="tanh"), "gelu_pytorch_tanh"):
+ *   gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³)))
+ *   gelu:  y[n] = gelu(x[n])                                (SigLIP fc1; y may alias x)
+ *   geglu: y[M,F] = gelu(gu[:, :F]) * gu[:, F:]  from gu[M, 2F]
+ *          (Gemma MLP: gate_proj and up_proj fused into one GEMM, gate columns first)
+ * Both written with `=`. */
+#include <math.h>
+
+#include "kernels/cpu/ops.h"
+
+static float gelu_tanh(float x) {
+    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+void mg_cpu_gelu_forward(void *ctx, void *y_, const void *x_, int64_t n) {
+    (void)ctx;
+    float *y = y_;
+    const float *x = x_;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) y[i] = gelu_tanh(x[i]);
+}
+
+void mg_cpu_geglu_forward(void *ctx, void *y_, const void *gu_, int64_t M, int F) {
+    (void)ctx;
+    float *y = y_;
+    const float *gu = gu_;
+#pragma omp parallel for schedule(static)
+    for (int64_t m = 0; m < M; m++) {
+        const float *gate = gu + m * 2 * F, *up = gate + F;
+        for (int f = 0; f < F; f++) y[m * F + f] = gelu_tanh(gate[f]) * up[f];
+    }
+}

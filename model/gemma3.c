@@ -1,0 +1,110 @@
+/* Gemma 3 decoder forward, top to bottom (modeling_gemma3.py names in the comments). */
+#include "model/gemma3.h"
+
+#include <math.h>
+#include <stdio.h>
+
+void mg_gemma3_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *w, mg_gemma3_weights *gw) {
+    gw->embed = mg_arena_put(a, w->embed);
+    /* Gemma3TextScaledWordEmbedding: embed_scale (fp32 sqrt(C)) cast to the weight dtype */
+    const float scale = (float)sqrt((double)cfg->hidden);
+    gw->embed_scale = w->embed->dtype == MG_BF16  ? mg_round_bf16(scale)
+                      : w->embed->dtype == MG_F16 ? mg_f16_to_f32(mg_f32_to_f16(scale))
+                                                  : scale;
+    for (int l = 0; l < cfg->n_layers; l++) {
+        const mg_text_layer_weights *src = &w->text[l];
+        mg_gemma3_layer *d = &gw->layers[l];
+        d->input_norm = mg_arena_put(a, src->input_norm);
+        d->q_w = mg_arena_put(a, src->q_w), d->k_w = mg_arena_put(a, src->k_w), d->v_w = mg_arena_put(a, src->v_w);
+        d->o_w = mg_arena_put(a, src->o_w);
+        d->q_norm = mg_arena_put(a, src->q_norm), d->k_norm = mg_arena_put(a, src->k_norm);
+        d->post_attn_norm = mg_arena_put(a, src->post_attn_norm);
+        d->pre_ffw_norm = mg_arena_put(a, src->pre_ffw_norm);
+        d->post_ffw_norm = mg_arena_put(a, src->post_ffw_norm);
+        d->gate_up_w = mg_arena_put_cat(a, src->gate_w, src->up_w);
+        d->down_w = mg_arena_put(a, src->down_w);
+    }
+    gw->final_norm = mg_arena_put(a, w->final_norm);
+}
+
+/* The decoder's activations for M = B*T rows, one allocation. */
+typedef struct {
+    void *xn;  /* (M, C) normed input of a block */
+    void *q;   /* (M, H*D) = (B, T, H, D) */
+    void *k;   /* (M, Hkv*D) = (B, T, Hkv, D) */
+    void *v;   /* (M, Hkv*D) */
+    void *att; /* (M, H*D) attention output before o_proj */
+    void *o;   /* (M, C) o_proj / down_proj output */
+    void *gu;  /* (M, 2F) gate_proj | up_proj */
+    void *h;   /* (M, F) gelu(gate) * up */
+} gemma3_acts;
+
+static size_t gemma3_acts_layout(gemma3_acts *s, char *base, const mg_config *cfg, int64_t M, size_t esize) {
+    size_t used = 0;
+    const int64_t qd = (int64_t)cfg->n_heads * cfg->head_dim, kvd = (int64_t)cfg->n_kv_heads * cfg->head_dim;
+    s->xn = mg_carve(base, &used, M * cfg->hidden, esize);
+    s->q = mg_carve(base, &used, M * qd, esize);
+    s->k = mg_carve(base, &used, M * kvd, esize);
+    s->v = mg_carve(base, &used, M * kvd, esize);
+    s->att = mg_carve(base, &used, M * qd, esize);
+    s->o = mg_carve(base, &used, M * cfg->hidden, esize);
+    s->gu = mg_carve(base, &used, M * 2 * cfg->intermediate, esize);
+    s->h = mg_carve(base, &used, M * cfg->intermediate, esize);
+    return used;
+}
+
+mg_status mg_gemma3_forward(const mg_backend *be, const mg_config *cfg, const mg_gemma3_weights *w, void *x,
+                            const mg_gemma3_tokens *tok, const mg_observer *obs) {
+    const int64_t B = tok->B, T = tok->T, M = B * T;
+    const int C = cfg->hidden, H = cfg->n_heads, Hkv = cfg->n_kv_heads, D = cfg->head_dim, F = cfg->intermediate;
+    const size_t esize = mg_dtype_size(be->act_dtype);
+    gemma3_acts s;
+    void *base = be->alloc(be->ctx, gemma3_acts_layout(&s, NULL, cfg, M, esize));
+    if (!base) return mg_fail(MG_ERR_OOM, "use a smaller batch", "decoder activations for %lld tokens", (long long)M);
+    gemma3_acts_layout(&s, base, cfg, M, esize);
+
+    for (int l = 0; l < cfg->n_layers; l++) {
+        const mg_gemma3_layer *lw = &w->layers[l];
+        const bool global = cfg->layer_is_global[l];
+        /* input_layernorm */
+        be->rmsnorm_forward(be->ctx, s.xn, x, lw->input_norm, M, C, cfg->rms_eps);
+        /* self_attn: q/k/v_proj, q_norm/k_norm per head, rotary_emb (local or global) */
+        be->linear_forward(be->ctx, s.q, s.xn, lw->q_w, NULL, M, C, H * D);
+        be->linear_forward(be->ctx, s.k, s.xn, lw->k_w, NULL, M, C, Hkv * D);
+        be->linear_forward(be->ctx, s.v, s.xn, lw->v_w, NULL, M, C, Hkv * D);
+        be->rmsnorm_forward(be->ctx, s.q, s.q, lw->q_norm, M * H, D, cfg->rms_eps);
+        be->rmsnorm_forward(be->ctx, s.k, s.k, lw->k_norm, M * Hkv, D, cfg->rms_eps);
+        const float theta = global ? cfg->rope_theta_global : cfg->rope_theta_local;
+        const float factor = global ? cfg->rope_factor_global : cfg->rope_factor_local;
+        be->rope_forward(be->ctx, s.q, tok->pos, B, T, H, D, theta, factor);
+        be->rope_forward(be->ctx, s.k, tok->pos, B, T, Hkv, D, theta, factor);
+        /* eager_attention_forward with the causal (+ sliding) mask OR the same-image blocks */
+        const mg_attention_args attn = {
+            .B = B, .T = T, .H = H, .Hkv = Hkv, .D = D, .scale = 1.0f / sqrtf(cfg->query_pre_attn_scalar),
+            .causal = true, .window = global ? 0 : cfg->sliding_window, .key_valid = tok->key_valid,
+            .group = tok->group };
+        be->attention_forward(be->ctx, s.att, s.q, s.k, s.v, &attn);
+        /* o_proj, post_attention_layernorm, residual */
+        be->linear_forward(be->ctx, s.o, s.att, lw->o_w, NULL, M, H * D, C);
+        be->rmsnorm_forward(be->ctx, s.o, s.o, lw->post_attn_norm, M, C, cfg->rms_eps);
+        be->add_forward(be->ctx, x, x, s.o, M * C);
+        /* pre_feedforward_layernorm, mlp: down_proj(gelu_tanh(gate_proj) * up_proj) */
+        be->rmsnorm_forward(be->ctx, s.xn, x, lw->pre_ffw_norm, M, C, cfg->rms_eps);
+        be->linear_forward(be->ctx, s.gu, s.xn, lw->gate_up_w, NULL, M, C, 2 * F);
+        be->geglu_forward(be->ctx, s.h, s.gu, M, F);
+        be->linear_forward(be->ctx, s.o, s.h, lw->down_w, NULL, M, F, C);
+        /* post_feedforward_layernorm, residual */
+        be->rmsnorm_forward(be->ctx, s.o, s.o, lw->post_ffw_norm, M, C, cfg->rms_eps);
+        be->add_forward(be->ctx, x, x, s.o, M * C);
+        if (obs) {
+            char stage[32];
+            snprintf(stage, sizeof stage, "hidden_%d", l);
+            obs->fn(obs->user, stage, x, M * C);
+        }
+    }
+    /* norm */
+    be->rmsnorm_forward(be->ctx, x, x, w->final_norm, M, C, cfg->rms_eps);
+    if (obs) obs->fn(obs->user, "final_norm_out", x, M * C);
+    be->free(be->ctx, base);
+    return MG_OK;
+}

@@ -1,0 +1,52 @@
+/* The Gemma 3 text decoder (Gemma3TextModel, spec/model.md §5-6): L sandwich-norm layers with
+ * GQA attention (QK-norm, RoPE local/global, causal + sliding + same-image masks) and a gelu-tanh
+ * gated MLP, then the final RMSNorm. The embedding lookup and the image merge are in
+ * medgem_model.c; this file starts from the merged embeddings. */
+#ifndef MG_GEMMA3_H
+#define MG_GEMMA3_H
+
+#include "engine/backend.h"
+#include "engine/config.h"
+#include "model/arena.h"
+#include "model/weights.h"
+
+/* Called with each stage's output (a device tensor of n elements) when the caller asks, e.g.
+ * to compare against transformers dumps. stage: "vision_out", "hidden_3", "logits", ... */
+typedef struct {
+    void (*fn)(void *user, const char *stage, const void *x, int64_t n);
+    void *user;
+} mg_observer;
+
+typedef struct {
+    void *input_norm;                                  /* (C) input_layernorm */
+    void *q_w, *k_w, *v_w;                             /* (H*D, C), (Hkv*D, C), (Hkv*D, C) */
+    void *o_w;                                         /* (C, H*D) */
+    void *q_norm, *k_norm;                             /* (D) */
+    void *post_attn_norm, *pre_ffw_norm, *post_ffw_norm; /* (C) */
+    void *gate_up_w;                                   /* (2F, C): gate_proj rows, then up_proj rows */
+    void *down_w;                                      /* (C, F) */
+} mg_gemma3_layer;
+
+typedef struct {
+    void *embed;              /* (V, C) embed_tokens, also the tied head */
+    float embed_scale;        /* sqrt(C) rounded to the checkpoint's embedding dtype */
+    mg_gemma3_layer *layers;  /* [L] host array of device views */
+    void *final_norm;         /* (C) */
+} mg_gemma3_weights;
+
+/* Per-token inputs of the decoder, device int32 arrays. */
+typedef struct {
+    int64_t B, T;
+    const int32_t *pos;       /* (B, T) RoPE positions */
+    const int32_t *key_valid; /* (B, T) attention_mask; NULL = no padding */
+    const int32_t *group;     /* (B, T) image index of soft tokens, -1 for text; NULL = no images */
+} mg_gemma3_tokens;
+
+void mg_gemma3_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *w, mg_gemma3_weights *gw);
+
+/* x[B, T, C]: in, the input embeddings; out, the final-normed hidden states. Reports
+ * "hidden_<l>" (output of layer l) and "final_norm_out" to obs when obs != NULL. */
+mg_status mg_gemma3_forward(const mg_backend *be, const mg_config *cfg, const mg_gemma3_weights *w, void *x,
+                            const mg_gemma3_tokens *tok, const mg_observer *obs);
+
+#endif

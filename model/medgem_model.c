@@ -1,0 +1,201 @@
+/* MedGemma composition (modeling_gemma3.py Gemma3Model.forward + Gemma3ForConditionalGeneration). */
+#include "model/medgem_model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Places every weight: run once with a->base NULL to size, once to upload (model/arena.h). */
+static void place_all(mg_weight_arena *a, mg_model *m, const mg_weights *w) {
+    mg_siglip_load(a, &m->cfg, w, &m->vision);
+    mg_projector_load(a, w, &m->projector);
+    mg_gemma3_load(a, &m->cfg, w, &m->text);
+}
+
+mg_status mg_model_load(mg_model *m, const mg_backend *be, const mg_config *cfg, const mg_weights *w) {
+    memset(m, 0, sizeof *m);
+    m->be = be;
+    m->cfg = *cfg;
+    m->vision.layers = calloc((size_t)cfg->v_layers, sizeof(mg_siglip_layer));
+    m->text.layers = calloc((size_t)cfg->n_layers, sizeof(mg_gemma3_layer));
+    if (!m->vision.layers || !m->text.layers) {
+        mg_model_free(m);
+        return mg_fail(MG_ERR_OOM, NULL, "model layer tables");
+    }
+    mg_weight_arena a = { .be = be };
+    place_all(&a, m, w);
+    m->arena_bytes = a.used;
+    m->arena = be->alloc(be->ctx, a.used);
+    if (!m->arena) {
+        mg_model_free(m);
+        return mg_fail(MG_ERR_OOM, "free memory or use a smaller model", "weights arena of %.1f MiB on %s",
+                       (double)a.used / (1 << 20), be->name);
+    }
+    a = (mg_weight_arena){ .be = be, .base = m->arena };
+    place_all(&a, m, w);
+    if (a.oom) {
+        mg_model_free(m);
+        return mg_fail(MG_ERR_OOM, NULL, "host staging buffer while loading weights");
+    }
+    return MG_OK;
+}
+
+mg_status mg_model_open(mg_model *m, const mg_backend *be, const char *dir) {
+    mg_config cfg;
+    mg_checkpoint ck = { 0 };
+    mg_weights w = { 0 };
+    MG_TRY(mg_config_load(dir, &cfg));
+    MG_TRY(mg_checkpoint_open(dir, &ck));
+    mg_status s = mg_weights_bind(&ck, &cfg, &w);
+    if (s == MG_OK) s = mg_model_load(m, be, &cfg, &w);
+    mg_weights_free(&w);
+    mg_checkpoint_close(&ck);
+    return s;
+}
+
+void mg_model_free(mg_model *m) {
+    if (m->be && m->arena) m->be->free(m->be->ctx, m->arena);
+    free(m->vision.layers);
+    free(m->text.layers);
+    memset(m, 0, sizeof *m);
+}
+
+/* Host-side checks of everything the ops take on trust. */
+static mg_status check_input(const mg_config *cfg, const mg_model_input *in, const mg_model_head *head,
+                             int64_t *n_soft) {
+    const int64_t M = in->B * in->T;
+    if (in->B <= 0 || in->T <= 0) return mg_fail(MG_ERR_ARG, NULL, "empty batch: B=%lld T=%lld", (long long)in->B,
+                                                 (long long)in->T);
+    *n_soft = 0;
+    for (int64_t i = 0; i < M; i++) {
+        if (in->ids[i] < 0 || in->ids[i] >= cfg->vocab)
+            return mg_fail(MG_ERR_ARG, "token ids must come from this model's tokenizer",
+                           "token id %d at (b=%lld, t=%lld) is outside the vocabulary [0, %d)", in->ids[i],
+                           (long long)(i / in->T), (long long)(i % in->T), cfg->vocab);
+        *n_soft += in->ids[i] == cfg->image_token_id;
+    }
+    if (*n_soft != in->n_images * cfg->mm_tokens_per_image)
+        return mg_fail(MG_ERR_ARG, "each image needs exactly mm_tokens_per_image <image_soft_token> placeholders",
+                       "%lld image placeholder tokens for %lld images of %d soft tokens", (long long)*n_soft,
+                       (long long)in->n_images, cfg->mm_tokens_per_image);
+    for (int64_t r = 0; r < head->R; r++)
+        if (head->rows[r] < 0 || head->rows[r] >= M)
+            return mg_fail(MG_ERR_ARG, NULL, "logit row %d is outside the batch's %lld positions", head->rows[r],
+                           (long long)M);
+    for (int i = 0; head->vocab && i < head->n_vocab; i++)
+        if (head->vocab[i] < 0 || head->vocab[i] >= cfg->vocab)
+            return mg_fail(MG_ERR_ARG, NULL, "scored token id %d is outside the vocabulary [0, %d)", head->vocab[i],
+                           cfg->vocab);
+    return MG_OK;
+}
+
+/* The int32 per-token arrays, built on the host and copied to the device in one block. */
+typedef struct {
+    int32_t *pos;       /* (B, T) positions 0..T-1 (cache_position) */
+    int32_t *group;     /* (B, T) image index of a soft token within its row, -1 for text */
+    int32_t *valid;     /* (B, T) attention_mask */
+    int32_t *ids;       /* (B, T) */
+    int32_t *soft_rows; /* (n_soft) flattened positions of the image placeholders, in order */
+    int32_t *head_rows; /* (R) */
+    int32_t *vocab;     /* (n_vocab) */
+} token_arrays;
+
+/* Lays the arrays out from base (NULL: only sizes them); returns the bytes needed. */
+static size_t token_arrays_layout(token_arrays *t, int32_t *base, int64_t M, int64_t n_soft, int64_t R,
+                                  int64_t n_vocab) {
+    int32_t **slot[] = { &t->pos, &t->group, &t->valid, &t->ids, &t->soft_rows, &t->head_rows, &t->vocab };
+    const int64_t count[] = { M, M, M, M, n_soft, R, n_vocab };
+    int64_t used = 0;
+    for (size_t i = 0; i < sizeof count / sizeof count[0]; i++) {
+        *slot[i] = base ? base + used : NULL;
+        used += count[i];
+    }
+    return (size_t)used * sizeof(int32_t);
+}
+
+static void fill_token_arrays(token_arrays *t, const mg_config *cfg, const mg_model_input *in,
+                              const mg_model_head *head) {
+    int64_t k = 0;
+    for (int64_t b = 0; b < in->B; b++) {
+        int32_t image = -1;
+        for (int64_t i = b * in->T; i < (b + 1) * in->T; i++) {
+            const int is_soft = in->token_type ? in->token_type[i] == 1 : in->ids[i] == cfg->image_token_id;
+            const int prev_soft = i > b * in->T && t->group[i - 1] >= 0;
+            if (is_soft && !prev_soft) image++; /* a new run of soft tokens starts a new image */
+            t->pos[i] = (int32_t)(i - b * in->T);
+            t->group[i] = is_soft ? image : -1;
+            t->valid[i] = in->attn_mask ? in->attn_mask[i] : 1;
+            t->ids[i] = in->ids[i];
+            if (in->ids[i] == cfg->image_token_id) t->soft_rows[k++] = (int32_t)i;
+        }
+    }
+    memcpy(t->head_rows, head->rows, (size_t)head->R * sizeof(int32_t));
+    if (head->vocab) memcpy(t->vocab, head->vocab, (size_t)head->n_vocab * sizeof(int32_t));
+}
+
+mg_status mg_model_forward(const mg_model *m, const mg_model_input *in, const mg_model_head *head,
+                           const mg_observer *obs) {
+    const mg_backend *be = m->be;
+    const mg_config *cfg = &m->cfg;
+    const int64_t B = in->B, T = in->T, M = B * T, N = in->n_images, R = head->R;
+    const int C = cfg->hidden, G = cfg->image_size / cfg->patch_size, mm = cfg->mm_tokens_per_image;
+    const int nv = head->vocab ? head->n_vocab : cfg->vocab;
+    const size_t es = mg_dtype_size(be->act_dtype);
+    int64_t n_soft = 0;
+    MG_TRY(check_input(cfg, in, head, &n_soft));
+
+    /* the per-token int arrays: built on the host, one copy to the device */
+    token_arrays host, dev;
+    const size_t tok_bytes = token_arrays_layout(&host, NULL, M, n_soft, R, head->vocab ? nv : 0);
+    int32_t *host_base = malloc(tok_bytes);
+    /* device buffers: tokens, pixels, vision out, soft tokens, embeddings, head rows, head vocab, logits */
+    const int64_t npx = N * 3 * (int64_t)cfg->image_size * cfg->image_size;
+    void *tok_dev = be->alloc(be->ctx, tok_bytes);
+    void *pixels = N ? be->alloc(be->ctx, (size_t)npx * es) : NULL;         /* (N, 3, S, S) */
+    void *vis = N ? be->alloc(be->ctx, (size_t)(N * G * G * cfg->v_hidden) * es) : NULL; /* (N, P, Cv) */
+    void *soft = N ? be->alloc(be->ctx, (size_t)(N * mm * C) * es) : NULL; /* (N, mm, C) */
+    void *x = be->alloc(be->ctx, (size_t)(M * C) * es);                     /* (B, T, C) */
+    void *hrows = be->alloc(be->ctx, (size_t)(R * C) * es);                 /* (R, C) */
+    void *ev = head->vocab ? be->alloc(be->ctx, (size_t)nv * C * es) : NULL; /* (n_vocab, C) */
+    void *logits = be->alloc(be->ctx, (size_t)(R * nv) * es);               /* (R, n_vocab) */
+    mg_status s = MG_OK;
+    if (!host_base || !tok_dev || (N && (!pixels || !vis || !soft)) || !x || !hrows || (head->vocab && !ev) ||
+        !logits) {
+        s = mg_fail(MG_ERR_OOM, "use a smaller batch", "forward buffers for B=%lld T=%lld", (long long)B,
+                    (long long)T);
+        goto done;
+    }
+    token_arrays_layout(&host, host_base, M, n_soft, R, head->vocab ? nv : 0);
+    token_arrays_layout(&dev, tok_dev, M, n_soft, R, head->vocab ? nv : 0);
+    fill_token_arrays(&host, cfg, in, head);
+    be->copy_in(be->ctx, tok_dev, host_base, tok_bytes);
+
+    if (N) {
+        /* get_image_features: vision_tower(pixel_values).last_hidden_state */
+        be->upload(be->ctx, pixels, in->pixels, MG_F32, npx);
+        if ((s = mg_siglip_forward(be, cfg, &m->vision, vis, pixels, N)) != MG_OK) goto done;
+        if (obs) obs->fn(obs->user, "vision_out", vis, N * G * G * cfg->v_hidden);
+        /* multi_modal_projector */
+        if ((s = mg_projector_forward(be, cfg, &m->projector, soft, vis, N)) != MG_OK) goto done;
+        if (obs) obs->fn(obs->user, "projector_out", soft, N * mm * C);
+    }
+    /* embed_tokens (scaled), then masked_scatter of the soft tokens at the placeholders */
+    be->embedding_forward(be->ctx, x, m->text.embed, dev.ids, M, C, m->text.embed_scale);
+    if (N) be->scatter_rows_forward(be->ctx, x, soft, dev.soft_rows, n_soft, C);
+    if (obs) obs->fn(obs->user, "embeds", x, M * C);
+    /* language_model */
+    const mg_gemma3_tokens tok = { .B = B, .T = T, .pos = dev.pos, .key_valid = in->attn_mask ? dev.valid : NULL,
+                                   .group = dev.group };
+    if ((s = mg_gemma3_forward(be, cfg, &m->text, x, &tok, obs)) != MG_OK) goto done;
+    /* lm_head (tied to embed_tokens) at the requested rows, over the requested vocab columns */
+    be->gather_rows_forward(be->ctx, hrows, x, dev.head_rows, R, C);
+    if (head->vocab) be->gather_rows_forward(be->ctx, ev, m->text.embed, dev.vocab, nv, C);
+    be->linear_forward(be->ctx, logits, hrows, head->vocab ? ev : m->text.embed, NULL, R, C, nv);
+    if (obs) obs->fn(obs->user, "logits", logits, R * nv);
+    be->download(be->ctx, head->logits, logits, R * nv);
+
+done:
+    free(host_base);
+    void *bufs[] = { tok_dev, pixels, vis, soft, x, hrows, ev, logits };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(be->ctx, bufs[i]);
+    return s;
+}

@@ -1,0 +1,59 @@
+/* MedGemma (Gemma3ForConditionalGeneration) composed from its parts, on any backend:
+ *   pixels -> SigLIP -> projector -> soft tokens
+ *   ids -> scaled embeddings, soft tokens merged at the image placeholders -> Gemma 3 decoder
+ *   -> tied head at the requested positions (and optionally only the requested vocab columns).
+ * Nothing is sized for the 4B model: every shape comes from the mg_config. */
+#ifndef MG_MEDGEM_MODEL_H
+#define MG_MEDGEM_MODEL_H
+
+#include "engine/backend.h"
+#include "engine/config.h"
+#include "model/gemma3.h"
+#include "model/projector.h"
+#include "model/siglip.h"
+#include "model/weights.h"
+
+typedef struct {
+    const mg_backend *be;
+    mg_config cfg;
+    void *arena;              /* the one allocation holding every weight (act dtype) */
+    size_t arena_bytes;
+    mg_siglip_weights vision;
+    mg_projector_weights projector;
+    mg_gemma3_weights text;
+} mg_model;
+
+/* One forward's inputs, host memory. */
+typedef struct {
+    int64_t B, T;
+    const int32_t *ids;        /* (B, T) token ids */
+    const int32_t *token_type; /* (B, T) 1 on image soft tokens (token_type_ids); NULL: ids == image_token_id */
+    const int32_t *attn_mask;  /* (B, T) 1 real token, 0 padding; NULL: no padding */
+    const float *pixels;       /* (n_images, 3, S, S) processor output; image k fills the k-th run of
+                                * mm_tokens_per_image placeholders in (b, t) order */
+    int64_t n_images;
+} mg_model_input;
+
+/* Which logits to compute, and where they go (host). */
+typedef struct {
+    const int32_t *rows; /* (R) flattened positions b*T + t */
+    int64_t R;
+    const int32_t *vocab;/* (n_vocab) token ids to score, e.g. the class digits; NULL: the whole vocab */
+    int n_vocab;
+    float *logits;       /* (R, n_vocab), or (R, V) when vocab == NULL */
+} mg_model_head;
+
+/* Copies the bound checkpoint tensors into one arena on `be`, converted to its dtype. */
+mg_status mg_model_load(mg_model *m, const mg_backend *be, const mg_config *cfg, const mg_weights *w);
+/* mg_config_load + mg_checkpoint_open + mg_weights_bind + mg_model_load; the checkpoint is closed after. */
+mg_status mg_model_open(mg_model *m, const mg_backend *be, const char *dir);
+void mg_model_free(mg_model *m);
+
+/* Runs the whole model once. Bad input (an id outside the vocabulary, a placeholder count that
+ * does not match n_images, a row or vocab id out of range) is an error naming the position.
+ * obs (may be NULL) sees "vision_out", "projector_out", "embeds" (after the image merge),
+ * "hidden_<l>", "final_norm_out" and "logits". */
+mg_status mg_model_forward(const mg_model *m, const mg_model_input *in, const mg_model_head *head,
+                           const mg_observer *obs);
+
+#endif

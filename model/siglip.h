@@ -1,0 +1,37 @@
+/* The SigLIP vision tower (transformers SiglipVisionTransformer without the pooling head,
+ * spec/model.md §3): patch embedding + position embedding, Lv pre-LN encoder layers,
+ * post_layernorm. Weights are device pointers in the backend's dtype, placed by
+ * mg_siglip_load into the weights' arena. */
+#ifndef MG_SIGLIP_H
+#define MG_SIGLIP_H
+
+#include "engine/backend.h"
+#include "engine/config.h"
+#include "model/arena.h"
+#include "model/weights.h"
+
+typedef struct {
+    void *ln1_w, *ln1_b;          /* (Cv) layer_norm1 */
+    void *q_w, *k_w, *v_w, *o_w;  /* (Cv, Cv) q/k/v/out_proj */
+    void *q_b, *k_b, *v_b, *o_b;  /* (Cv) */
+    void *ln2_w, *ln2_b;          /* (Cv) layer_norm2 */
+    void *fc1_w, *fc1_b;          /* (Fv, Cv), (Fv) */
+    void *fc2_w, *fc2_b;          /* (Cv, Fv), (Cv) */
+} mg_siglip_layer;
+
+typedef struct {
+    void *patch_w;               /* (Cv, 3*p*p): the conv weight (Cv, 3, p, p) viewed flat */
+    void *patch_b;               /* (Cv) */
+    void *pos_emb;               /* (P, Cv), P = (S/p)² */
+    mg_siglip_layer *layers;     /* [Lv] host array of device views */
+    void *post_ln_w, *post_ln_b; /* (Cv) */
+} mg_siglip_weights;
+
+/* Places the vision weights of w in the arena (see weight_arena.h); layers must hold Lv entries. */
+void mg_siglip_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *w, mg_siglip_weights *sw);
+
+/* out[N, P, Cv] = SigLIP(pixels[N, 3, S, S]) (device pointers). Fails only on out of memory. */
+mg_status mg_siglip_forward(const mg_backend *be, const mg_config *cfg, const mg_siglip_weights *w, void *out,
+                            const void *pixels, int64_t N);
+
+#endif
