@@ -4,5 +4,6 @@
 #define MG_CLI_COMMANDS_H
 
 int cmd_version(int argc, char **argv);
+int cmd_data(int argc, char **argv);
 
 #endif

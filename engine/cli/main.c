@@ -13,6 +13,7 @@ typedef struct {
 
 static const command COMMANDS[] = {
     { "version", cmd_version, "print the version and the GPU this process sees" },
+    { "data", cmd_data, "BreakHis counts, splits and leakage; `data synth` writes a synthetic set" },
 };
 
 static void usage(FILE *f) {
