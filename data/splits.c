@@ -80,7 +80,7 @@ mg_status mg_bh_select(const mg_bh_index *ix, const mg_bh_selection *sel, int64_
         if (cnt[k] > 0 && (smallest < 0 || cnt[k] < smallest)) smallest = cnt[k];
     mg_rng rng = mg_rng_seed(sel->seed, (uint64_t)(sel->fold * 16 + sel->split));
     for (int k = 0; k < ngroups; k++) {
-        if (ngroups > 1 && cnt[k] > smallest) {
+        if (ngroups > 1 && smallest >= 0 && cnt[k] > smallest) {
             mg_rng_shuffle(&rng, g[k], cnt[k]); /* keep a seeded random `smallest` of them */
             cnt[k] = smallest;
         }
