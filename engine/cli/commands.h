@@ -7,5 +7,6 @@ int cmd_version(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_data(int argc, char **argv);
 
 #endif

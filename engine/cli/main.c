@@ -16,6 +16,7 @@ static const command COMMANDS[] = {
     { "classify", cmd_classify, "class probabilities of images (one forward, the class digits' logits)" },
     { "tokenize", cmd_tokenize, "print the token ids of a text or of the chat prompt" },
     { "info", cmd_info, "check a model directory and print its architecture, sizes and GPU needs" },
+    { "data", cmd_data, "BreakHis counts, splits and leakage; `data synth` writes a synthetic set" },
 };
 
 static void usage(FILE *f) {
