@@ -2,7 +2,6 @@
  * prompt is the guide's (one user turn: the image, then "Analyze this image and classify (0-7 only):
  * ..."), in the generation form; the class scores are the logits of the tokens "0".."7" at the last
  * position (where the answer's first token is predicted), and probs their softmax. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,18 +10,7 @@
 #include "data/resize.h"
 #include "engine/cli/commands.h"
 #include "engine/json.h"
-#include "model/medgem_model.h"
-#include "tokenizer/prompt.h"
-#include "tokenizer/spm.h"
-
-#define N_CLASSES 8
-
-/* spec/seed-pipeline.md step 3: label k is the k-th class folder. */
-static const char *const CLASS_NAMES[N_CLASSES] = {
-    "benign_adenosis",           "benign_fibroadenoma",         "benign_phyllodes_tumor",
-    "benign_tubular_adenoma",    "malignant_ductal_carcinoma",  "malignant_lobular_carcinoma",
-    "malignant_mucinous_carcinoma", "malignant_papillary_carcinoma",
-};
+#include "model/classifier.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -38,19 +26,6 @@ static void usage(FILE *f) {
 static int fail(const char *what) {
     fprintf(stderr, "medgem classify: %s\n%s\n", what, mg_last_error());
     return 1;
-}
-
-/* max_position_embeddings from DIR/config.json (top level or text_config); mg_config lacks it. */
-static mg_status read_max_positions(const char *dir, int *out) {
-    char path[MG_PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    mg_json *j;
-    MG_TRY(mg_json_parse_file(path, &j));
-    const mg_json *v = mg_json_get(j, "max_position_embeddings");
-    if (!v) v = mg_json_get(mg_json_get(j, "text_config"), "max_position_embeddings");
-    *out = v && mg_json_is_int(v) ? (int)v->number : 131072; /* Gemma3TextConfig's default */
-    mg_json_free(j);
-    return MG_OK;
 }
 
 /* Reads, decodes, resizes to S x S (Pillow bilinear) and normalises one image into dst (3, S, S). */
@@ -82,28 +57,12 @@ static mg_status load_pixels(const char *path, int S, float *dst) {
     return s;
 }
 
-/* The token ids of "0".."n-1": each digit must be a single token of the tokenizer. */
-static mg_status digit_ids(const mg_spm *spm, int n, int32_t *ids) {
-    for (int k = 0; k < n; k++) {
-        char digit[2] = { (char)('0' + k), 0 };
-        int *t, nt;
-        MG_TRY(mg_spm_encode(spm, digit, 1, &t, &nt));
-        const int id = nt == 1 ? t[0] : -1;
-        free(t);
-        if (id < 0)
-            return mg_fail(MG_ERR_FORMAT, "classify needs a tokenizer that splits digits (Gemma's does)",
-                           "the digit \"%s\" is %d tokens, not one", digit, nt);
-        ids[k] = id;
-    }
-    return MG_OK;
-}
-
 int cmd_classify(int argc, char **argv) {
     const char *dir = NULL, *prompt_file = NULL;
     const char **images = calloc((size_t)argc, sizeof(char *));
     int n_img = 0;
     bool json = false;
-    mg_prompt_opts opts = { .loss_on = MG_LOSS_ON_SEED };
+    mg_classifier_opts opts = { 0 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const bool has_value = i + 1 < argc;
@@ -131,77 +90,48 @@ int cmd_classify(int argc, char **argv) {
 
     int rc = 0;
     mg_model m = { 0 };
-    mg_spm *spm = NULL;
-    mg_chat_ids chat;
-    mg_prompt p = { 0 };
+    mg_classifier cl = { 0 };
     char *qtext = NULL;
-    int32_t *ids = NULL, *types = NULL, *rows = NULL, vocab[N_CLASSES];
     float *pixels = NULL, *logits = NULL;
     if (mg_model_open(&m, mg_backend_cpu(), dir) != MG_OK) { rc = fail("cannot load the model"); goto done; }
-    if (!m.cfg.tokenizer_path[0]) {
-        mg_fail(MG_ERR_MISSING, "copy tokenizer.model into the model directory", "%s has no tokenizer.model", dir);
-        rc = fail("cannot load the tokenizer");
-        goto done;
-    }
-    if (mg_spm_load(m.cfg.tokenizer_path, &spm) != MG_OK || mg_chat_ids_init(&chat, &m.cfg, spm) != MG_OK ||
-        digit_ids(spm, N_CLASSES, vocab) != MG_OK || read_max_positions(dir, &opts.max_tokens) != MG_OK) {
-        rc = fail("cannot load the tokenizer");
-        goto done;
-    }
-    mg_status s = prompt_file ? mg_prompt_read_file(prompt_file, &qtext)
-                              : mg_prompt_default_text(CLASS_NAMES, N_CLASSES, &qtext);
+    if (prompt_file && mg_prompt_read_file(prompt_file, &qtext) != MG_OK) { rc = fail("cannot read the prompt"); goto done; }
     opts.text = qtext;
-    if (s != MG_OK || mg_prompt_build(spm, &chat, &opts, &p) != MG_OK) { rc = fail("cannot build the prompt"); goto done; }
+    if (mg_classifier_init(&cl, &m, &opts) != MG_OK) { rc = fail("cannot load the tokenizer or build the prompt"); goto done; }
 
     /* the batch: every image with the same prompt, scored at its last position */
-    const int64_t B = n_img, T = p.n, S = m.cfg.image_size;
-    ids = malloc((size_t)(B * T) * sizeof(int32_t));
-    types = malloc((size_t)(B * T) * sizeof(int32_t));
-    rows = malloc((size_t)B * sizeof(int32_t));
+    const int64_t B = n_img, S = m.cfg.image_size;
     pixels = malloc((size_t)(B * 3 * S * S) * sizeof(float));
-    logits = malloc((size_t)(B * N_CLASSES) * sizeof(float));
-    if (!ids || !types || !rows || !pixels || !logits) {
+    logits = malloc((size_t)(B * MG_BREAKHIS_NCLASSES) * sizeof(float));
+    if (!pixels || !logits) {
         mg_fail(MG_ERR_OOM, "classify fewer images at once", "batch of %d images", n_img);
         rc = fail("out of memory");
         goto done;
     }
-    for (int64_t b = 0; b < B; b++) {
-        for (int64_t t = 0; t < T; t++) ids[b * T + t] = p.ids[t], types[b * T + t] = p.token_type_ids[t];
-        rows[b] = (int32_t)(b * T + T - 1);
+    for (int64_t b = 0; b < B; b++)
         if (load_pixels(images[b], (int)S, pixels + b * 3 * S * S) != MG_OK) { rc = fail("cannot read an image"); goto done; }
-    }
-    const mg_model_input in = { .B = B, .T = T, .ids = ids, .token_type = types, .pixels = pixels, .n_images = B };
-    const mg_model_head head = { .rows = rows, .R = B, .vocab = vocab, .n_vocab = N_CLASSES, .logits = logits };
-    if (mg_model_forward(&m, &in, &head, NULL) != MG_OK) { rc = fail("forward failed"); goto done; }
+    if (mg_classifier_score(&cl, pixels, B, logits) != MG_OK) { rc = fail("forward failed"); goto done; }
 
     for (int64_t b = 0; b < B; b++) {
-        const float *l = logits + b * N_CLASSES;
-        double probs[N_CLASSES], mx = l[0], sum = 0;
-        int pred = 0;
-        for (int k = 1; k < N_CLASSES; k++) {
-            if (l[k] > l[pred]) pred = k; /* ties go to the lowest class, like torch.argmax */
-            if (l[k] > mx) mx = l[k];
-        }
-        for (int k = 0; k < N_CLASSES; k++) sum += probs[k] = exp(l[k] - mx);
-        for (int k = 0; k < N_CLASSES; k++) probs[k] /= sum;
+        const float *l = logits + b * MG_BREAKHIS_NCLASSES;
+        double probs[MG_BREAKHIS_NCLASSES];
+        const int pred = mg_class_softmax(l, MG_BREAKHIS_NCLASSES, probs);
         if (json) {
             printf("{\"image\": ");
             mg_json_write_string(stdout, images[b]);
             printf(", \"pred\": %d, \"probs\": [", pred);
-            for (int k = 0; k < N_CLASSES; k++) printf("%s%.9g", k ? ", " : "", probs[k]);
+            for (int k = 0; k < MG_BREAKHIS_NCLASSES; k++) printf("%s%.9g", k ? ", " : "", probs[k]);
             printf("], \"logits\": [");
-            for (int k = 0; k < N_CLASSES; k++) printf("%s%.9g", k ? ", " : "", l[k]);
+            for (int k = 0; k < MG_BREAKHIS_NCLASSES; k++) printf("%s%.9g", k ? ", " : "", l[k]);
             printf("]}\n");
         } else {
-            printf("%s: predicted %d (%s)\n", images[b], pred, CLASS_NAMES[pred]);
-            for (int k = 0; k < N_CLASSES; k++)
-                printf("  %d %-30s logit %+10.5f  prob %.5f\n", k, CLASS_NAMES[k], l[k], probs[k]);
+            printf("%s: predicted %d (%s)\n", images[b], pred, MG_BREAKHIS_CLASSES[pred]);
+            for (int k = 0; k < MG_BREAKHIS_NCLASSES; k++)
+                printf("  %d %-30s logit %+10.5f  prob %.5f\n", k, MG_BREAKHIS_CLASSES[k], l[k], probs[k]);
         }
     }
 done:
-    free(images), free(ids), free(types), free(rows), free(pixels), free(logits), free(qtext);
-    mg_prompt_free(&p);
-    if (spm) mg_spm_free(spm);
+    free(images), free(pixels), free(logits), free(qtext);
+    mg_classifier_free(&cl);
     mg_model_free(&m);
     return rc;
 }
