@@ -17,6 +17,7 @@ static const command COMMANDS[] = {
     { "tokenize", cmd_tokenize, "print the token ids of a text or of the chat prompt" },
     { "info", cmd_info, "check a model directory and print its architecture, sizes and GPU needs" },
     { "data", cmd_data, "BreakHis counts, splits and leakage; `data synth` writes a synthetic set" },
+    { "eval", cmd_eval, "accuracy, F1, ROC-AUC and patient rate of a model on a BreakHis selection" },
 };
 
 static void usage(FILE *f) {
