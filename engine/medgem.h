@@ -9,7 +9,9 @@
 #include "engine/device.h"
 #include "engine/dtype.h"
 #include "engine/json.h"
+#include "engine/metrics.h"
 #include "engine/safetensors.h"
 #include "engine/status.h"
+#include "model/eval.h"
 
 #endif
