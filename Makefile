@@ -49,7 +49,7 @@ CXXFLAGS = -std=c++17 $(OPT) -g -Wall -Wextra -fPIC -I. $(SAN_FLAGS)
 NVFLAGS  = -std=c++17 $(OPT) -g -Xcompiler -fPIC,-Wall,-Wextra -I. $(CUDA_ARCH) --expt-relaxed-constexpr
 # cudart is linked statically so the binary needs only the driver on the GPU machine;
 # libsentencepiece is copied into build/lib and found through the rpath $ORIGIN/lib.
-LDLIBS   = -L$(CUDA_HOME)/lib64 -lcudart_static -lsentencepiece -lz -lstdc++ -lgomp -lm -ldl -lrt -lpthread $(SAN_FLAGS)
+LDLIBS   = -L$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -lsentencepiece -lz -lstdc++ -lgomp -lm -ldl -lrt -lpthread $(SAN_FLAGS)
 RPATH    = -Wl,-rpath,'$$ORIGIN/lib' -Wl,-rpath,'$$ORIGIN/../lib' -Wl,-rpath,$(CUDA_HOME)/lib64
 
 # ---- sources ---------------------------------------------------------------------------------
