@@ -21,8 +21,12 @@ static __global__ void rope_forward_kernel(bf16 *x, const int32_t *pos, int64_t 
         const int i = (int)(e % half);
         const int64_t head = e / half;  // (b*T + t)*H + h
         const int64_t bt = head / H;    // b*T + t
-        // transformers: inv_freq = 1 / theta ** (arange(0, D, 2).float() / D), then / factor
-        const float inv_freq = (1.0f / powf(theta, (float)(2 * i) / (float)D)) / factor;
+        // transformers: inv_freq = 1 / theta ** (arange(0, D, 2).float() / D), then / factor, in
+        // fp32 on the CPU, where powf is correctly rounded. CUDA's powf may be off by an ulp or two,
+        // which moves large angles enough to flip the bf16 rounding of cos/sin, so the power is taken
+        // in double and rounded to fp32 (the correctly rounded powf).
+        const float expo = (float)(2 * i) / (float)D;
+        const float inv_freq = (1.0f / (float)pow((double)theta, (double)expo)) / factor;
         const float angle = (float)pos[bt] * inv_freq;
         const float c = round_bf16(cosf(angle)), s = round_bf16(sinf(angle));
         bf16 *xh = x + head * D;
