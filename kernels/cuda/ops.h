@@ -24,9 +24,9 @@
 mg_status mg_cuda_linear_forward(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, const void *b, int64_t M,
                                  int K, int N);
 
-/* im2col.cu: cols[B*P, 3*p*p] (bf16) from pixels[B,3,S,S] (fp32, rounded to bf16 like
+/* im2col.cu: cols[B*P, 3*p*p] from pixels[B,3,S,S] (bf16: rounded at upload, like
  * pixel_values.to(bf16)); P = (S/p)², patch index r*(S/p)+c, column ch*p*p + kh*p + kw. */
-mg_status mg_cuda_im2col_forward(mg_cuda_ctx *ctx, void *cols, const float *pixels, int64_t B, int S, int p);
+mg_status mg_cuda_im2col_forward(mg_cuda_ctx *ctx, void *cols, const void *pixels, int64_t B, int S, int p);
 
 /* add.cu: x[B,P,C] += pos[P,C] (SigLIP position embedding), and y[n] = a[n] + b[n] (residual;
  * y may alias a or b). */

@@ -218,15 +218,14 @@ static void case_linear(mg_cuda_ctx *ctx, int64_t M, int K, int N, int with_bias
     free(x); free(w); free(b); free(y); free(rows); free(ref); free(got);
 }
 
-/* ---- im2col: cols[B*P, 3*p*p] from fp32 pixels[B,3,S,S] -------------------------------------- */
+/* ---- im2col: cols[B*P, 3*p*p] from pixels[B,3,S,S] ------------------------------------------- */
 
 static void case_im2col(mg_cuda_ctx *ctx, int64_t B, int S, int p) {
     tcase tc;
     tc_begin(&tc, ctx, "im2col_forward(shape=[B=%lld,S=%d,p=%d])", (long long)B, S, p);
     const int G = S / p;
     const size_t n_pix = (size_t)B * 3 * S * S, n = (size_t)B * G * G * 3 * p * p;
-    float *pix = xmalloc(n_pix * sizeof *pix);
-    for (size_t i = 0; i < n_pix; i++) pix[i] = (float)rng_uniform();
+    uint16_t *pix = rand_bf16(n_pix, 1.0);
     void *dpix = dev_from(&tc, pix, n_pix * sizeof *pix);
     uint16_t *dcols = dev_out(&tc, n, NULL);
     if (!tc.broken) tc_status(&tc, mg_cuda_im2col_forward(ctx, dcols, dpix, B, S, p), "mg_cuda_im2col_forward");
@@ -243,7 +242,7 @@ static void case_im2col(mg_cuda_ctx *ctx, int64_t B, int S, int p) {
                 for (int ch = 0; ch < 3; ch++)
                     for (int kh = 0; kh < p; kh++)
                         for (int kw = 0; kw < p; kw++)
-                            ref[e++] = rb(pix[((b * 3 + ch) * S + r * p + kh) * (size_t)S + c * p + kw]);
+                            ref[e++] = bf(pix[((b * 3 + ch) * S + r * p + kh) * (size_t)S + c * p + kw]);
     tc_finish(&tc, got, ref, n, guard_bad, nans, TOL_EXACT, MATCH_EXACT);
     free(pix); free(got); free(ref);
 }
