@@ -3,7 +3,8 @@
  *    unmerged adapter, tests/golden/lora_fp32.safetensors) within 1e-4 of their max |value|, and
  *    its loss on the fixture's labels; without the merge the logits are far off (so the test
  *    proves the merge);
- * 2. save -> load round trip is exact, and the saved keys and target_modules are PEFT's;
+ * 2. save -> load round trip is exact, and the saved keys and target_modules are PEFT's (the saved
+ *    adapter stays in build/lora_saved for tests/golden/check_adapter.py);
  * 3. transformers 4.57 key spelling (vision_model level) loads to the same adapter;
  * 4. bad adapters (wrong shape, missing B, unknown module, use_dora, ...) fail with one clear
  *    error naming every bad key; rank_pattern/alpha_pattern are honoured. */
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine/json.h"
@@ -20,6 +22,7 @@
 #define MODEL_DIR "tests/golden/tiny"
 #define ADAPTER "tests/golden/lora_adapter"
 #define FIXTURE "tests/golden/lora_fp32.safetensors"
+#define SAVED "build/lora_saved" /* kept for tests/golden/check_adapter.py (PEFT loads it) */
 #define TOL 1e-4
 
 /* An F32 fixture tensor of integers (ids, labels) as int32. */
@@ -229,8 +232,8 @@ static void expect_error(const char *what, const char *dir, const mg_config *cfg
 
 /* 2. save -> load round trip; saved names and target_modules equal what PEFT wrote */
 static void test_round_trip(const mg_config *cfg, const mg_lora *golden, const mg_st_file *gf) {
-    char dir[] = "/tmp/medgem_lora_XXXXXX";
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    const char *dir = SAVED;
+    mkdir("build", 0777), mkdir(dir, 0777);
     CHECK(mg_lora_save(dir, golden, cfg) == MG_OK, "save: %s", mg_last_error());
     mg_lora back;
     mg_status s = mg_lora_load(dir, cfg, &back);
@@ -270,6 +273,10 @@ static void test_round_trip(const mg_config *cfg, const mg_lora *golden, const m
     mg_json_free(saved), mg_json_free(peft);
 
     /* a partial adapter (one module) is saved with its full module path as target */
+    char tmp[] = "/tmp/medgem_lora_XXXXXX";
+    CHECK(mkdtemp(tmp) != NULL, "mkdtemp");
+    dir = tmp;
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     mg_lora one = *golden;
     one.n = 1;
     CHECK(mg_lora_save(dir, &one, cfg) == MG_OK, "save of a one-module adapter: %s", mg_last_error());
