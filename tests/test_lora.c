@@ -381,6 +381,31 @@ static void test_variants(const mg_config *cfg, const mg_lora *golden, const mg_
     const char *untargeted[] = { "2 unexpected", "mlp.fc2.lora_A.weight (module not selected by target_modules" };
     expect_error("fc2 tensors without fc2 in target_modules", dir, cfg, MG_ERR_FORMAT, untargeted, 2);
 
+    /* target_modules as a regex (re.fullmatch), exclude_modules, a bad regex, use_rslora */
+    c = replace(config, "\"target_modules\": [", "\"target_modules\": \"model\\\\.language_model\\\\..*\", \"old\": [");
+    write_adapter(dir, c, l);
+    free(c);
+    const char *text_only[] = { "12 unexpected", "vision_tower.encoder.layers.1.mlp.fc2.lora_A.weight (module not selected" };
+    expect_error("target_modules regex selecting the text decoder only", dir, cfg, MG_ERR_FORMAT, text_only, 2);
+    c = replace(config, "\"exclude_modules\": null", "\"exclude_modules\": [\"fc1\"]");
+    write_adapter(dir, c, l);
+    free(c);
+    const char *excluded[] = { "2 unexpected", "mlp.fc1.lora_A.weight (module not selected by target_modules/exclude_modules)" };
+    expect_error("exclude_modules fc1", dir, cfg, MG_ERR_FORMAT, excluded, 2);
+    c = replace(config, "\"alpha_pattern\": {}", "\"alpha_pattern\": {\"q_proj(\": 4}");
+    write_adapter(dir, c, l);
+    free(c);
+    const char *regex[] = { "pattern \"q_proj(\" does not compile" };
+    expect_error("bad regex", dir, cfg, MG_ERR_FORMAT, regex, 1);
+    c = replace(config, "\"use_rslora\": false", "\"use_rslora\": true");
+    write_adapter(dir, c, l);
+    free(c);
+    mg_lora rs;
+    s = mg_lora_load(dir, cfg, &rs);
+    CHECK(s == MG_OK && rs.mods[0].scale == (float)(16 / sqrt(8.0)), "use_rslora: scale alpha/sqrt(r) = %.7g",
+          s == MG_OK ? rs.mods[0].scale : 0.0f);
+    if (s == MG_OK) mg_lora_free(&rs);
+
     /* rank_pattern / alpha_pattern: layer 0 q_proj with r = 4 (A, B cut to 4), alpha 32 for every fc1 */
     list_from(l, gf);
     q = find(l, TQ ".lora_A.weight");
