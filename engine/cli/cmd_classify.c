@@ -11,6 +11,7 @@
 #include "data/resize.h"
 #include "engine/cli/commands.h"
 #include "engine/json.h"
+#include "model/lora.h"
 #include "model/medgem_model.h"
 #include "tokenizer/prompt.h"
 #include "tokenizer/spm.h"
@@ -29,6 +30,8 @@ static void usage(FILE *f) {
             "usage: medgem classify --model DIR --image FILE... [options]\n"
             "  --model DIR         Hugging Face model directory (config.json, safetensors, tokenizer.model)\n"
             "  --image FILE...     one or more images (PNG, JPEG, BMP); all are scored in one batch\n"
+            "  --adapter DIR       a PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors),\n"
+            "                      merged into the weights after loading, like PEFT merge_and_unload\n"
             "  --prompt-file F     the user text after the image (default: the guide's 8-class prompt)\n"
             "  --double-bos        the guide's processor path: two BOS tokens (spec/model.md §7.5)\n"
             "  --json              one JSON object per image: {\"image\", \"pred\", \"probs\", \"logits\"}\n"
@@ -99,7 +102,7 @@ static mg_status digit_ids(const mg_spm *spm, int n, int32_t *ids) {
 }
 
 int cmd_classify(int argc, char **argv) {
-    const char *dir = NULL, *prompt_file = NULL;
+    const char *dir = NULL, *prompt_file = NULL, *adapter = NULL;
     const char **images = calloc((size_t)argc, sizeof(char *));
     int n_img = 0;
     bool json = false;
@@ -113,6 +116,7 @@ int cmd_classify(int argc, char **argv) {
         else if (!strcmp(a, "--double-bos")) opts.guide_path = true;
         else if (!strcmp(a, "--model") && has_value) dir = argv[++i];
         else if (!strcmp(a, "--prompt-file") && has_value) prompt_file = argv[++i];
+        else if (!strcmp(a, "--adapter") && has_value) adapter = argv[++i];
         else if (!strcmp(a, "--image") && has_value) {
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) images[n_img++] = argv[++i];
         } else {
@@ -138,6 +142,12 @@ int cmd_classify(int argc, char **argv) {
     int32_t *ids = NULL, *types = NULL, *rows = NULL, vocab[N_CLASSES];
     float *pixels = NULL, *logits = NULL;
     if (mg_model_open(&m, mg_backend_cpu(), dir) != MG_OK) { rc = fail("cannot load the model"); goto done; }
+    if (adapter) {
+        mg_lora lora;
+        mg_status ls = mg_lora_load(adapter, &m.cfg, &lora);
+        if (ls == MG_OK) ls = mg_model_merge_lora(&m, &lora), mg_lora_free(&lora);
+        if (ls != MG_OK) { rc = fail("cannot apply the adapter"); goto done; }
+    }
     if (!m.cfg.tokenizer_path[0]) {
         mg_fail(MG_ERR_MISSING, "copy tokenizer.model into the model directory", "%s has no tokenizer.model", dir);
         rc = fail("cannot load the tokenizer");
