@@ -49,10 +49,11 @@ CFLAGS   = -std=c11 $(OPT) -g -Wall -Wextra -Werror=implicit-function-declaratio
            -D_GNU_SOURCE -I. -I/usr/include/stb -isystem $(CUDA_HOME)/include $(SAN_FLAGS)
 CXXFLAGS = -std=c++17 $(OPT) -g -Wall -Wextra -fPIC -I. $(SAN_FLAGS)
 NVFLAGS  = -std=c++17 $(OPT) -g -Xcompiler -fPIC,-Wall,-Wextra -I. $(CUDA_ARCH) --expt-relaxed-constexpr
-# cudart is linked statically so the binary needs only the driver on the GPU machine;
-# libsentencepiece is copied into build/lib and found through the rpath $ORIGIN/lib.
-LDLIBS   = -L$(CUDA_HOME)/lib64 -lcudart_static -lsentencepiece -lz -lstdc++ -lgomp -lm -ldl -lrt -lpthread $(SAN_FLAGS)
-RPATH    = -Wl,-rpath,'$$ORIGIN/lib' -Wl,-rpath,'$$ORIGIN/../lib' -Wl,-rpath,$(CUDA_HOME)/lib64
+# cudart is linked statically; cuBLASLt (too large to copy beside the binary) is found in the CUDA
+# install through its rpath; libsentencepiece is copied into build/lib and found through $ORIGIN/lib
+# (../lib and ../../lib for the test programs under build/tests/).
+LDLIBS   = -L$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -lsentencepiece -lz -lstdc++ -lgomp -lm -ldl -lrt -lpthread $(SAN_FLAGS)
+RPATH    = -Wl,-rpath,'$$ORIGIN/lib' -Wl,-rpath,'$$ORIGIN/../lib' -Wl,-rpath,'$$ORIGIN/../../lib' -Wl,-rpath,$(CUDA_HOME)/lib64
 
 # ---- sources ---------------------------------------------------------------------------------
 LIB_C   = $(wildcard engine/*.c model/*.c kernels/cpu/*.c tokenizer/*.c data/*.c)

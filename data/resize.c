@@ -54,15 +54,24 @@ static inline unsigned char clip8(int32_t v) {
     return (unsigned char)(v >> PRECISION_BITS);
 }
 
-/* One horizontal pass: src (h, w, 3) -> dst (h, ow, 3). */
-static void resize_rows(const unsigned char *src, int w, int h, unsigned char *dst, int ow, const int *bounds,
-                        const int32_t *kk, int ksize) {
+mg_status mg_resize_bilinear(const unsigned char *src, int w, int h, unsigned char *dst, int ow, int oh) {
+    if (w <= 0 || h <= 0 || ow <= 0 || oh <= 0)
+        return mg_fail(MG_ERR_SHAPE, NULL, "resize %dx%d -> %dx%d: sizes must be positive", w, h, ow, oh);
+    int *hb = NULL, *vb = NULL;
+    int32_t *hk = NULL, *vk = NULL;
+    int hks = axis_coeffs(w, ow, &hb, &hk), vks = hks ? axis_coeffs(h, oh, &vb, &vk) : 0;
+    unsigned char *tmp = malloc((size_t)h * (size_t)ow * 3); /* (h, ow, 3) after the horizontal pass */
+    if (!hks || !vks || !tmp) {
+        free(hb), free(hk), free(vb), free(vk), free(tmp);
+        return mg_fail(MG_ERR_OOM, NULL, "out of memory resizing %dx%d -> %dx%d", w, h, ow, oh);
+    }
+    /* horizontal pass (Pillow skips it when the width is unchanged; its identity kernel gives the same pixels) */
     for (int y = 0; y < h; y++) {
         const unsigned char *row = src + (size_t)y * w * 3;
-        unsigned char *out = dst + (size_t)y * ow * 3;
+        unsigned char *out = tmp + (size_t)y * ow * 3;
         for (int xx = 0; xx < ow; xx++) {
-            const int32_t *k = &kk[(size_t)xx * ksize];
-            int xmin = bounds[2 * xx], xn = bounds[2 * xx + 1];
+            const int32_t *k = &hk[(size_t)xx * hks];
+            int xmin = hb[2 * xx], xn = hb[2 * xx + 1];
             int32_t s0 = 1 << (PRECISION_BITS - 1), s1 = s0, s2 = s0;
             for (int x = 0; x < xn; x++) {
                 const unsigned char *p = row + (size_t)(x + xmin) * 3;
@@ -71,46 +80,16 @@ static void resize_rows(const unsigned char *src, int w, int h, unsigned char *d
             out[3 * xx] = clip8(s0), out[3 * xx + 1] = clip8(s1), out[3 * xx + 2] = clip8(s2);
         }
     }
-}
-
-/* One vertical pass: src (h, w, 3) -> dst (oh, w, 3). */
-static void resize_cols(const unsigned char *src, int w, unsigned char *dst, int oh, const int *bounds,
-                        const int32_t *kk, int ksize) {
+    /* vertical pass */
     for (int yy = 0; yy < oh; yy++) {
-        const int32_t *k = &kk[(size_t)yy * ksize];
-        int ymin = bounds[2 * yy], yn = bounds[2 * yy + 1];
-        unsigned char *out = dst + (size_t)yy * w * 3;
-        for (int i = 0; i < w * 3; i++) {
+        const int32_t *k = &vk[(size_t)yy * vks];
+        int ymin = vb[2 * yy], yn = vb[2 * yy + 1];
+        unsigned char *out = dst + (size_t)yy * ow * 3;
+        for (int i = 0; i < ow * 3; i++) {
             int32_t s = 1 << (PRECISION_BITS - 1);
-            for (int y = 0; y < yn; y++) s += src[(size_t)(y + ymin) * w * 3 + i] * k[y];
+            for (int y = 0; y < yn; y++) s += tmp[(size_t)(y + ymin) * ow * 3 + i] * k[y];
             out[i] = clip8(s);
         }
-    }
-}
-
-mg_status mg_resize_bilinear(const unsigned char *src, int w, int h, unsigned char *dst, int ow, int oh) {
-    if (w <= 0 || h <= 0 || ow <= 0 || oh <= 0)
-        return mg_fail(MG_ERR_SHAPE, NULL, "resize %dx%d -> %dx%d: sizes must be positive", w, h, ow, oh);
-    /* Pillow 13's Image.resize runs the vertical pass first when the width grows and the height
-     * shrinks (observed: its output equals resize((w, oh)) then resize((ow, oh)) exactly in that
-     * case, and the horizontal-first order in every other); the uint8 rounding between the
-     * passes makes the order visible. */
-    const int vertical_first = ow > w && oh < h;
-    int *hb = NULL, *vb = NULL;
-    int32_t *hk = NULL, *vk = NULL;
-    int hks = axis_coeffs(w, ow, &hb, &hk), vks = hks ? axis_coeffs(h, oh, &vb, &vk) : 0;
-    unsigned char *tmp = malloc(vertical_first ? (size_t)oh * (size_t)w * 3 : (size_t)h * (size_t)ow * 3);
-    if (!hks || !vks || !tmp) {
-        free(hb), free(hk), free(vb), free(vk), free(tmp);
-        return mg_fail(MG_ERR_OOM, NULL, "out of memory resizing %dx%d -> %dx%d", w, h, ow, oh);
-    }
-    /* An unchanged axis gets Pillow's identity kernel, which reproduces the pixels it would skip. */
-    if (vertical_first) {
-        resize_cols(src, w, tmp, oh, vb, vk, vks);     /* (oh, w, 3) */
-        resize_rows(tmp, w, oh, dst, ow, hb, hk, hks); /* (oh, ow, 3) */
-    } else {
-        resize_rows(src, w, h, tmp, ow, hb, hk, hks);  /* (h, ow, 3) */
-        resize_cols(tmp, ow, dst, oh, vb, vk, vks);    /* (oh, ow, 3) */
     }
     free(hb), free(hk), free(vb), free(vk), free(tmp);
     return MG_OK;

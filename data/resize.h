@@ -1,9 +1,12 @@
 /* Pillow's Image.resize(size, Image.BILINEAR) on 8-bit RGB, reproduced exactly
- * (Pillow src/libImaging/Resample.c, unchanged from Pillow 9 to 13): a separable convolution with
+ * (Pillow src/libImaging/Resample.c as in Pillow 9 to 12.3: the guide's and the GPU machine's): a
+ * separable convolution with
  * the triangle filter, support widened by the scale when downscaling, coefficients normalised then
- * turned into 22-bit fixed point, rounded and clipped to uint8 between the two passes (horizontal
- * first, except when the width grows and the height shrinks: see resize.c).
- * This is what the guide's transformers 4.57 Gemma 3 processor does (spec/model.md §7.1). */
+ * turned into 22-bit fixed point, horizontal pass first, rounded and clipped to uint8 in between.
+ * This is what the guide's transformers 4.57 Gemma 3 processor does (spec/model.md §7.1).
+ * Pillow 13 runs the vertical pass first when the width grows and the height shrinks, which moves
+ * some pixels by one grey level in that case only; BreakHis (700x460 -> 896x896 grows both) is
+ * unaffected, and medgem follows the 12.3 order of the GPU machine's transformers 5.17 stack. */
 #ifndef MG_RESIZE_H
 #define MG_RESIZE_H
 

@@ -11,12 +11,15 @@
 #include "engine/cli/commands.h"
 #include "engine/json.h"
 #include "model/classifier.h"
+#include "model/lora.h"
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: medgem classify --model DIR --image FILE... [options]\n"
             "  --model DIR         Hugging Face model directory (config.json, safetensors, tokenizer.model)\n"
             "  --image FILE...     one or more images (PNG, JPEG, BMP); all are scored in one batch\n"
+            "  --adapter DIR       a PEFT LoRA adapter (adapter_config.json, adapter_model.safetensors),\n"
+            "                      merged into the weights after loading, like PEFT merge_and_unload\n"
             "  --prompt-file F     the user text after the image (default: the guide's 8-class prompt)\n"
             "  --double-bos        the guide's processor path: two BOS tokens (spec/model.md §7.5)\n"
             "  --json              one JSON object per image: {\"image\", \"pred\", \"probs\", \"logits\"}\n"
@@ -58,7 +61,7 @@ static mg_status load_pixels(const char *path, int S, float *dst) {
 }
 
 int cmd_classify(int argc, char **argv) {
-    const char *dir = NULL, *prompt_file = NULL;
+    const char *dir = NULL, *prompt_file = NULL, *adapter = NULL;
     const char **images = calloc((size_t)argc, sizeof(char *));
     int n_img = 0;
     bool json = false;
@@ -72,6 +75,7 @@ int cmd_classify(int argc, char **argv) {
         else if (!strcmp(a, "--double-bos")) opts.guide_path = true;
         else if (!strcmp(a, "--model") && has_value) dir = argv[++i];
         else if (!strcmp(a, "--prompt-file") && has_value) prompt_file = argv[++i];
+        else if (!strcmp(a, "--adapter") && has_value) adapter = argv[++i];
         else if (!strcmp(a, "--image") && has_value) {
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) images[n_img++] = argv[++i];
         } else {
@@ -94,6 +98,12 @@ int cmd_classify(int argc, char **argv) {
     char *qtext = NULL;
     float *pixels = NULL, *logits = NULL;
     if (mg_model_open(&m, mg_backend_cpu(), dir) != MG_OK) { rc = fail("cannot load the model"); goto done; }
+    if (adapter) {
+        mg_lora lora;
+        mg_status ls = mg_lora_load(adapter, &m.cfg, &lora);
+        if (ls == MG_OK) ls = mg_model_merge_lora(&m, &lora), mg_lora_free(&lora);
+        if (ls != MG_OK) { rc = fail("cannot apply the adapter"); goto done; }
+    }
     if (prompt_file && mg_prompt_read_file(prompt_file, &qtext) != MG_OK) { rc = fail("cannot read the prompt"); goto done; }
     opts.text = qtext;
     if (mg_classifier_init(&cl, &m, &opts) != MG_OK) { rc = fail("cannot load the tokenizer or build the prompt"); goto done; }

@@ -1,0 +1,89 @@
+// Shared by the kernels/cuda/*.cu files only (CUDA C++): the error-check macros, bf16 load/store
+// helpers and warp/block reductions. C code includes kernels/cuda/cuda_context.h and ops.h instead.
+//
+// Errors (STYLE habit 12): a failing CUDA or cuBLASLt call is recorded with the statement text,
+// the function, file, line and device through mg_fail, and the enclosing function returns the
+// status (MG_ERR_OOM for an allocation failure, MG_ERR_CUDA otherwise). Library code never exits.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "engine/status.h"
+#include "kernels/cuda/cuda_context.h"
+}
+
+// Records the failure and returns the status to hand back (defined in cuda_context.cu).
+mg_status mg_cuda_fail_(const char *stmt, const char *what, int is_oom, const char *func, const char *file,
+                        int line);
+
+#define MG_CUDA_CHECK(stmt)                                                                              \
+    do {                                                                                                 \
+        cudaError_t mg_e_ = (stmt);                                                                      \
+        if (mg_e_ != cudaSuccess)                                                                        \
+            return mg_cuda_fail_(#stmt, cudaGetErrorString(mg_e_), mg_e_ == cudaErrorMemoryAllocation, \
+                                 __func__, __FILE__, __LINE__);                                          \
+    } while (0)
+
+#define MG_CUBLAS_CHECK(stmt)                                                                          \
+    do {                                                                                               \
+        cublasStatus_t mg_s_ = (stmt);                                                                 \
+        if (mg_s_ != CUBLAS_STATUS_SUCCESS)                                                            \
+            return mg_cuda_fail_(#stmt, cublasLtGetStatusString(mg_s_), mg_s_ == CUBLAS_STATUS_ALLOC_FAILED, \
+                                 __func__, __FILE__, __LINE__);                                        \
+    } while (0)
+
+// After every launch: a bad configuration (too much shared memory, grid too large) shows here.
+#define MG_CUDA_LAUNCH_CHECK(kernel)                                                                \
+    do {                                                                                            \
+        cudaError_t mg_e_ = cudaGetLastError();                                                     \
+        if (mg_e_ != cudaSuccess)                                                                   \
+            return mg_cuda_fail_("launch of " #kernel, cudaGetErrorString(mg_e_), 0, __func__, __FILE__, \
+                                 __LINE__);                                                         \
+    } while (0)
+
+// bf16 tensors cross the C API as void *; kernels see them as __nv_bfloat16.
+typedef __nv_bfloat16 bf16;
+
+static __device__ __forceinline__ float ld_bf16(const bf16 *p) { return __bfloat162float(*p); }
+// Round to nearest even, as torch's .to(torch.bfloat16).
+static __device__ __forceinline__ bf16 to_bf16(float f) { return __float2bfloat16_rn(f); }
+// The value f takes once stored as bf16 (a rounding point of spec/model.md §10).
+static __device__ __forceinline__ float round_bf16(float f) { return __bfloat162float(__float2bfloat16_rn(f)); }
+
+static __device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+static __device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over the whole block; every thread gets the result. blockDim.x must be a multiple of 32
+// (launchers assert it). `scratch` is 32 floats of shared memory; the leading barrier lets a
+// block call this twice in a row with the same scratch.
+static __device__ __forceinline__ float block_sum(float v, float *scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < n_warps ? scratch[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+// Threads per block for a one-block-per-row kernel over C features: a multiple of 32, at most 256.
+static inline int row_block_threads(int C) {
+    int t = (C + 31) / 32 * 32;
+    return t < 256 ? t : 256;
+}
+
+// Blocks for a grid-stride loop over n elements: enough to fill the GPU, never more than needed.
+static inline unsigned grid_stride_blocks(const mg_cuda_ctx *ctx, int64_t n, int threads) {
+    const int64_t need = (n + threads - 1) / threads, cap = (int64_t)ctx->sm_count * 32;
+    return (unsigned)(need < cap ? need : cap);
+}

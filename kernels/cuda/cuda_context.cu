@@ -1,0 +1,102 @@
+// The CUDA context (kernels/cuda/cuda_context.h): device properties, stream, cuBLASLt handle and
+// workspace, created once; plus the synchronous memory helpers and the error recorder behind
+// MG_CUDA_CHECK / MG_CUBLAS_CHECK.
+#include <stdio.h>
+#include <string.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+// 32 MiB: NVIDIA's recommended cuBLASLt workspace on Hopper (smaller parts need less; a bigger
+// workspace only widens the choice of algorithms).
+static const size_t LT_WORKSPACE_BYTES = (size_t)32 << 20;
+
+mg_status mg_cuda_fail_(const char *stmt, const char *what, int is_oom, const char *func, const char *file,
+                        int line) {
+    int dev = -1;
+    cudaGetDevice(&dev);  // best effort: the device is only for the message
+    return mg_fail(is_oom ? MG_ERR_OOM : MG_ERR_CUDA,
+                   is_oom ? "the GPU ran out of memory: lower the batch size or free other GPU programs"
+                          : "a CUDA error is a medgem bug or a broken GPU/driver: rerun with "
+                            "CUDA_LAUNCH_BLOCKING=1 (or under compute-sanitizer) and report the message",
+                   "CUDA call failed on device %d: %s -> %s (in %s at %s:%d)", dev, stmt, what, func, file, line);
+}
+
+// Everything create makes, in the reverse order; tolerates a partly created context.
+extern "C" void mg_cuda_ctx_destroy(mg_cuda_ctx *ctx) {
+    if (ctx->lt_workspace) cudaFree(ctx->lt_workspace);
+    if (ctx->lt) cublasLtDestroy(ctx->lt);
+    if (ctx->stream) cudaStreamDestroy(ctx->stream);
+    ctx->lt_workspace = NULL;
+    ctx->lt = NULL;
+    ctx->stream = NULL;
+}
+
+static mg_status ctx_init(mg_cuda_ctx *ctx, int device) {
+    MG_CUDA_CHECK(cudaSetDevice(device));
+    cudaDeviceProp prop;
+    MG_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    ctx->device = device;
+    snprintf(ctx->name, sizeof ctx->name, "%s", prop.name);
+    ctx->cc_major = prop.major;
+    ctx->cc_minor = prop.minor;
+    ctx->sm_count = prop.multiProcessorCount;
+    ctx->smem_optin = prop.sharedMemPerBlockOptin;
+    if (prop.major < 8)
+        return mg_fail(MG_ERR_UNSUPPORTED, "medgem's CUDA kernels need an Ampere (sm_80) or newer GPU",
+                       "GPU %d (%s) has compute capability %d.%d, without bf16 tensor cores", device, prop.name,
+                       prop.major, prop.minor);
+    cudaStream_t stream = NULL;
+    MG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    ctx->stream = stream;
+    cublasLtHandle_t lt = NULL;
+    MG_CUBLAS_CHECK(cublasLtCreate(&lt));
+    ctx->lt = lt;
+    MG_CUDA_CHECK(cudaMalloc(&ctx->lt_workspace, LT_WORKSPACE_BYTES));
+    ctx->lt_workspace_bytes = LT_WORKSPACE_BYTES;
+    return MG_OK;
+}
+
+extern "C" mg_status mg_cuda_ctx_create(mg_cuda_ctx *ctx, int device) {
+    memset(ctx, 0, sizeof *ctx);
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess || count == 0) {
+        cudaGetLastError();  // leave no error behind for later calls
+        return mg_fail(MG_ERR_UNSUPPORTED, "run on a machine with an NVIDIA GPU and driver, or use the CPU backend",
+                       "no GPU: %s", err != cudaSuccess ? cudaGetErrorString(err) : "no CUDA devices");
+    }
+    if (device < 0 || device >= count)
+        return mg_fail(MG_ERR_ARG, "pick a device between 0 and the count nvidia-smi -L lists",
+                       "CUDA device %d does not exist (%d visible)", device, count);
+    mg_status s = ctx_init(ctx, device);
+    if (s != MG_OK) mg_cuda_ctx_destroy(ctx);
+    return s;
+}
+
+extern "C" mg_status mg_cuda_sync(mg_cuda_ctx *ctx) {
+    MG_CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    return MG_OK;
+}
+
+extern "C" mg_status mg_cuda_alloc(mg_cuda_ctx *ctx, void **ptr, size_t bytes) {
+    (void)ctx;  // allocations belong to the current device, which create made ctx->device
+    *ptr = NULL;
+    MG_CUDA_CHECK(cudaMalloc(ptr, bytes));
+    return MG_OK;
+}
+
+extern "C" void mg_cuda_free(void *ptr) {
+    if (ptr) cudaFree(ptr);
+}
+
+extern "C" mg_status mg_cuda_upload(mg_cuda_ctx *ctx, void *dst_dev, const void *src_host, size_t bytes) {
+    MG_CUDA_CHECK(cudaMemcpyAsync(dst_dev, src_host, bytes, cudaMemcpyHostToDevice, ctx->stream));
+    MG_CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    return MG_OK;
+}
+
+extern "C" mg_status mg_cuda_download(mg_cuda_ctx *ctx, void *dst_host, const void *src_dev, size_t bytes) {
+    MG_CUDA_CHECK(cudaMemcpyAsync(dst_host, src_dev, bytes, cudaMemcpyDeviceToHost, ctx->stream));
+    MG_CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    return MG_OK;
+}

@@ -1,0 +1,66 @@
+/* Merging a LoRA adapter into the loaded model weights (PEFT merge_and_unload, lora/layer.py
+ * Linear.merge with safe_merge=False and get_delta_weight):
+ *   delta = (B·A) · scale          (out, in), fp32 on the host
+ *   W     = W + delta              added in fp32, stored in the backend's dtype
+ * Each weight is downloaded as fp32, updated and uploaded again, so the same code serves the fp32
+ * CPU backend (exact) and a bf16 backend (one rounding to bf16, like PEFT's in-place add into a
+ * bf16 weight). Merging is a one-off at load, so the host round trip costs nothing that matters. */
+#include "model/lora.h"
+
+#include <stdlib.h>
+
+/* The device address of the (out, in) weight of a Linear in the model's arena. The model stores
+ * gate_proj and up_proj fused as one (2F, C) weight: up_proj starts F rows in. */
+static void *linear_weight(const mg_model *m, const mg_lora_module *mod) {
+    if (mod->comp == MG_COMP_VISION) {
+        const mg_siglip_layer *l = &m->vision.layers[mod->layer];
+        void *const w[MG_LORA_N_KINDS] = { l->q_w, l->k_w, l->v_w, l->o_w, NULL, NULL, NULL, l->fc1_w, l->fc2_w };
+        return w[mod->kind];
+    }
+    const mg_gemma3_layer *l = &m->text.layers[mod->layer];
+    const size_t up_offset = (size_t)m->cfg.intermediate * m->cfg.hidden * mg_dtype_size(m->be->act_dtype);
+    void *const w[MG_LORA_N_KINDS] = { l->q_w, l->k_w, l->v_w, l->o_w, l->gate_up_w,
+                                       (char *)l->gate_up_w + up_offset, l->down_w, NULL, NULL };
+    return w[mod->kind];
+}
+
+mg_status mg_model_merge_lora(mg_model *m, const mg_lora *lora) {
+    /* check every module against this model before touching any weight */
+    for (int i = 0; i < lora->n; i++) {
+        const mg_lora_module *mod = &lora->mods[i];
+        const int layers = mod->comp == MG_COMP_TEXT ? m->cfg.n_layers : m->cfg.v_layers;
+        int out, in;
+        if (mod->layer < 0 || mod->layer >= layers || !mg_lora_linear_shape(&m->cfg, mod->comp, mod->kind, &out, &in) ||
+            out != mod->out || in != mod->in)
+            return mg_fail(MG_ERR_SHAPE, "load the adapter against the config of the model it is merged into",
+                           "LoRA module %s layer %d %s (%d x %d) does not exist in this model",
+                           mod->comp == MG_COMP_TEXT ? "text" : "vision", mod->layer,
+                           mg_lora_module_name(mod->comp, mod->kind) ? mg_lora_module_name(mod->comp, mod->kind) : "?",
+                           mod->out, mod->in);
+    }
+    const mg_backend *be = m->be;
+    for (int i = 0; i < lora->n; i++) {
+        const mg_lora_module *mod = &lora->mods[i];
+        const int64_t in = mod->in, r = mod->r;
+        float *w = malloc((size_t)mod->out * (size_t)in * sizeof(float)), *ba = malloc((size_t)in * sizeof(float));
+        if (!w || !ba) {
+            free(w), free(ba);
+            return mg_fail(MG_ERR_OOM, NULL, "merging LoRA into a (%d, %d) weight", mod->out, mod->in);
+        }
+        void *dev = linear_weight(m, mod);
+        be->download(be->ctx, w, dev, (int64_t)mod->out * in);
+        for (int64_t o = 0; o < mod->out; o++) {
+            /* row o of B·A, then the scaling, then the add (PEFT's order of operations) */
+            for (int64_t c = 0; c < in; c++) ba[c] = 0.0f;
+            for (int64_t k = 0; k < r; k++) {
+                const float b = mod->B[o * r + k];
+                const float *a = mod->A + k * in;
+                for (int64_t c = 0; c < in; c++) ba[c] += b * a[c];
+            }
+            for (int64_t c = 0; c < in; c++) w[o * in + c] += ba[c] * mod->scale;
+        }
+        be->upload(be->ctx, dev, w, MG_F32, (int64_t)mod->out * in);
+        free(w), free(ba);
+    }
+    return MG_OK;
+}
