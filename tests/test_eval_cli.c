@@ -3,8 +3,8 @@
  * - score and generate mode print one JSON object with the keys scripts depend on, over as many
  *   images as `medgem data` selects, with finite probabilities that sum to 1 in the CSV;
  * - the score-mode logits in the CSV (batches of 5, the last one short) equal what
- *   `medgem classify --json` prints for the same image files, and generate mode's first-step
- *   class-digit logits equal them too (the two paths agree);
+ *   `medgem classify --json` prints for the same image files, also with --adapter (PEFT LoRA
+ *   merged), and generate mode's first-step class-digit logits equal them too (the paths agree);
  * - the JSON's accuracy is the share of CSV rows with pred == label;
  * - bad input: a missing --data path and an empty selection fail with a message and exit status 1. */
 #include <math.h>
@@ -19,6 +19,7 @@
 
 #define MEDGEM "build/medgem "
 #define MODEL "tests/golden/tiny"
+#define ADAPTER "tests/golden/lora_adapter"
 #define K 8
 #define MAX_ROWS 64
 
@@ -98,6 +99,30 @@ static void check_probs(const char *what, const csv_row *rows, int n) {
     CHECK(ok, "%s: probabilities finite and summing to 1", what);
 }
 
+/* `medgem classify [opt] --json` on the first 4 images of rows: the logits eval wrote. */
+static void compare_with_classify(const char *opt, const csv_row *rows, int n_rows) {
+    char cmd[4096], *out;
+    const int n = n_rows < 4 ? n_rows : 4;
+    int len = snprintf(cmd, sizeof cmd, MEDGEM "classify --json --model " MODEL " %s--image", opt);
+    for (int i = 0; i < n; i++) len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %s", rows[i].path);
+    CHECK(run(cmd, &out) == 0, "%s", cmd);
+    double worst = 0;
+    int lines = 0;
+    for (char *save, *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save), lines++) {
+        mg_json *j = NULL;
+        if (lines >= n || mg_json_parse(line, strlen(line), "classify", &j) != MG_OK) { CHECK(0, "classify line %s", line); break; }
+        const mg_json *l = mg_json_get(j, "logits");
+        CHECK(!strcmp(mg_json_get_string(j, "image", ""), rows[lines].path), "classify image %d", lines);
+        CHECK(l && l->n == K, "classify prints 8 logits");
+        for (int k = 0; l && l->n == K && k < K; k++) worst = fmax(worst, fabs(l->items[k].number - rows[lines].logits[k]));
+        mg_json_free(j);
+    }
+    printf("%s eval CSV logits vs classify %s--json: %d images, max diff %.2g\n", lines == n && worst <= 1e-6 ? "ok  " : "FAIL",
+           opt, lines, worst);
+    CHECK(lines == n && worst <= 1e-6, "eval and classify %slogits agree (max diff %g)", opt, worst);
+    free(out);
+}
+
 int main(void) {
     char dir[] = "/tmp/medgem_test_eval_XXXXXX";
     CHECK(mkdtemp(dir) != NULL, "temporary folder");
@@ -139,28 +164,24 @@ int main(void) {
     check_probs("eval generate", gen, n_gen);
     free(out);
 
-    /* the same images through `medgem classify`: the same logits */
-    int n_cls = n_score < 4 ? n_score : 4;
-    int len = snprintf(cmd, sizeof cmd, MEDGEM "classify --json --model " MODEL " --image");
-    for (int i = 0; i < n_cls; i++) len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %s", score[i].path);
-    CHECK(run(cmd, &out) == 0, "%s", cmd);
-    double worst = 0, worst_gen = 0;
-    int lines = 0;
-    for (char *save, *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save), lines++) {
-        mg_json *j = NULL;
-        if (lines >= n_cls || mg_json_parse(line, strlen(line), "classify", &j) != MG_OK) { CHECK(0, "classify line %s", line); break; }
-        const mg_json *l = mg_json_get(j, "logits");
-        CHECK(!strcmp(mg_json_get_string(j, "image", ""), score[lines].path), "classify image %d", lines);
-        for (int k = 0; l && l->n == K && k < K; k++) worst = fmax(worst, fabs(l->items[k].number - score[lines].logits[k]));
-        mg_json_free(j);
-    }
+    /* the same images through `medgem classify`: the same logits (also with a LoRA adapter merged) */
+    double worst_gen = 0;
     for (int i = 0; i < n_score && i < n_gen; i++)
         for (int k = 0; k < K; k++) worst_gen = fmax(worst_gen, fabs(gen[i].logits[k] - score[i].logits[k]));
-    printf("%s eval CSV logits vs classify --json: %d images, max diff %.2g; generate's first step vs score: max diff %.2g\n",
-           worst <= 1e-6 && worst_gen <= 1e-6 ? "ok  " : "FAIL", lines, worst, worst_gen);
-    CHECK(lines == n_cls && worst <= 1e-6, "eval and classify logits agree (max diff %g)", worst);
+    printf("%s generate's first-step logits vs score's: max diff %.2g\n", worst_gen <= 1e-6 ? "ok  " : "FAIL", worst_gen);
     CHECK(n_gen == n_score && worst_gen <= 1e-6, "generate's first-step logits equal score's (max diff %g)", worst_gen);
+    compare_with_classify("", score, n_score);
+    static csv_row adapted[MAX_ROWS];
+    snprintf(cmd, sizeof cmd, MEDGEM "eval --model " MODEL " --adapter " ADAPTER " --data %s --csv %s/adapted.csv", data, dir);
+    CHECK(run(cmd, &out) == 0, "%s", cmd);
     free(out);
+    snprintf(cmd, sizeof cmd, "%s/adapted.csv", dir);
+    const int n_adapted = read_csv(cmd, adapted);
+    double effect = 0;
+    for (int i = 0; i < n_adapted && i < n_score; i++)
+        for (int k = 0; k < K; k++) effect = fmax(effect, fabs(adapted[i].logits[k] - score[i].logits[k]));
+    CHECK(n_adapted == n_score && effect > 1e-3, "--adapter changes the logits (by %g)", effect);
+    compare_with_classify("--adapter " ADAPTER " ", adapted, n_adapted);
 
     /* bad input: exit status 1 and a message with a HINT */
     const char *bad[2][2] = { { "/nonexistent/breakhis", "cannot open" }, { empty, "is empty" } };

@@ -11,10 +11,13 @@
 #include "engine/cli/commands.h"
 #include "engine/json.h"
 #include "model/eval.h"
+#include "model/lora.h"
 
 static const char *USAGE =
-    "usage: medgem eval --model DIR --data PATH [selection] [options]\n"
+    "usage: medgem eval --model DIR [--adapter DIR] --data PATH [selection] [options]\n"
     "  --model DIR            Hugging Face model directory (config.json, safetensors, tokenizer.model)\n"
+    "  --adapter DIR          a PEFT LoRA adapter, merged into the weights after loading (merge_and_unload),\n"
+    "                         as the guide evaluates the fine-tuned model\n"
     "  --data PATH            BreakHis: the Kaggle folder (Folds.csv), BreaKHis_v1.tar.gz, or a folder tree\n"
     "  selection              --fold 1-5, --mag 40|100|200|400|all, --split train|test,\n"
     "                         --balance binary|class|none, --seed N\n"
@@ -113,7 +116,7 @@ static void print_text(const mg_eval_result *r, mg_eval_mode mode) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *dir = NULL, *data = NULL, *csv = NULL, *prompt_file = NULL;
+    const char *dir = NULL, *adapter = NULL, *data = NULL, *csv = NULL, *prompt_file = NULL;
     bool json = false;
     mg_bh_selection sel = mg_bh_selection_default(MG_BH_SPLIT_TEST);
     mg_eval_opts eo = mg_eval_defaults();
@@ -130,6 +133,7 @@ int cmd_eval(int argc, char **argv) {
         if (mg_bh_selection_option(a, v, &sel, &st)) {
             if (st != MG_OK) { fprintf(stderr, "medgem eval: %s\n", mg_last_error()); return 2; }
         } else if (!strcmp(a, "--model")) dir = v;
+        else if (!strcmp(a, "--adapter")) adapter = v;
         else if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--csv")) csv = v;
         else if (!strcmp(a, "--prompt-file")) prompt_file = v;
@@ -160,6 +164,12 @@ int cmd_eval(int argc, char **argv) {
     if (mg_bh_index_open(data, eo.on_bad, &ix) != MG_OK) { rc = fail("cannot index the data"); goto done; }
     if (mg_bh_select(ix, &sel, &idx, &n) != MG_OK) { rc = fail("empty selection"); goto done; }
     if (mg_model_open(&m, mg_backend_cpu(), dir) != MG_OK) { rc = fail("cannot load the model"); goto done; }
+    if (adapter) {
+        mg_lora lora;
+        mg_status ls = mg_lora_load(adapter, &m.cfg, &lora);
+        if (ls == MG_OK) ls = mg_model_merge_lora(&m, &lora), mg_lora_free(&lora);
+        if (ls != MG_OK) { rc = fail("cannot apply the adapter"); goto done; }
+    }
     if (prompt_file && mg_prompt_read_file(prompt_file, &qtext) != MG_OK) { rc = fail("cannot read the prompt"); goto done; }
     co.text = qtext;
     if (mg_classifier_init(&cl, &m, &co) != MG_OK) { rc = fail("cannot load the tokenizer or build the prompt"); goto done; }
