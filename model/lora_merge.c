@@ -62,5 +62,5 @@ mg_status mg_model_merge_lora(mg_model *m, const mg_lora *lora) {
         be->upload(be->ctx, dev, w, MG_F32, (int64_t)mod->out * in);
         free(w), free(ba);
     }
-    return MG_OK;
+    return be->sync(be->ctx); /* a failed download or upload */
 }

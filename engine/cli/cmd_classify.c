@@ -35,7 +35,8 @@ static void usage(FILE *f) {
             "  --prompt-file F     the user text after the image (default: the guide's 8-class prompt)\n"
             "  --double-bos        the guide's processor path: two BOS tokens (spec/model.md §7.5)\n"
             "  --json              one JSON object per image: {\"image\", \"pred\", \"probs\", \"logits\"}\n"
-            "  --cpu               run on the fp32 CPU reference backend (the only backend so far)\n");
+            "  --cpu               run on the fp32 CPU reference backend even when a GPU is available\n"
+            "                      (by default the bf16 CUDA backend runs on GPU 0 when there is one)\n");
 }
 
 static int fail(const char *what) {
@@ -105,14 +106,14 @@ int cmd_classify(int argc, char **argv) {
     const char *dir = NULL, *prompt_file = NULL, *adapter = NULL;
     const char **images = calloc((size_t)argc, sizeof(char *));
     int n_img = 0;
-    bool json = false;
+    bool json = false, force_cpu = false;
     mg_prompt_opts opts = { .loss_on = MG_LOSS_ON_SEED };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const bool has_value = i + 1 < argc;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); free(images); return 0; }
         else if (!strcmp(a, "--json")) json = true;
-        else if (!strcmp(a, "--cpu")) continue;
+        else if (!strcmp(a, "--cpu")) force_cpu = true;
         else if (!strcmp(a, "--double-bos")) opts.guide_path = true;
         else if (!strcmp(a, "--model") && has_value) dir = argv[++i];
         else if (!strcmp(a, "--prompt-file") && has_value) prompt_file = argv[++i];
@@ -134,6 +135,8 @@ int cmd_classify(int argc, char **argv) {
     }
 
     int rc = 0;
+    const mg_backend *be = NULL;
+    char be_desc[512];
     mg_model m = { 0 };
     mg_spm *spm = NULL;
     mg_chat_ids chat;
@@ -141,7 +144,12 @@ int cmd_classify(int argc, char **argv) {
     char *qtext = NULL;
     int32_t *ids = NULL, *types = NULL, *rows = NULL, vocab[N_CLASSES];
     float *pixels = NULL, *logits = NULL;
-    if (mg_model_open(&m, mg_backend_cpu(), dir) != MG_OK) { rc = fail("cannot load the model"); goto done; }
+    if (mg_backend_open(force_cpu, &be, be_desc, sizeof be_desc) != MG_OK) {
+        rc = fail("cannot set up the GPU (--cpu runs without it)");
+        goto done;
+    }
+    fprintf(stderr, "medgem: using %s\n", be_desc);
+    if (mg_model_open(&m, be, dir) != MG_OK) { rc = fail("cannot load the model"); goto done; }
     if (adapter) {
         mg_lora lora;
         mg_status ls = mg_lora_load(adapter, &m.cfg, &lora);
@@ -213,5 +221,6 @@ done:
     mg_prompt_free(&p);
     if (spm) mg_spm_free(spm);
     mg_model_free(&m);
+    mg_backend_close(be);
     return rc;
 }
