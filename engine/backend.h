@@ -13,7 +13,11 @@
  *   H/Hkv heads, D head dim, P patches, F MLP width, V vocab (docs/architecture.md).
  * - Element counts and offsets are int64_t: products of dims overflow 32 bits at real sizes.
  * Ops never fail on valid arguments; argument validation (ids in range, counts matching) is the
- * model code's job, done on the host before the call. The memory entries can fail (OOM). */
+ * model code's job, done on the host before the call. The memory entries can fail (OOM).
+ * Errors: the op and copy entries return nothing because a GPU backend queues work and learns of
+ * a failure (a bad launch, a fault inside a kernel) later. It records the first failure and
+ * `sync` hands it back; callers call `sync` before trusting downloaded results (the model code
+ * does at the end of every load, forward and merge). */
 #ifndef MG_BACKEND_H
 #define MG_BACKEND_H
 
@@ -41,9 +45,14 @@ typedef struct {
 } mg_attention_args;
 
 typedef struct mg_backend {
-    const char *name;  /* "cpu" or "cuda" */
-    mg_dtype act_dtype;/* dtype of every float tensor the ops see */
+    const char *name;   /* "cpu" or "cuda" */
+    const char *device; /* what runs the ops: "host", "NVIDIA H100 80GB HBM3" */
+    mg_dtype act_dtype; /* dtype of every float tensor the ops see */
     void *ctx;
+
+    /* Waits for all queued work; returns the first failure of an op or copy since the previous
+     * call (its message through mg_last_error) and forgets it. The CPU backend returns MG_OK. */
+    mg_status (*sync)(void *ctx);
 
     /* ---- memory ---- */
     void *(*alloc)(void *ctx, size_t nbytes);  /* NULL when out of memory; contents undefined */
@@ -81,8 +90,9 @@ typedef struct mg_backend {
     void (*geglu_forward)(void *ctx, void *y, const void *gu, int64_t M, int F);
     /* y[B,(G/k)²,C] from x[B,G*G,C]: token i*(G/k)+j = mean of patches (k*i+a)*G + k*j+b, a,b < k */
     void (*avgpool_forward)(void *ctx, void *y, const void *x, int64_t B, int G, int k, int C);
-    /* y[n,C] = E[ids[n]] * scale (ids already checked to be < V) */
-    void (*embedding_forward)(void *ctx, void *y, const void *E, const int32_t *ids, int64_t n, int C, float scale);
+    /* y[n,C] = E[ids[n]] * scale from E[V,C] (ids already checked to be < V; a bad id gives a NaN row) */
+    void (*embedding_forward)(void *ctx, void *y, const void *E, const int32_t *ids, int64_t n, int C, int64_t V,
+                              float scale);
     /* y[R,C] = x[rows[r]] (gather; also selects head vocab rows of E) */
     void (*gather_rows_forward)(void *ctx, void *y, const void *x, const int32_t *rows, int64_t R, int C);
     /* y[rows[r]] = src[r] for r < R, other rows of y untouched (the image soft-token merge) */
@@ -91,5 +101,19 @@ typedef struct mg_backend {
 
 /* The fp32 CPU reference backend (kernels/cpu/backend_cpu.c). Never NULL. */
 const mg_backend *mg_backend_cpu(void);
+
+/* The bf16 CUDA backend on `device` (kernels/cuda/backend_cuda.cu): creates the CUDA context
+ * (stream, cuBLASLt) and a pinned staging buffer. Fails with MG_ERR_UNSUPPORTED when there is no
+ * usable GPU, MG_ERR_CUDA/MG_ERR_OOM otherwise. Release with mg_backend_cuda_destroy. */
+mg_status mg_backend_cuda_create(int device, mg_backend **be);
+void mg_backend_cuda_destroy(const mg_backend *be); /* be may be NULL */
+
+/* The backend that runs the model (engine/backend_open.c): CUDA on device 0 when mg_gpu_query
+ * finds a usable GPU and force_cpu is false, else the CPU reference; a GPU too old for the CUDA
+ * kernels also falls back to the CPU. `desc` (may be NULL) gets one line for the user saying which
+ * ran and why: "cuda (NVIDIA H100 80GB HBM3)", "cpu (--cpu)", "cpu, no GPU (...)". Fails only when
+ * a usable GPU is there but its context cannot be created. Release with mg_backend_close. */
+mg_status mg_backend_open(bool force_cpu, const mg_backend **be, char *desc, size_t desc_size);
+void mg_backend_close(const mg_backend *be); /* be may be NULL or the CPU backend */
 
 #endif

@@ -24,7 +24,7 @@ static mg_status digit_ids(const mg_spm *spm, int n, int32_t *ids) {
     return MG_OK;
 }
 
-mg_status mg_classifier_init(mg_classifier *c, const mg_model *m, const mg_classifier_opts *o) {
+mg_status mg_classifier_init(mg_classifier *c, mg_model *m, const mg_classifier_opts *o) {
     memset(c, 0, sizeof *c);
     c->model = m;
     c->n_classes = MG_BREAKHIS_NCLASSES;

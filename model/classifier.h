@@ -24,7 +24,7 @@ typedef struct {
 } mg_classifier_opts;
 
 typedef struct {
-    const mg_model *model;  /* borrowed; outlives the classifier */
+    mg_model *model;        /* borrowed; outlives the classifier (forwards reuse its buffers) */
     mg_spm *spm;            /* the model directory's tokenizer.model (owned) */
     mg_chat_ids chat;
     mg_prompt prompt;       /* (T) the generation-form prompt with one image */
@@ -35,7 +35,7 @@ typedef struct {
 /* Loads the tokenizer named by the model's config, builds the prompt and finds the class digits.
  * Fails when the model has no tokenizer.model, when a digit is not a single token, or when the
  * prompt is longer than max_position_embeddings. */
-mg_status mg_classifier_init(mg_classifier *c, const mg_model *m, const mg_classifier_opts *o);
+mg_status mg_classifier_init(mg_classifier *c, mg_model *m, const mg_classifier_opts *o);
 void mg_classifier_free(mg_classifier *c);
 
 /* logits (B, K): the class-digit logits of B images, pixels (B, 3, S, S), in one forward. */

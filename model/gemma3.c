@@ -6,11 +6,15 @@
 
 void mg_gemma3_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *w, mg_gemma3_weights *gw) {
     gw->embed = mg_arena_put(a, w->embed);
-    /* Gemma3TextScaledWordEmbedding: embed_scale (fp32 sqrt(C)) cast to the weight dtype */
+    /* Gemma3TextScaledWordEmbedding: the embed_scale buffer sqrt(C), cast to the weight dtype.
+     * The fp32 CPU reference rounds it to the checkpoint's dtype; a bf16 backend runs the model
+     * in bf16, where the buffer is bf16 whatever the checkpoint (an fp32 checkpoint loaded with
+     * from_pretrained(dtype=bfloat16) also has bf16(sqrt(C)): 6.3125 for C = 40, 50.5 for 2560). */
     const float scale = (float)sqrt((double)cfg->hidden);
-    gw->embed_scale = w->embed->dtype == MG_BF16  ? mg_round_bf16(scale)
-                      : w->embed->dtype == MG_F16 ? mg_f16_to_f32(mg_f32_to_f16(scale))
-                                                  : scale;
+    const mg_dtype run = a->be->act_dtype == MG_BF16 ? MG_BF16 : w->embed->dtype;
+    gw->embed_scale = run == MG_BF16  ? mg_round_bf16(scale)
+                      : run == MG_F16 ? mg_f16_to_f32(mg_f32_to_f16(scale))
+                                      : scale;
     for (int l = 0; l < cfg->n_layers; l++) {
         const mg_text_layer_weights *src = &w->text[l];
         mg_gemma3_layer *d = &gw->layers[l];
@@ -27,7 +31,7 @@ void mg_gemma3_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *
     gw->final_norm = mg_arena_put(a, w->final_norm);
 }
 
-/* The decoder's activations for M = B*T rows, one allocation. */
+/* The decoder's activations for M = B*T rows, laid out in the caller's scratch. */
 typedef struct {
     void *xn;  /* (M, C) normed input of a block */
     void *q;   /* (M, H*D) = (B, T, H, D) */
@@ -53,15 +57,17 @@ static size_t gemma3_acts_layout(gemma3_acts *s, char *base, const mg_config *cf
     return used;
 }
 
-mg_status mg_gemma3_forward(const mg_backend *be, const mg_config *cfg, const mg_gemma3_weights *w, void *x,
-                            const mg_gemma3_tokens *tok, const mg_observer *obs) {
+size_t mg_gemma3_scratch_bytes(const mg_config *cfg, int64_t M, size_t esize) {
+    gemma3_acts s;
+    return gemma3_acts_layout(&s, NULL, cfg, M, esize);
+}
+
+void mg_gemma3_forward(const mg_backend *be, const mg_config *cfg, const mg_gemma3_weights *w, void *x,
+                       const mg_gemma3_tokens *tok, const mg_observer *obs, void *scratch) {
     const int64_t B = tok->B, T = tok->T, M = B * T;
     const int C = cfg->hidden, H = cfg->n_heads, Hkv = cfg->n_kv_heads, D = cfg->head_dim, F = cfg->intermediate;
-    const size_t esize = mg_dtype_size(be->act_dtype);
     gemma3_acts s;
-    void *base = be->alloc(be->ctx, gemma3_acts_layout(&s, NULL, cfg, M, esize));
-    if (!base) return mg_fail(MG_ERR_OOM, "use a smaller batch", "decoder activations for %lld tokens", (long long)M);
-    gemma3_acts_layout(&s, base, cfg, M, esize);
+    gemma3_acts_layout(&s, scratch, cfg, M, mg_dtype_size(be->act_dtype));
 
     for (int l = 0; l < cfg->n_layers; l++) {
         const mg_gemma3_layer *lw = &w->layers[l];
@@ -105,6 +111,4 @@ mg_status mg_gemma3_forward(const mg_backend *be, const mg_config *cfg, const mg
     /* norm */
     be->rmsnorm_forward(be->ctx, x, x, w->final_norm, M, C, cfg->rms_eps);
     if (obs) obs->fn(obs->user, "final_norm_out", x, M * C);
-    be->free(be->ctx, base);
-    return MG_OK;
 }

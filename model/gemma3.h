@@ -29,7 +29,7 @@ typedef struct {
 
 typedef struct {
     void *embed;              /* (V, C) embed_tokens, also the tied head */
-    float embed_scale;        /* sqrt(C) rounded to the checkpoint's embedding dtype */
+    float embed_scale;        /* sqrt(C) rounded to the dtype the model runs in (see mg_gemma3_load) */
     mg_gemma3_layer *layers;  /* [L] host array of device views */
     void *final_norm;         /* (C) */
 } mg_gemma3_weights;
@@ -44,9 +44,13 @@ typedef struct {
 
 void mg_gemma3_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *w, mg_gemma3_weights *gw);
 
-/* x[B, T, C]: in, the input embeddings; out, the final-normed hidden states. Reports
- * "hidden_<l>" (output of layer l) and "final_norm_out" to obs when obs != NULL. */
-mg_status mg_gemma3_forward(const mg_backend *be, const mg_config *cfg, const mg_gemma3_weights *w, void *x,
-                            const mg_gemma3_tokens *tok, const mg_observer *obs);
+/* Bytes of scratch mg_gemma3_forward needs for M = B*T tokens (one layer's activations). */
+size_t mg_gemma3_scratch_bytes(const mg_config *cfg, int64_t M, size_t esize);
+
+/* x[B, T, C]: in, the input embeddings; out, the final-normed hidden states. scratch holds
+ * mg_gemma3_scratch_bytes on the same backend, 256-byte aligned. Reports "hidden_<l>" (output of
+ * layer l) and "final_norm_out" to obs when obs != NULL. */
+void mg_gemma3_forward(const mg_backend *be, const mg_config *cfg, const mg_gemma3_weights *w, void *x,
+                       const mg_gemma3_tokens *tok, const mg_observer *obs, void *scratch);
 
 #endif

@@ -19,7 +19,7 @@ static bool is_eos(const mg_generate_args *a, int id) {
     return false;
 }
 
-mg_status mg_generate_greedy(const mg_model *m, const mg_generate_args *a, int32_t *tokens, int *n_new,
+mg_status mg_generate_greedy(mg_model *m, const mg_generate_args *a, int32_t *tokens, int *n_new,
                              float *first_logits) {
     const int64_t B = a->B, T0 = a->T, N = a->max_new_tokens, Tmax = T0 + N;
     const int V = m->cfg.vocab;

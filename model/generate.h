@@ -33,7 +33,7 @@ typedef struct {
 /* tokens (B, max_new_tokens): each row's new tokens, its stop id included, then pad.
  * n_new (B): how many tokens each row generated (the stop id included).
  * first_logits (B, V) or NULL: the logits at the last prompt position (the first step's). */
-mg_status mg_generate_greedy(const mg_model *m, const mg_generate_args *a, int32_t *tokens, int *n_new,
+mg_status mg_generate_greedy(mg_model *m, const mg_generate_args *a, int32_t *tokens, int *n_new,
                              float *first_logits);
 
 #endif

@@ -90,5 +90,7 @@ void mg_lora_free(mg_lora *lora);
  * PEFT's in-place `weight.data += delta` does on a bf16 weight. Knows the model's layout (the fused
  * gate|up weight). Merging twice adds the delta twice. */
 mg_status mg_model_merge_lora(mg_model *m, const mg_lora *lora);
+/* Loads the PEFT adapter in dir, merges it into m and frees it: what `--adapter DIR` does. */
+mg_status mg_model_apply_adapter(mg_model *m, const char *dir);
 
 #endif

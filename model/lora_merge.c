@@ -62,5 +62,13 @@ mg_status mg_model_merge_lora(mg_model *m, const mg_lora *lora) {
         be->upload(be->ctx, dev, w, MG_F32, (int64_t)mod->out * in);
         free(w), free(ba);
     }
-    return MG_OK;
+    return be->sync(be->ctx); /* a failed download or upload */
+}
+
+mg_status mg_model_apply_adapter(mg_model *m, const char *dir) {
+    mg_lora lora;
+    MG_TRY(mg_lora_load(dir, &m->cfg, &lora));
+    mg_status s = mg_model_merge_lora(m, &lora);
+    mg_lora_free(&lora);
+    return s;
 }

@@ -32,11 +32,10 @@ mg_status mg_model_load(mg_model *m, const mg_backend *be, const mg_config *cfg,
     }
     a = (mg_weight_arena){ .be = be, .base = m->arena };
     place_all(&a, m, w);
-    if (a.oom) {
-        mg_model_free(m);
-        return mg_fail(MG_ERR_OOM, NULL, "host staging buffer while loading weights");
-    }
-    return MG_OK;
+    mg_status s = be->sync(be->ctx); /* a failed upload */
+    if (s == MG_OK && a.oom) s = mg_fail(MG_ERR_OOM, NULL, "host staging buffer while loading weights");
+    if (s != MG_OK) mg_model_free(m);
+    return s;
 }
 
 mg_status mg_model_open(mg_model *m, const mg_backend *be, const char *dir) {
@@ -54,6 +53,7 @@ mg_status mg_model_open(mg_model *m, const mg_backend *be, const char *dir) {
 
 void mg_model_free(mg_model *m) {
     if (m->be && m->arena) m->be->free(m->be->ctx, m->arena);
+    if (m->be && m->work) m->be->free(m->be->ctx, m->work);
     free(m->vision.layers);
     free(m->text.layers);
     memset(m, 0, sizeof *m);
@@ -132,8 +132,43 @@ static void fill_token_arrays(token_arrays *t, const mg_config *cfg, const mg_mo
     if (head->vocab) memcpy(t->vocab, head->vocab, (size_t)head->n_vocab * sizeof(int32_t));
 }
 
-mg_status mg_model_forward(const mg_model *m, const mg_model_input *in, const mg_model_head *head,
-                           const mg_observer *obs) {
+/* Every device buffer of one forward, carved from m->work. */
+typedef struct {
+    void *tok;     /* the token_arrays block (int32) */
+    void *pixels;  /* (N, 3, S, S) */
+    void *vis;     /* (N, P, Cv) vision tower output */
+    void *soft;    /* (N, mm, C) projector output: the image soft tokens */
+    void *x;       /* (B, T, C) embeddings, then the residual stream */
+    void *hrows;   /* (R, C) hidden rows at the scored positions */
+    void *ev;      /* (n_vocab, C) the scored rows of E (empty for the whole vocab) */
+    void *logits;  /* (R, n_vocab) */
+    void *scratch; /* shared in turn by the tower, the projector and the decoder */
+} forward_bufs;
+
+/* Lays the buffers out from base (NULL: only sizes them); returns the bytes needed. */
+static size_t forward_layout(forward_bufs *f, char *base, const mg_config *cfg, size_t esize, size_t tok_bytes,
+                             int64_t M, int64_t N, int64_t R, int64_t n_vocab_rows, int nv) {
+    const int64_t G = cfg->image_size / cfg->patch_size, C = cfg->hidden;
+    size_t used = 0;
+    f->tok = mg_carve(base, &used, (int64_t)tok_bytes, 1);
+    f->pixels = mg_carve(base, &used, N * 3 * (int64_t)cfg->image_size * cfg->image_size, esize);
+    f->vis = mg_carve(base, &used, N * G * G * cfg->v_hidden, esize);
+    f->soft = mg_carve(base, &used, N * cfg->mm_tokens_per_image * C, esize);
+    f->x = mg_carve(base, &used, M * C, esize);
+    f->hrows = mg_carve(base, &used, R * C, esize);
+    f->ev = mg_carve(base, &used, n_vocab_rows * C, esize);
+    f->logits = mg_carve(base, &used, R * nv, esize);
+    size_t scratch = mg_gemma3_scratch_bytes(cfg, M, esize);
+    if (N) {
+        const size_t vis = mg_siglip_scratch_bytes(cfg, N, esize), proj = mg_projector_scratch_bytes(cfg, N, esize);
+        scratch = scratch > vis ? scratch : vis;
+        scratch = scratch > proj ? scratch : proj;
+    }
+    f->scratch = mg_carve(base, &used, (int64_t)scratch, 1);
+    return used;
+}
+
+mg_status mg_model_forward(mg_model *m, const mg_model_input *in, const mg_model_head *head, const mg_observer *obs) {
     const mg_backend *be = m->be;
     const mg_config *cfg = &m->cfg;
     const int64_t B = in->B, T = in->T, M = B * T, N = in->n_images, R = head->R;
@@ -147,55 +182,49 @@ mg_status mg_model_forward(const mg_model *m, const mg_model_input *in, const mg
     token_arrays host, dev;
     const size_t tok_bytes = token_arrays_layout(&host, NULL, M, n_soft, R, head->vocab ? nv : 0);
     int32_t *host_base = malloc(tok_bytes);
-    /* device buffers: tokens, pixels, vision out, soft tokens, embeddings, head rows, head vocab, logits */
-    const int64_t npx = N * 3 * (int64_t)cfg->image_size * cfg->image_size;
-    void *tok_dev = be->alloc(be->ctx, tok_bytes);
-    void *pixels = N ? be->alloc(be->ctx, (size_t)npx * es) : NULL;         /* (N, 3, S, S) */
-    void *vis = N ? be->alloc(be->ctx, (size_t)(N * G * G * cfg->v_hidden) * es) : NULL; /* (N, P, Cv) */
-    void *soft = N ? be->alloc(be->ctx, (size_t)(N * mm * C) * es) : NULL; /* (N, mm, C) */
-    void *x = be->alloc(be->ctx, (size_t)(M * C) * es);                     /* (B, T, C) */
-    void *hrows = be->alloc(be->ctx, (size_t)(R * C) * es);                 /* (R, C) */
-    void *ev = head->vocab ? be->alloc(be->ctx, (size_t)nv * C * es) : NULL; /* (n_vocab, C) */
-    void *logits = be->alloc(be->ctx, (size_t)(R * nv) * es);               /* (R, n_vocab) */
-    mg_status s = MG_OK;
-    if (!host_base || !tok_dev || (N && (!pixels || !vis || !soft)) || !x || !hrows || (head->vocab && !ev) ||
-        !logits) {
-        s = mg_fail(MG_ERR_OOM, "use a smaller batch", "forward buffers for B=%lld T=%lld", (long long)B,
-                    (long long)T);
-        goto done;
+    if (!host_base) return mg_fail(MG_ERR_OOM, NULL, "token arrays for B=%lld T=%lld", (long long)B, (long long)T);
+    /* the device buffers: one allocation, kept while later forwards fit in it */
+    forward_bufs f;
+    const size_t need = forward_layout(&f, NULL, cfg, es, tok_bytes, M, N, R, head->vocab ? nv : 0, nv);
+    if (need > m->work_bytes) {
+        be->free(be->ctx, m->work);
+        m->work_bytes = 0;
+        if (!(m->work = be->alloc(be->ctx, need))) {
+            free(host_base);
+            return mg_fail(MG_ERR_OOM, "use a smaller batch", "%.1f MiB of activations on %s for B=%lld T=%lld",
+                           (double)need / (1 << 20), be->name, (long long)B, (long long)T);
+        }
+        m->work_bytes = need;
     }
+    forward_layout(&f, m->work, cfg, es, tok_bytes, M, N, R, head->vocab ? nv : 0, nv);
     token_arrays_layout(&host, host_base, M, n_soft, R, head->vocab ? nv : 0);
-    token_arrays_layout(&dev, tok_dev, M, n_soft, R, head->vocab ? nv : 0);
+    token_arrays_layout(&dev, f.tok, M, n_soft, R, head->vocab ? nv : 0);
     fill_token_arrays(&host, cfg, in, head);
-    be->copy_in(be->ctx, tok_dev, host_base, tok_bytes);
+    be->copy_in(be->ctx, f.tok, host_base, tok_bytes);
+    free(host_base);
 
     if (N) {
         /* get_image_features: vision_tower(pixel_values).last_hidden_state */
-        be->upload(be->ctx, pixels, in->pixels, MG_F32, npx);
-        if ((s = mg_siglip_forward(be, cfg, &m->vision, vis, pixels, N)) != MG_OK) goto done;
-        if (obs) obs->fn(obs->user, "vision_out", vis, N * G * G * cfg->v_hidden);
+        be->upload(be->ctx, f.pixels, in->pixels, MG_F32, N * 3 * (int64_t)cfg->image_size * cfg->image_size);
+        mg_siglip_forward(be, cfg, &m->vision, f.vis, f.pixels, N, f.scratch);
+        if (obs) obs->fn(obs->user, "vision_out", f.vis, N * G * G * cfg->v_hidden);
         /* multi_modal_projector */
-        if ((s = mg_projector_forward(be, cfg, &m->projector, soft, vis, N)) != MG_OK) goto done;
-        if (obs) obs->fn(obs->user, "projector_out", soft, N * mm * C);
+        mg_projector_forward(be, cfg, &m->projector, f.soft, f.vis, N, f.scratch);
+        if (obs) obs->fn(obs->user, "projector_out", f.soft, N * mm * C);
     }
     /* embed_tokens (scaled), then masked_scatter of the soft tokens at the placeholders */
-    be->embedding_forward(be->ctx, x, m->text.embed, dev.ids, M, C, m->text.embed_scale);
-    if (N) be->scatter_rows_forward(be->ctx, x, soft, dev.soft_rows, n_soft, C);
-    if (obs) obs->fn(obs->user, "embeds", x, M * C);
+    be->embedding_forward(be->ctx, f.x, m->text.embed, dev.ids, M, C, cfg->vocab, m->text.embed_scale);
+    if (N) be->scatter_rows_forward(be->ctx, f.x, f.soft, dev.soft_rows, n_soft, C);
+    if (obs) obs->fn(obs->user, "embeds", f.x, M * C);
     /* language_model */
     const mg_gemma3_tokens tok = { .B = B, .T = T, .pos = dev.pos, .key_valid = in->attn_mask ? dev.valid : NULL,
                                    .group = dev.group };
-    if ((s = mg_gemma3_forward(be, cfg, &m->text, x, &tok, obs)) != MG_OK) goto done;
+    mg_gemma3_forward(be, cfg, &m->text, f.x, &tok, obs, f.scratch);
     /* lm_head (tied to embed_tokens) at the requested rows, over the requested vocab columns */
-    be->gather_rows_forward(be->ctx, hrows, x, dev.head_rows, R, C);
-    if (head->vocab) be->gather_rows_forward(be->ctx, ev, m->text.embed, dev.vocab, nv, C);
-    be->linear_forward(be->ctx, logits, hrows, head->vocab ? ev : m->text.embed, NULL, R, C, nv);
-    if (obs) obs->fn(obs->user, "logits", logits, R * nv);
-    be->download(be->ctx, head->logits, logits, R * nv);
-
-done:
-    free(host_base);
-    void *bufs[] = { tok_dev, pixels, vis, soft, x, hrows, ev, logits };
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) be->free(be->ctx, bufs[i]);
-    return s;
+    be->gather_rows_forward(be->ctx, f.hrows, f.x, dev.head_rows, R, C);
+    if (head->vocab) be->gather_rows_forward(be->ctx, f.ev, m->text.embed, dev.vocab, nv, C);
+    be->linear_forward(be->ctx, f.logits, f.hrows, head->vocab ? f.ev : m->text.embed, NULL, R, C, nv);
+    if (obs) obs->fn(obs->user, "logits", f.logits, R * nv);
+    be->download(be->ctx, head->logits, f.logits, R * nv);
+    return be->sync(be->ctx);
 }

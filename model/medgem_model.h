@@ -18,6 +18,9 @@ typedef struct {
     mg_config cfg;
     void *arena;              /* the one allocation holding every weight (act dtype) */
     size_t arena_bytes;
+    void *work;               /* the activations of a forward, one allocation kept between forwards
+                               * and replaced only by a larger one (model/medgem_model.c) */
+    size_t work_bytes;
     mg_siglip_weights vision;
     mg_projector_weights projector;
     mg_gemma3_weights text;
@@ -52,8 +55,10 @@ void mg_model_free(mg_model *m);
 /* Runs the whole model once. Bad input (an id outside the vocabulary, a placeholder count that
  * does not match n_images, a row or vocab id out of range) is an error naming the position.
  * obs (may be NULL) sees "vision_out", "projector_out", "embeds" (after the image merge),
- * "hidden_<l>", "final_norm_out" and "logits". */
-mg_status mg_model_forward(const mg_model *m, const mg_model_input *in, const mg_model_head *head,
-                           const mg_observer *obs);
+ * "hidden_<l>", "final_norm_out" and "logits" (device tensors: read them with be->download).
+ * The activations live in m->work, allocated on the first forward and again only when a forward
+ * needs more than the largest so far: repeated forwards of one shape allocate nothing. So one
+ * model runs one forward at a time. Errors of the backend's queued work are returned here. */
+mg_status mg_model_forward(mg_model *m, const mg_model_input *in, const mg_model_head *head, const mg_observer *obs);
 
 #endif

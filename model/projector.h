@@ -15,8 +15,12 @@ typedef struct {
 
 void mg_projector_load(mg_weight_arena *a, const mg_weights *w, mg_projector_weights *pw);
 
-/* out[N, mm, C] from the vision output x[N, P, Cv] (device pointers). Fails only on out of memory. */
-mg_status mg_projector_forward(const mg_backend *be, const mg_config *cfg, const mg_projector_weights *w, void *out,
-                               const void *x, int64_t N);
+/* Bytes of scratch mg_projector_forward needs for N images (the pooled tokens). */
+size_t mg_projector_scratch_bytes(const mg_config *cfg, int64_t N, size_t esize);
+
+/* out[N, mm, C] from the vision output x[N, P, Cv] (device pointers); scratch holds
+ * mg_projector_scratch_bytes on the same backend. */
+void mg_projector_forward(const mg_backend *be, const mg_config *cfg, const mg_projector_weights *w, void *out,
+                          const void *x, int64_t N, void *scratch);
 
 #endif

@@ -23,7 +23,7 @@ void mg_siglip_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *
     sw->post_ln_b = mg_arena_put(a, w->post_ln_b);
 }
 
-/* The tower's activations for M = N*P rows, one allocation. */
+/* The tower's activations for M = N*P rows, laid out in the caller's scratch. */
 typedef struct {
     void *cols;     /* (M, 3*p*p) im2col of the pixels */
     void *xn;       /* (M, Cv) layer-normed input of a block */
@@ -48,16 +48,18 @@ static size_t siglip_acts_layout(siglip_acts *s, char *base, const mg_config *cf
     return used;
 }
 
-mg_status mg_siglip_forward(const mg_backend *be, const mg_config *cfg, const mg_siglip_weights *w, void *out,
-                            const void *pixels, int64_t N) {
+size_t mg_siglip_scratch_bytes(const mg_config *cfg, int64_t N, size_t esize) {
+    const int G = cfg->image_size / cfg->patch_size;
+    siglip_acts s;
+    return siglip_acts_layout(&s, NULL, cfg, N * G * G, esize);
+}
+
+void mg_siglip_forward(const mg_backend *be, const mg_config *cfg, const mg_siglip_weights *w, void *out,
+                       const void *pixels, int64_t N, void *scratch) {
     const int p = cfg->patch_size, S = cfg->image_size, G = S / p, Cv = cfg->v_hidden, Fv = cfg->v_intermediate;
     const int64_t P = (int64_t)G * G, M = N * P;
-    const size_t esize = mg_dtype_size(be->act_dtype);
     siglip_acts s;
-    void *base = be->alloc(be->ctx, siglip_acts_layout(&s, NULL, cfg, M, esize));
-    if (!base) return mg_fail(MG_ERR_OOM, "use fewer images per batch", "SigLIP activations for %lld images",
-                              (long long)N);
-    siglip_acts_layout(&s, base, cfg, M, esize);
+    siglip_acts_layout(&s, scratch, cfg, M, mg_dtype_size(be->act_dtype));
     void *x = out; /* (N, P, Cv) the residual stream lives in the output buffer */
 
     /* embeddings.patch_embedding: Conv2d(3, Cv, p, stride p) as im2col + linear */
@@ -90,6 +92,4 @@ mg_status mg_siglip_forward(const mg_backend *be, const mg_config *cfg, const mg
     }
     /* post_layernorm */
     be->layernorm_forward(be->ctx, x, x, w->post_ln_w, w->post_ln_b, M, Cv, cfg->v_eps);
-    be->free(be->ctx, base);
-    return MG_OK;
 }

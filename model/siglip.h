@@ -30,8 +30,12 @@ typedef struct {
 /* Places the vision weights of w in the arena (see weight_arena.h); layers must hold Lv entries. */
 void mg_siglip_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *w, mg_siglip_weights *sw);
 
-/* out[N, P, Cv] = SigLIP(pixels[N, 3, S, S]) (device pointers). Fails only on out of memory. */
-mg_status mg_siglip_forward(const mg_backend *be, const mg_config *cfg, const mg_siglip_weights *w, void *out,
-                            const void *pixels, int64_t N);
+/* Bytes of scratch mg_siglip_forward needs for N images (one encoder layer's activations). */
+size_t mg_siglip_scratch_bytes(const mg_config *cfg, int64_t N, size_t esize);
+
+/* out[N, P, Cv] = SigLIP(pixels[N, 3, S, S]) (device pointers); scratch holds
+ * mg_siglip_scratch_bytes on the same backend, 256-byte aligned. */
+void mg_siglip_forward(const mg_backend *be, const mg_config *cfg, const mg_siglip_weights *w, void *out,
+                       const void *pixels, int64_t N, void *scratch);
 
 #endif

@@ -275,7 +275,7 @@ static void case_embedding(int64_t n, int V, int C, float scale) {
     int32_t *ids = malloc((size_t)n * sizeof(int32_t));
     double *ref = ref_new(n * C);
     for (int64_t t = 0; t < n; t++) ids[t] = (int32_t)((t * 7919 + 3) % V);
-    be->embedding_forward(be->ctx, y, E, ids, n, C, scale);
+    be->embedding_forward(be->ctx, y, E, ids, n, C, V, scale);
     for (int64_t t = 0; t < n; t++)
         for (int c = 0; c < C; c++) ref[t * C + c] = (double)E[(int64_t)ids[t] * C + c] * scale;
     check_close(what, y, ref, n * C, TOL);

@@ -43,7 +43,7 @@ static int load_pixels(const char *name, int S, float *dst) {
 }
 
 /* Step s of image b: the forward over prompt + its first s new tokens, logits at the last position. */
-static void check_steps(const mg_model *m, const mg_classifier *c, const mg_json *im, const float *pixels,
+static void check_steps(mg_model *m, const mg_classifier *c, const mg_json *im, const float *pixels,
                         const char *what) {
     const mg_json *tokens = mg_json_get(im, "tokens"), *steps = mg_json_get(im, "steps");
     const int T0 = c->prompt.n;
@@ -68,7 +68,7 @@ static void check_steps(const mg_model *m, const mg_classifier *c, const mg_json
     CHECK(worst <= TOL, "%s: step logits within %g", what, TOL);
 }
 
-static void check_case(const mg_model *m, const char *name, const mg_json *c, const float *pixels, int S) {
+static void check_case(mg_model *m, const char *name, const mg_json *c, const float *pixels, int S) {
     const char *text = mg_json_get_string(c, "text", NULL);
     const mg_json *eos_j = mg_json_get(c, "eos"), *images = mg_json_get(c, "images");
     const int N = (int)mg_json_get_number(c, "max_new_tokens", 0);

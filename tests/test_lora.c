@@ -62,7 +62,7 @@ static double causal_lm_loss(const float *logits, const int32_t *labels, int64_t
     return sum / (double)n;
 }
 
-static void forward_all(const mg_model *m, const mg_st_file *fx, float *logits) {
+static void forward_all(mg_model *m, const mg_st_file *fx, float *logits) {
     const mg_st_tensor *px = mg_st_find(fx, "pixel_values"), *ids_t = mg_st_find(fx, "input_ids"),
                        *tt_t = mg_st_find(fx, "token_type_ids");
     const int64_t B = ids_t->shape[0], T = ids_t->shape[1];

@@ -23,7 +23,8 @@ static void usage(FILE *f) {
             "  --prompt-file F     the user text after the image (default: the guide's 8-class prompt)\n"
             "  --double-bos        the guide's processor path: two BOS tokens (spec/model.md §7.5)\n"
             "  --json              one JSON object per image: {\"image\", \"pred\", \"probs\", \"logits\"}\n"
-            "  --cpu               run on the fp32 CPU reference backend (the only backend so far)\n");
+            "  --cpu               run on the fp32 CPU reference backend even when a GPU is available\n"
+            "                      (by default the bf16 CUDA backend runs on GPU 0 when there is one)\n");
 }
 
 static int fail(const char *what) {
@@ -64,14 +65,14 @@ int cmd_classify(int argc, char **argv) {
     const char *dir = NULL, *prompt_file = NULL, *adapter = NULL;
     const char **images = calloc((size_t)argc, sizeof(char *));
     int n_img = 0;
-    bool json = false;
+    bool json = false, force_cpu = false;
     mg_classifier_opts opts = { 0 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const bool has_value = i + 1 < argc;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); free(images); return 0; }
         else if (!strcmp(a, "--json")) json = true;
-        else if (!strcmp(a, "--cpu")) continue;
+        else if (!strcmp(a, "--cpu")) force_cpu = true;
         else if (!strcmp(a, "--double-bos")) opts.guide_path = true;
         else if (!strcmp(a, "--model") && has_value) dir = argv[++i];
         else if (!strcmp(a, "--prompt-file") && has_value) prompt_file = argv[++i];
@@ -93,17 +94,19 @@ int cmd_classify(int argc, char **argv) {
     }
 
     int rc = 0;
+    const mg_backend *be = NULL;
+    char be_desc[512];
     mg_model m = { 0 };
     mg_classifier cl = { 0 };
     char *qtext = NULL;
     float *pixels = NULL, *logits = NULL;
-    if (mg_model_open(&m, mg_backend_cpu(), dir) != MG_OK) { rc = fail("cannot load the model"); goto done; }
-    if (adapter) {
-        mg_lora lora;
-        mg_status ls = mg_lora_load(adapter, &m.cfg, &lora);
-        if (ls == MG_OK) ls = mg_model_merge_lora(&m, &lora), mg_lora_free(&lora);
-        if (ls != MG_OK) { rc = fail("cannot apply the adapter"); goto done; }
+    if (mg_backend_open(force_cpu, &be, be_desc, sizeof be_desc) != MG_OK) {
+        rc = fail("cannot set up the GPU (--cpu runs without it)");
+        goto done;
     }
+    fprintf(stderr, "medgem: using %s\n", be_desc);
+    if (mg_model_open(&m, be, dir) != MG_OK) { rc = fail("cannot load the model"); goto done; }
+    if (adapter && mg_model_apply_adapter(&m, adapter) != MG_OK) { rc = fail("cannot apply the adapter"); goto done; }
     if (prompt_file && mg_prompt_read_file(prompt_file, &qtext) != MG_OK) { rc = fail("cannot read the prompt"); goto done; }
     opts.text = qtext;
     if (mg_classifier_init(&cl, &m, &opts) != MG_OK) { rc = fail("cannot load the tokenizer or build the prompt"); goto done; }
@@ -143,5 +146,6 @@ done:
     free(images), free(pixels), free(logits), free(qtext);
     mg_classifier_free(&cl);
     mg_model_free(&m);
+    mg_backend_close(be);
     return rc;
 }

@@ -32,7 +32,7 @@ static const char *USAGE =
     "  --double-bos           the guide's processor path: two BOS tokens (spec/model.md §7.5)\n"
     "  --csv FILE             per-image predictions: path,label,pred,prob_0..7,logit_0..7[,answer]\n"
     "  --json                 print the metrics as one JSON object\n"
-    "  --cpu                  run on the fp32 CPU reference backend (the only backend so far)\n";
+    "  --cpu                  run on the fp32 CPU reference backend even when a GPU is available\n";
 
 static int fail(const char *what) {
     fprintf(stderr, "medgem eval: %s\n%s\n", what, mg_last_error());
@@ -117,7 +117,7 @@ static void print_text(const mg_eval_result *r, mg_eval_mode mode) {
 
 int cmd_eval(int argc, char **argv) {
     const char *dir = NULL, *adapter = NULL, *data = NULL, *csv = NULL, *prompt_file = NULL;
-    bool json = false;
+    bool json = false, force_cpu = false;
     mg_bh_selection sel = mg_bh_selection_default(MG_BH_SPLIT_TEST);
     mg_eval_opts eo = mg_eval_defaults();
     mg_classifier_opts co = { 0 };
@@ -126,7 +126,7 @@ int cmd_eval(int argc, char **argv) {
         mg_status st;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(USAGE, stdout); return 0; }
         if (!strcmp(a, "--json")) { json = true; continue; }
-        if (!strcmp(a, "--cpu")) continue;
+        if (!strcmp(a, "--cpu")) { force_cpu = true; continue; }
         if (!strcmp(a, "--double-bos")) { co.guide_path = true; continue; }
         if (!v) { fprintf(stderr, "medgem eval: %s needs a value (or is unknown)\n\n%s", a, USAGE); return 2; }
         i++;
@@ -156,6 +156,8 @@ int cmd_eval(int argc, char **argv) {
     int rc = 0;
     mg_bh_index *ix = NULL;
     int64_t *idx = NULL, n = 0;
+    const mg_backend *be = NULL;
+    char be_desc[512];
     mg_model m = { 0 };
     mg_classifier cl = { 0 };
     mg_eval_result r = { 0 };
@@ -163,13 +165,13 @@ int cmd_eval(int argc, char **argv) {
     /* the data first: a bad path or an empty selection fails before the model loads */
     if (mg_bh_index_open(data, eo.on_bad, &ix) != MG_OK) { rc = fail("cannot index the data"); goto done; }
     if (mg_bh_select(ix, &sel, &idx, &n) != MG_OK) { rc = fail("empty selection"); goto done; }
-    if (mg_model_open(&m, mg_backend_cpu(), dir) != MG_OK) { rc = fail("cannot load the model"); goto done; }
-    if (adapter) {
-        mg_lora lora;
-        mg_status ls = mg_lora_load(adapter, &m.cfg, &lora);
-        if (ls == MG_OK) ls = mg_model_merge_lora(&m, &lora), mg_lora_free(&lora);
-        if (ls != MG_OK) { rc = fail("cannot apply the adapter"); goto done; }
+    if (mg_backend_open(force_cpu, &be, be_desc, sizeof be_desc) != MG_OK) {
+        rc = fail("cannot set up the GPU (--cpu runs without it)");
+        goto done;
     }
+    fprintf(stderr, "medgem: using %s\n", be_desc);
+    if (mg_model_open(&m, be, dir) != MG_OK) { rc = fail("cannot load the model"); goto done; }
+    if (adapter && mg_model_apply_adapter(&m, adapter) != MG_OK) { rc = fail("cannot apply the adapter"); goto done; }
     if (prompt_file && mg_prompt_read_file(prompt_file, &qtext) != MG_OK) { rc = fail("cannot read the prompt"); goto done; }
     co.text = qtext;
     if (mg_classifier_init(&cl, &m, &co) != MG_OK) { rc = fail("cannot load the tokenizer or build the prompt"); goto done; }
@@ -189,6 +191,7 @@ done:
     mg_eval_result_free(&r);
     mg_classifier_free(&cl);
     mg_model_free(&m);
+    mg_backend_close(be);
     free(qtext), free(idx);
     if (ix) mg_bh_index_free(ix);
     return rc;

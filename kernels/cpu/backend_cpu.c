@@ -30,10 +30,17 @@ static void cpu_copy_in(void *ctx, void *dst, const void *src, size_t nbytes) {
     memcpy(dst, src, nbytes);
 }
 
+static mg_status cpu_sync(void *ctx) {
+    (void)ctx;
+    return MG_OK; /* every op has finished when it returns and none can fail */
+}
+
 static const mg_backend CPU = {
     .name = "cpu",
+    .device = "host",
     .act_dtype = MG_F32,
     .ctx = NULL,
+    .sync = cpu_sync,
     .alloc = cpu_alloc,
     .free = cpu_free,
     .upload = cpu_upload,

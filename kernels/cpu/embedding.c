@@ -6,17 +6,21 @@
  *   scatter_rows: y[rows[r], :] = src[r, :]          (image soft-token merge: projector rows into
  *                 the placeholder positions; other rows of y are untouched)
  * All written with `=`. Indices are int32 and already checked in range by the caller. */
+#include <math.h>
 #include <string.h>
 
 #include "kernels/cpu/ops.h"
 
-void mg_cpu_embedding_forward(void *ctx, void *y_, const void *E_, const int32_t *ids, int64_t n, int C, float scale) {
+void mg_cpu_embedding_forward(void *ctx, void *y_, const void *E_, const int32_t *ids, int64_t n, int C, int64_t V,
+                              float scale) {
     (void)ctx;
     float *y = y_;
     const float *E = E_;
 #pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < n; t++)
-        for (int c = 0; c < C; c++) y[t * C + c] = E[(int64_t)ids[t] * C + c] * scale;
+    for (int64_t t = 0; t < n; t++) {
+        const int ok = ids[t] >= 0 && ids[t] < V; /* a bad id (a caller's bug) gives NaN, never a stray read */
+        for (int c = 0; c < C; c++) y[t * C + c] = ok ? E[(int64_t)ids[t] * C + c] * scale : NAN;
+    }
 }
 
 void mg_cpu_gather_rows_forward(void *ctx, void *y_, const void *x_, const int32_t *rows, int64_t R, int C) {

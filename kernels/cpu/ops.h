@@ -22,7 +22,8 @@ void mg_cpu_attention_forward(void *ctx, void *out, const void *q, const void *k
 void mg_cpu_gelu_forward(void *ctx, void *y, const void *x, int64_t n);
 void mg_cpu_geglu_forward(void *ctx, void *y, const void *gu, int64_t M, int F);
 void mg_cpu_avgpool_forward(void *ctx, void *y, const void *x, int64_t B, int G, int k, int C);
-void mg_cpu_embedding_forward(void *ctx, void *y, const void *E, const int32_t *ids, int64_t n, int C, float scale);
+void mg_cpu_embedding_forward(void *ctx, void *y, const void *E, const int32_t *ids, int64_t n, int C, int64_t V,
+                              float scale);
 void mg_cpu_gather_rows_forward(void *ctx, void *y, const void *x, const int32_t *rows, int64_t R, int C);
 void mg_cpu_scatter_rows_forward(void *ctx, void *y, const void *src, const int32_t *rows, int64_t R, int C);
 

@@ -1,6 +1,6 @@
 // Scaled dot-product attention with GQA and the Gemma 3 / SigLIP masks (spec/model.md §5.4, §6):
 //   q[B,T,H,D], k,v[B,T,Hkv,D] -> out[B,T,H,D]; query head h reads kv head g = h / (H/Hkv)
-//   s_ij = (q_i · k_j) * scale                  for visible keys j (the rule in kernels/cuda/ops.h)
+//   s_ij = (q_i · k_j) * scale                  for visible keys j (the rule of mg_attention_args, engine/backend.h)
 //   out_i = Σ_j softmax_j(s_ij) v_j             (fp32 softmax; P stays fp32, as in SDPA)
 // A query with no visible key gets zeros. Written with `=`.
 //
@@ -33,7 +33,7 @@ static size_t attention_smem_bytes(int D) {
 // DPL = ceil(D / 32): dims per lane, a compile-time bound so the accumulators stay in registers.
 template <int DPL>
 static __global__ void __launch_bounds__(ATTN_WARPS * 32)
-    attention_forward_kernel(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, mg_cuda_attention_args a) {
+    attention_forward_kernel(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, mg_attention_args a) {
     extern __shared__ float smem[];
     const int D = a.D, H = a.H, Hkv = a.Hkv;
     const int64_t T = a.T, b = blockIdx.z;
@@ -143,7 +143,7 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32)
 
 template <int DPL>
 static mg_status attention_forward_launch_dpl(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
-                                              const bf16 *v, const mg_cuda_attention_args *a) {
+                                              const bf16 *v, const mg_attention_args *a) {
     const size_t smem = attention_smem_bytes(a->D);
     // Above 48 KB a block needs the opt-in (D = 256 takes 80 KB).
     MG_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_kernel<DPL>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -156,7 +156,7 @@ static mg_status attention_forward_launch_dpl(mg_cuda_ctx *ctx, bf16 *out, const
 
 // The launcher: picks the instantiation whose DPL covers D.
 static mg_status attention_forward_launch(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v,
-                                          const mg_cuda_attention_args *a) {
+                                          const mg_attention_args *a) {
     if (attention_smem_bytes(a->D) > ctx->smem_optin)
         return mg_fail(MG_ERR_UNSUPPORTED, NULL, "attention: D=%d needs %zu bytes of shared memory, %s allows %zu",
                        a->D, attention_smem_bytes(a->D), ctx->name, ctx->smem_optin);
@@ -173,7 +173,7 @@ static mg_status attention_forward_launch(mg_cuda_ctx *ctx, bf16 *out, const bf1
 }
 
 extern "C" mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, const void *q, const void *k,
-                                               const void *v, const mg_cuda_attention_args *a) {
+                                               const void *v, const mg_attention_args *a) {
     if (a->B <= 0 || a->B > 65535 || a->T <= 0 || a->H <= 0 || a->H > 65535 || a->Hkv <= 0 || a->H % a->Hkv != 0)
         return mg_fail(MG_ERR_SHAPE, NULL,
                        "attention: B=%lld T=%lld H=%d Hkv=%d (need B, H <= 65535 and H a multiple of Hkv)",

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/backend.h"
 #include "engine/status.h"
 #include "kernels/cuda/cuda_context.h"
 
@@ -53,26 +54,12 @@ mg_status mg_cuda_rmsnorm_add_forward(mg_cuda_ctx *ctx, void *h, const void *res
 mg_status mg_cuda_rope_forward(mg_cuda_ctx *ctx, void *x, const int32_t *pos, int64_t B, int64_t T, int H, int D,
                                float theta, float factor);
 
-/* attention.cu. Same fields and meaning as mg_attention_args in engine/backend.h (the CPU
- * backend's contract). Key j is visible to query i (same batch row b) iff
- *   key_valid[b,j] AND ( (causal ? j <= i : true) OR (group[b,i] >= 0 AND group[b,i] == group[b,j]) )
- *                  AND (window > 0 ? i - j < window : true).
- * Pointers are device pointers. */
-typedef struct {
-    int64_t B, T;             /* batch, tokens */
-    int H, Hkv, D;            /* query heads, kv heads (H % Hkv == 0), head dim (<= 256) */
-    float scale;              /* scores = q·k * scale */
-    bool causal;
-    int window;               /* sliding window; 0 = none */
-    const int32_t *key_valid; /* (B, T) 1 = real token, 0 = padding; NULL = all valid */
-    const int32_t *group;     /* (B, T) image index of a soft token, -1 for text; NULL = no image blocks */
-} mg_cuda_attention_args;
-
-/* out[B,T,H,D] = softmax(mask(q·kᵀ·scale)) · v from q[B,T,H,D], k,v[B,T,Hkv,D]; softmax in fp32,
+/* attention.cu: out[B,T,H,D] = softmax(mask(q·kᵀ·scale)) · v from q[B,T,H,D], k,v[B,T,Hkv,D]; softmax in fp32,
  * P kept in fp32 (like SDPA, not eager's bf16 P); a query with no visible key gets zeros.
- * Flash-style: the T×T scores are never stored. */
+ * Flash-style: the T×T scores are never stored. The arguments and the mask are engine/backend.h's
+ * mg_attention_args (one type for both backends); its pointers are device pointers; D <= 256. */
 mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, const void *q, const void *k, const void *v,
-                                    const mg_cuda_attention_args *a);
+                                    const mg_attention_args *a);
 
 /* gelu.cu: gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))) in fp32.
  * gelu:  y[n] = gelu_tanh(x[n]); y may alias x.
@@ -86,8 +73,8 @@ mg_status mg_cuda_geglu_forward(mg_cuda_ctx *ctx, void *y, const void *gu, int64
 mg_status mg_cuda_avgpool_forward(mg_cuda_ctx *ctx, void *y, const void *x, int64_t B, int G, int k, int C);
 
 /* embedding.cu (all with `=`):
- * embedding:    y[n,C] = bf16(E[ids[n]] * scale), E[V,C]; scale already rounded to the checkpoint
- *               dtype (50.5 for bf16 C=2560); ids must be in [0, V) (a bad id gives a NaN row).
+ * embedding:    y[n,C] = bf16(E[ids[n]] * scale), E[V,C]; scale already rounded to bf16 by the
+ *               model code (50.5 for C=2560); ids must be in [0, V) (a bad id gives a NaN row).
  * gather_rows:  y[R,C] = x[rows[r]]    (hidden rows at the scored positions)
  * scatter_rows: y[rows[r]] = src[r]     (image soft-token merge; other rows of y untouched) */
 mg_status mg_cuda_embedding_forward(mg_cuda_ctx *ctx, void *y, const void *E, const int32_t *ids, int64_t n, int C,

@@ -392,7 +392,7 @@ static void case_rope(mg_cuda_ctx *ctx, int64_t B, int64_t T, int H, int D, floa
 /* ---- attention ------------------------------------------------------------------------------- */
 
 /* The mask of spec/model.md §6, written from the spec (ops.h states the same rule). */
-static int visible(const mg_cuda_attention_args *a, const int32_t *key_valid, const int32_t *group, int64_t b,
+static int visible(const mg_attention_args *a, const int32_t *key_valid, const int32_t *group, int64_t b,
                    int64_t i, int64_t j) {
     const int64_t row = b * a->T;
     if (key_valid && !key_valid[row + j]) return 0;
@@ -443,7 +443,7 @@ static void case_attention(mg_cuda_ctx *ctx, attn_case c) {
                 group[b * c.T + t] = gid;
             }
     }
-    mg_cuda_attention_args a = {.B = c.B, .T = c.T, .H = c.H, .Hkv = c.Hkv, .D = c.D,
+    mg_attention_args a = {.B = c.B, .T = c.T, .H = c.H, .Hkv = c.Hkv, .D = c.D,
                                 .scale = (float)(1.0 / sqrt((double)c.D)), .causal = c.causal != 0,
                                 .window = c.window};
     void *dq = dev_from(&tc, q, nq * 2), *dk = dev_from(&tc, k, nk * 2), *dv = dev_from(&tc, v, nk * 2);
@@ -633,7 +633,7 @@ static void case_rows(mg_cuda_ctx *ctx, int scatter, int64_t Mrows, int64_t R, i
 /* ---- argument checks: bad shapes come back as errors, not launches ---------------------------- */
 
 static void case_bad_args(mg_cuda_ctx *ctx) {
-    mg_cuda_attention_args a = {.B = 1, .T = 8, .H = 3, .Hkv = 2, .D = 64, .scale = 0.125f};
+    mg_attention_args a = {.B = 1, .T = 8, .H = 3, .Hkv = 2, .D = 64, .scale = 0.125f};
     const mg_status s1 = mg_cuda_attention_forward(ctx, NULL, NULL, NULL, NULL, &a); /* H % Hkv != 0 */
     a.Hkv = 1;
     a.D = 300;

@@ -1,0 +1,228 @@
+// The CUDA backend (engine/backend.h): bf16 activations and weights on one GPU, the mg_cuda_* ops
+// of kernels/cuda/ops.h behind the mg_backend table.
+//
+// Errors: the table's op and copy entries return void, the mg_cuda_* entries an mg_status. Each
+// wrapper records the first failing status with its message (later calls overwrite
+// mg_last_error) and skips the ops after it, which would only compute on garbage; `sync` waits
+// for the stream and hands the recorded failure back.
+//
+// Conversions: the checkpoint's fp32/f16 tensors are rounded to bf16 on the host, a chunk at a
+// time through a pinned staging buffer (never a whole fp32 copy of the model); bf16 tensors are
+// copied as they are. Downloads come back through the same buffer and widen to fp32 on the host.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+extern "C" {
+#include "engine/backend.h"
+#include "engine/dtype.h"
+#include "kernels/cuda/ops.h"
+}
+
+// 8 Mi bf16 elements = 16 MiB of pinned host memory: large enough that the copies run near PCIe
+// speed, small enough to pin on any machine.
+static const int64_t STAGING_ELEMS = (int64_t)8 << 20;
+
+typedef struct {
+    mg_backend be;          // the table handed out; be.ctx points back at this struct
+    mg_cuda_ctx cuda;
+    mg_status first;        // first failure since the last sync, MG_OK when none
+    char first_msg[2048];   // its message
+    uint16_t *staging;      // (STAGING_ELEMS) pinned host buffer for conversions
+} cuda_backend;
+
+static cuda_backend *cb(void *ctx) { return (cuda_backend *)ctx; }
+
+// Keeps the first failure; false once one is recorded, so callers skip the work after it.
+static bool record(cuda_backend *c, mg_status s) {
+    if (s != MG_OK && c->first == MG_OK) {
+        c->first = s;
+        snprintf(c->first_msg, sizeof c->first_msg, "%s", mg_last_error());
+    }
+    return c->first == MG_OK;
+}
+
+// ---- memory ----------------------------------------------------------------------------------
+
+static void *cuda_be_alloc(void *ctx, size_t nbytes) {
+    void *p = NULL;
+    // A failed allocation is reported by the caller (NULL). Clear the runtime's error so that the
+    // launch check of the next kernel does not report it again.
+    if (mg_cuda_alloc(&cb(ctx)->cuda, &p, nbytes ? nbytes : 1) != MG_OK) {
+        cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_be_free(void *ctx, void *p) {
+    (void)ctx;
+    mg_cuda_free(p);
+}
+
+static mg_status upload_converted(cuda_backend *c, uint16_t *dst, const void *src, mg_dtype src_dtype, int64_t n) {
+    const size_t es = mg_dtype_size(src_dtype);
+    for (int64_t i = 0; i < n; i += STAGING_ELEMS) {
+        const int64_t m = n - i < STAGING_ELEMS ? n - i : STAGING_ELEMS;
+        const char *s = (const char *)src + (size_t)i * es;
+        for (int64_t j = 0; j < m; j++) {
+            float f;
+            if (src_dtype == MG_F32) memcpy(&f, s + (size_t)j * 4, 4);
+            else {
+                uint16_t h;
+                memcpy(&h, s + (size_t)j * 2, 2);
+                f = mg_f16_to_f32(h);
+            }
+            c->staging[j] = mg_f32_to_bf16(f);  // round to nearest even, like .to(torch.bfloat16)
+        }
+        MG_TRY(mg_cuda_upload(&c->cuda, dst + i, c->staging, (size_t)m * sizeof(uint16_t)));  // waits: staging reusable
+    }
+    return MG_OK;
+}
+
+static void cuda_be_upload(void *ctx, void *dst, const void *src, mg_dtype src_dtype, int64_t n) {
+    cuda_backend *c = cb(ctx);
+    if (c->first != MG_OK || n <= 0) return;
+    if (src_dtype == MG_BF16) record(c, mg_cuda_upload(&c->cuda, dst, src, (size_t)n * sizeof(uint16_t)));
+    else record(c, upload_converted(c, (uint16_t *)dst, src, src_dtype, n));
+}
+
+static mg_status download_widened(cuda_backend *c, float *dst, const uint16_t *src, int64_t n) {
+    for (int64_t i = 0; i < n; i += STAGING_ELEMS) {
+        const int64_t m = n - i < STAGING_ELEMS ? n - i : STAGING_ELEMS;
+        MG_TRY(mg_cuda_download(&c->cuda, c->staging, src + i, (size_t)m * sizeof(uint16_t)));
+        for (int64_t j = 0; j < m; j++) dst[i + j] = mg_bf16_to_f32(c->staging[j]);
+    }
+    return MG_OK;
+}
+
+static void cuda_be_download(void *ctx, float *dst, const void *src, int64_t n) {
+    cuda_backend *c = cb(ctx);
+    if (c->first != MG_OK || n <= 0) return;
+    record(c, download_widened(c, dst, (const uint16_t *)src, n));
+}
+
+static void cuda_be_copy_in(void *ctx, void *dst, const void *src, size_t nbytes) {
+    cuda_backend *c = cb(ctx);
+    if (c->first != MG_OK || nbytes == 0) return;
+    record(c, mg_cuda_upload(&c->cuda, dst, src, nbytes));
+}
+
+static mg_status cuda_be_sync(void *ctx) {
+    cuda_backend *c = cb(ctx);
+    record(c, mg_cuda_sync(&c->cuda));
+    const mg_status s = c->first;
+    c->first = MG_OK;
+    if (s != MG_OK) mg_fail(s, NULL, "%s", c->first_msg);  // the saved message already ends in its HINT
+    return s;
+}
+
+// ---- ops: each wrapper skips its work after a failure and records its own ----------------------
+
+#define OP(call)                                  \
+    do {                                          \
+        cuda_backend *c_ = cb(ctx);               \
+        if (c_->first == MG_OK) record(c_, call); \
+    } while (0)
+#define CTX (&cb(ctx)->cuda)
+
+static void linear(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K, int N) {
+    OP(mg_cuda_linear_forward(CTX, y, x, w, b, M, K, N));
+}
+static void im2col(void *ctx, void *cols, const void *pixels, int64_t B, int S, int p) {
+    OP(mg_cuda_im2col_forward(CTX, cols, pixels, B, S, p));
+}
+static void add_rows(void *ctx, void *x, const void *pos, int64_t B, int64_t P, int C) {
+    OP(mg_cuda_add_rows_forward(CTX, x, pos, B, P, C));
+}
+static void add(void *ctx, void *y, const void *a, const void *b, int64_t n) { OP(mg_cuda_add_forward(CTX, y, a, b, n)); }
+static void layernorm(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int C, float eps) {
+    OP(mg_cuda_layernorm_forward(CTX, y, x, w, b, M, C, eps));
+}
+static void rmsnorm(void *ctx, void *y, const void *x, const void *w, int64_t M, int C, float eps) {
+    OP(mg_cuda_rmsnorm_forward(CTX, y, x, w, M, C, eps));
+}
+static void rope(void *ctx, void *x, const int32_t *pos, int64_t B, int64_t T, int H, int D, float theta,
+                 float factor) {
+    OP(mg_cuda_rope_forward(CTX, x, pos, B, T, H, D, theta, factor));
+}
+static void attention(void *ctx, void *out, const void *q, const void *k, const void *v, const mg_attention_args *a) {
+    OP(mg_cuda_attention_forward(CTX, out, q, k, v, a));
+}
+static void gelu(void *ctx, void *y, const void *x, int64_t n) { OP(mg_cuda_gelu_forward(CTX, y, x, n)); }
+static void geglu(void *ctx, void *y, const void *gu, int64_t M, int F) { OP(mg_cuda_geglu_forward(CTX, y, gu, M, F)); }
+static void avgpool(void *ctx, void *y, const void *x, int64_t B, int G, int k, int C) {
+    OP(mg_cuda_avgpool_forward(CTX, y, x, B, G, k, C));
+}
+static void embedding(void *ctx, void *y, const void *E, const int32_t *ids, int64_t n, int C, int64_t V,
+                      float scale) {
+    OP(mg_cuda_embedding_forward(CTX, y, E, ids, n, C, V, scale));
+}
+static void gather_rows(void *ctx, void *y, const void *x, const int32_t *rows, int64_t R, int C) {
+    OP(mg_cuda_gather_rows_forward(CTX, y, x, rows, R, C));
+}
+static void scatter_rows(void *ctx, void *y, const void *src, const int32_t *rows, int64_t R, int C) {
+    OP(mg_cuda_scatter_rows_forward(CTX, y, src, rows, R, C));
+}
+
+#undef OP
+#undef CTX
+
+// ---- lifetime ----------------------------------------------------------------------------------
+
+extern "C" void mg_backend_cuda_destroy(const mg_backend *be) {
+    if (!be) return;
+    cuda_backend *c = cb(be->ctx);
+    if (c->staging) cudaFreeHost(c->staging);
+    mg_cuda_ctx_destroy(&c->cuda);
+    free(c);
+}
+
+static mg_status pin_staging(cuda_backend *c) {
+    void *p = NULL;
+    MG_CUDA_CHECK(cudaMallocHost(&p, (size_t)STAGING_ELEMS * sizeof(uint16_t)));
+    c->staging = (uint16_t *)p;
+    return MG_OK;
+}
+
+extern "C" mg_status mg_backend_cuda_create(int device, mg_backend **out) {
+    *out = NULL;
+    cuda_backend *c = (cuda_backend *)calloc(1, sizeof *c);
+    if (!c) return mg_fail(MG_ERR_OOM, NULL, "CUDA backend state");
+    mg_status s = mg_cuda_ctx_create(&c->cuda, device);
+    if (s == MG_OK) s = pin_staging(c);
+    if (s != MG_OK) {
+        mg_cuda_ctx_destroy(&c->cuda);
+        free(c);
+        return s;
+    }
+    mg_backend *be = &c->be;
+    be->name = "cuda";
+    be->device = c->cuda.name;
+    be->act_dtype = MG_BF16;
+    be->ctx = c;
+    be->sync = cuda_be_sync;
+    be->alloc = cuda_be_alloc;
+    be->free = cuda_be_free;
+    be->upload = cuda_be_upload;
+    be->download = cuda_be_download;
+    be->copy_in = cuda_be_copy_in;
+    be->linear_forward = linear;
+    be->im2col_forward = im2col;
+    be->add_rows_forward = add_rows;
+    be->add_forward = add;
+    be->layernorm_forward = layernorm;
+    be->rmsnorm_forward = rmsnorm;
+    be->rope_forward = rope;
+    be->attention_forward = attention;
+    be->gelu_forward = gelu;
+    be->geglu_forward = geglu;
+    be->avgpool_forward = avgpool;
+    be->embedding_forward = embedding;
+    be->gather_rows_forward = gather_rows;
+    be->scatter_rows_forward = scatter_rows;
+    *out = be;
+    return MG_OK;
+}
