@@ -11,6 +11,7 @@
 
 #include "data/breakhis_index.h"
 #include "data/rng.h"
+#include "engine/atomic_file.h"
 
 /* stb_image_write's PNG writer with zlib doing the compression (level 1: fast, and the output is
  * still an ordinary PNG); the one translation unit holding the implementation. */
@@ -97,31 +98,6 @@ mg_status mg_png_encode(const unsigned char *rgb, int w, int h, unsigned char **
     return MG_OK;
 }
 
-/* Writes to a temporary name, then renames; `durable` adds an fsync before the rename. */
-static mg_status write_file(const char *path, const void *bytes, size_t n, int durable) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) return mg_fail(MG_ERR_IO, "check that the folder is writable", "cannot create %s: %s", tmp, strerror(errno));
-    const char *p = bytes;
-    size_t left = n;
-    while (left > 0) {
-        ssize_t k = write(fd, p, left);
-        if (k <= 0) {
-            close(fd), unlink(tmp);
-            return mg_fail(MG_ERR_IO, "check the free disk space", "cannot write %s", tmp);
-        }
-        p += k, left -= (size_t)k;
-    }
-    if ((durable && fsync(fd)) || close(fd) || rename(tmp, path)) {
-        unlink(tmp);
-        return mg_fail(MG_ERR_IO, "check the free disk space", "cannot finish writing %s: %s", path, strerror(errno));
-    }
-    return MG_OK;
-}
-
-mg_status mg_write_file_atomic(const char *path, const void *bytes, size_t n) { return write_file(path, bytes, n, 1); }
-
 static mg_status mkdirs(const char *path) {
     char buf[4800];
     if ((size_t)snprintf(buf, sizeof buf, "%s", path) >= sizeof buf) return mg_fail(MG_ERR_ARG, NULL, "path too long: %s", path);
@@ -192,7 +168,7 @@ mg_status mg_synth_breakhis(const char *out_dir, const mg_synth_opts *o) {
         mg_status s = rgb ? MG_OK : mg_fail(MG_ERR_OOM, NULL, "out of memory");
         if (s == MG_OK) mg_synth_render(label, p, MAGS[m], seq, o->seed, o->width, h, rgb);
         if (s == MG_OK) s = mg_png_encode(rgb, o->width, h, &png, &n);
-        if (s == MG_OK) s = write_file(path, png, n, 0); /* made durable by one syncfs below */
+        if (s == MG_OK) s = mg_write_parts_atomic(path, (const void *const *)&png, &n, 1, false); /* one syncfs below */
         free(rgb), free(png);
         if (s != MG_OK) {
 #pragma omp critical

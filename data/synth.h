@@ -37,7 +37,5 @@ void mg_synth_render(int label, int patient, int mag, int seq, uint64_t seed, in
 /* Encodes rgb (h, w, 3) as PNG into a malloc'd buffer (zlib level 1). */
 mg_status mg_png_encode(const unsigned char *rgb, int w, int h, unsigned char **png, size_t *n);
 
-/* Writes n bytes to path atomically (temporary file, fsync, rename). */
-mg_status mg_write_file_atomic(const char *path, const void *bytes, size_t n);
 
 #endif

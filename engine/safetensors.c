@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/atomic_file.h"
 #include "engine/json.h"
 
 #define HINT_CORRUPT "the file is corrupt or not a safetensors file; re-download or regenerate it"
@@ -212,20 +212,6 @@ const mg_st_tensor *mg_st_find(const mg_st_file *f, const char *name) {
 
 /* ---- writer ---------------------------------------------------------------------------------- */
 
-static int write_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return 0;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 1;
-}
-
 /* Builds the header JSON, padded with spaces to a multiple of 8 bytes as the reference
  * implementation does, so the data block starts 8-byte aligned. */
 static mg_status build_header(const mg_st_entry *e, int n, const char *const *kv, int n_kv, char **out, size_t *len) {
@@ -273,44 +259,23 @@ mg_status mg_st_write(const char *path, const mg_st_entry *entries, int n, const
     size_t hlen = 0;
     MG_TRY(build_header(entries, n, metadata_kv, n_metadata, &header, &hlen));
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) { free(header); return mg_fail(MG_ERR_OOM, NULL, "out of memory"); }
-    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        mg_status s = mg_fail(MG_ERR_IO, "check that the directory exists and is writable",
-                              "cannot create a temp file beside %s: %s", path, strerror(errno));
-        free(tmp);
-        free(header);
-        return s;
+    /* parts: the 8-byte header length, the header, then each tensor's bytes */
+    const void **parts = malloc((size_t)(n + 2) * sizeof *parts);
+    size_t *sizes = malloc((size_t)(n + 2) * sizeof *sizes);
+    if (!parts || !sizes) {
+        free(parts), free(sizes), free(header);
+        return mg_fail(MG_ERR_OOM, NULL, "out of memory writing %s", path);
     }
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)hlen >> (8 * i));
-    int ok = write_all(fd, len8, 8) && write_all(fd, header, hlen);
-    for (int i = 0; ok && i < n; i++) {
+    parts[0] = len8, sizes[0] = 8;
+    parts[1] = header, sizes[1] = hlen;
+    for (int i = 0; i < n; i++) {
         size_t nbytes = mg_dtype_size(entries[i].dtype);
         for (int d = 0; d < entries[i].ndim; d++) nbytes *= (size_t)entries[i].shape[d];
-        ok = write_all(fd, entries[i].data, nbytes);
+        parts[i + 2] = entries[i].data, sizes[i + 2] = nbytes;
     }
-    free(header);
-    ok = ok && fsync(fd) == 0;
-    int err = errno;
-    ok = (close(fd) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        if (ok) err = errno;
-        unlink(tmp);
-        free(tmp);
-        return mg_fail(MG_ERR_IO, "check the free disk space and the permissions", "cannot write %s: %s", path,
-                       strerror(err));
-    }
-    /* fsync the directory so the rename itself survives a crash. */
-    char *dir = strdup(path);
-    if (dir) {
-        int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
-        if (dfd >= 0) { fsync(dfd); close(dfd); }
-        free(dir);
-    }
-    free(tmp);
-    return MG_OK;
+    mg_status s = mg_write_parts_atomic(path, parts, sizes, n + 2, true);
+    free(parts), free(sizes), free(header);
+    return s;
 }

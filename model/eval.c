@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "data/prefetch.h"
+#include "engine/atomic_file.h"
 #include "data/synth.h"
 
 mg_eval_opts mg_eval_defaults(void) {

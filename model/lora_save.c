@@ -1,13 +1,10 @@
 /* Writing a LoRA adapter as PEFT save_pretrained does (peft 0.21 with transformers 5.x), so that
  * PeftModel.from_pretrained(base, DIR) loads it with no missing or unexpected keys. */
-#include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "engine/atomic_file.h"
 #include "engine/json.h"
 #include "engine/safetensors.h"
 #include "model/lora.h"
@@ -109,44 +106,6 @@ static void write_config(FILE *f, const mg_lora *lora, const mg_config *cfg) {
 
 /* ---- files ----------------------------------------------------------------------------------- */
 
-/* Writes len bytes to a temp file beside path, fsyncs it, renames it over path and fsyncs the
- * directory, so a crash leaves either the old file or the new one. */
-static mg_status write_atomic(const char *path, const char *data, size_t len) {
-    const size_t cap = strlen(path) + 16;
-    char *tmp = malloc(cap);
-    if (!tmp) return mg_fail(MG_ERR_OOM, NULL, "writing %s", path);
-    snprintf(tmp, cap, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        free(tmp);
-        return mg_fail(MG_ERR_IO, "check that the directory exists and is writable", "cannot create a temp file beside %s: %s",
-                       path, strerror(errno));
-    }
-    size_t done = 0;
-    while (done < len) {
-        ssize_t w = write(fd, data + done, len - done);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) break;
-        done += (size_t)w;
-    }
-    int ok = done == len && fsync(fd) == 0;
-    int err = errno;
-    ok = close(fd) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        if (ok) err = errno;
-        unlink(tmp);
-        free(tmp);
-        return mg_fail(MG_ERR_IO, "check the free disk space and the permissions", "cannot write %s: %s", path,
-                       strerror(err));
-    }
-    free(tmp);
-    char *dir = strdup(path);
-    int dfd = dir ? open(dirname(dir), O_RDONLY | O_DIRECTORY) : -1;
-    if (dfd >= 0) fsync(dfd), close(dfd);
-    free(dir);
-    return MG_OK;
-}
-
 mg_status mg_lora_save(const char *dir, const mg_lora *lora, const mg_config *cfg) {
     char path[MG_PATH_MAX + 32];
     /* tensors: A then B of every module, PEFT's names */
@@ -187,7 +146,7 @@ mg_status mg_lora_save(const char *dir, const mg_lora *lora, const mg_config *cf
         return mg_fail(MG_ERR_OOM, NULL, "saving a LoRA adapter to %s", dir);
     }
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    s = write_atomic(path, buf, len);
+    s = mg_write_file_atomic(path, buf, len);
     free(buf);
     return s;
 }

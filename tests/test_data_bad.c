@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "data/breakhis_index.h"
+#include "engine/atomic_file.h"
 #include "data/prefetch.h"
 #include "data/rng.h"
 #include "data/splits.h"

@@ -1,0 +1,20 @@
+/* Files written so a crash never leaves a half-written file under the final name: the bytes go to
+ * a temp file beside the target, which is fsynced, renamed over the target, and the directory is
+ * fsynced so the rename itself is durable. Checkpoints, adapters, CSVs and Folds.csv use this. */
+#ifndef MG_ATOMIC_FILE_H
+#define MG_ATOMIC_FILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "engine/status.h"
+
+/* Writes the n_parts buffers in order as the new content of path. durable = false skips the two
+ * fsyncs (for many small files made durable later by one syncfs, as `medgem data synth` does). */
+mg_status mg_write_parts_atomic(const char *path, const void *const *parts, const size_t *sizes, int n_parts,
+                                bool durable);
+
+/* One buffer, durable. */
+mg_status mg_write_file_atomic(const char *path, const void *bytes, size_t n);
+
+#endif
