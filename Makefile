@@ -113,6 +113,14 @@ test: all $(TESTS)
 test-gpu: all $(GPU_TESTS)
 	@sh tests/run_tests.sh $(GPU_TESTS)
 
+# Kernel lab (STYLE habit 10): tests/bench/<op>.cu includes its production kernel and times it;
+# make build/bench/attention. Compiled by nvcc, linked like the library (libmedgem.a supplies the
+# context and error helpers; the bench's own copy of the op's entry keeps the archive's out).
+$(BUILD)/bench/%: tests/bench/%.cu $(BUILD)/libmedgem.a $(BUILD)/lib/libsentencepiece.so.0
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@.o
+	$(CXX) -o $@ $@.o $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
+
 # Kernel study helpers: make build/kernels/cuda/rmsnorm.ptx / .sass
 $(BUILD)/%.ptx: %.cu
 	@mkdir -p $(dir $@)

@@ -1,39 +1,346 @@
 // Scaled dot-product attention with GQA and the Gemma 3 / SigLIP masks (spec/model.md §5.4, §6):
 //   q[B,T,H,D], k,v[B,T,Hkv,D] -> out[B,T,H,D]; query head h reads kv head g = h / (H/Hkv)
 //   s_ij = (q_i · k_j) * scale                  for visible keys j (the rule of mg_attention_args, engine/backend.h)
-//   out_i = Σ_j softmax_j(s_ij) v_j             (fp32 softmax; P stays fp32, as in SDPA)
-// A query with no visible key gets zeros. Written with `=`.
+//   out_i = Σ_j softmax_j(s_ij) v_j
+// A query with no visible key gets zeros. Written with `=`. The T×T scores are never stored.
 //
-// Flash-style, correctness first: one block per (query tile of BQ rows, head h, batch row b);
-// key/value tiles of BK = 32 rows go through shared memory (as fp32); each warp owns QPW queries
-// and keeps for each an online-softmax state (running max m, running sum l, the output
-// accumulator spread over the lanes: lane owns dims lane + 32t, t < DPL). Scores: lane j of the
-// warp computes the score of key k0 + j in full, so the max and the sum need one warp reduction
-// per tile. The T×T score matrix is never stored.
+// Two kernels, chosen by a plain condition in the launcher (attention_uses_tensor_cores):
+// - attention_forward_tc_kernel (D a multiple of 8, D <= 256, q/k/v 16-byte aligned): the
+//   FlashAttention-2 scheme on tensor cores (mma.sync m16n8k16, bf16 operands, fp32 accumulators).
+//   Scores and softmax in fp32; P rounded to bf16 for the P·V product (as flash/SDPA kernels do).
+// - attention_forward_fp32_kernel (any D <= 256, any alignment): fp32 on CUDA cores, P in fp32.
 #include "kernels/cuda/cuda_common.cuh"
 
 extern "C" {
 #include "kernels/cuda/ops.h"
 }
 
+enum { ATTN_MAX_D = 256 };
+
+// ================================================================================================
+// Tensor-core kernel (FlashAttention-2 forward).
+//
+// One block per (query tile of TC_BQ = 64 rows, head h, batch row b); 4 warps, warp w owns query
+// rows 16w..16w+15 of the tile. Shared memory holds the Q tile, one K tile and one V tile of
+// TC_BK = 64 keys, each as rows of DP bf16 (D padded with zeros to DP, a multiple of 16, for the
+// k16 steps of the mma) plus 8 unused bf16 so that the 8 row addresses of an ldmatrix fall in 8
+// different 16-byte bank groups (row stride DP/2 + 4 words ≡ 4 mod 8). Per K/V tile:
+//   wait K_n; issue the V_n copy;     S = Q·K_nᵀ (16×64 per warp, fp32), mask, online softmax
+//   wait V_n; issue the K_{n+1} copy; O += bf16(P)·V_n
+// so each copy (cp.async) overlaps the other product, with one buffer for K and one for V.
+// Fragment layouts are PTX's for mma.m16n8k16 (g = lane/4, t = lane%4): an accumulator holds
+// (row g, cols 2t, 2t+1) in c0,c1 and (row g+8, same cols) in c2,c3; the A operand of the P·V
+// product is therefore the S accumulators of two adjacent 8-key blocks, converted in registers.
+// ================================================================================================
+
 enum {
-    ATTN_WARPS = 4,                // warps per block
-    ATTN_QPW = 4,                  // queries per warp
+    TC_WARPS = 4,
+    TC_BQ = TC_WARPS * 16,  // query rows per block
+    TC_BK = 64,             // keys per K/V tile
+};
+
+// Key code in shared memory: the key's image group (>= 0), -1 for a visible text key, or
+// TC_KEY_HIDDEN for padding and for rows past the last key the block reads.
+#define TC_KEY_HIDDEN (-2)
+
+static __device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+static __device__ __forceinline__ void cp_async16(void *dst_smem, const void *src_global) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst_smem)), "l"(src_global));
+}
+static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+static __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// Four 8×8 bf16 matrices; lane l gives the row address of matrix l/8, row l%8; r[i] is matrix i's
+// (row lane/4, cols 2(lane%4), +1), or with .trans its (rows 2(lane%4), +1, col lane/4).
+static __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const bf16 *row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(row)));
+}
+static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const bf16 *row) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(row)));
+}
+
+// c[16×8] += a[16×16] · b[16×8], bf16 operands, fp32 accumulators.
+static __device__ __forceinline__ void mma_bf16_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats as a bf16 pair, `lo` in the low half (the lower column of an mma operand).
+static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+    __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&p);
+}
+
+// Rows [j0, j0 + TC_BK) (or TC_BQ) of a [token][stride] bf16 slab into dst[rows][DP + 8]: the D
+// real columns by cp.async, rows at or past `end` as zeros (their V rows meet P = 0 in the mma,
+// so they must not hold NaN garbage). Columns D..DP-1 were zeroed once at block start.
+template <int DP>
+static __device__ __forceinline__ void tc_load_rows(bf16 *dst, const bf16 *src, int64_t stride, int64_t j0,
+                                                    int64_t end, int rows, int D) {
+    const int chunks = D / 8;  // 16-byte pieces per row
+    for (int c = threadIdx.x; c < rows * chunks; c += TC_WARPS * 32) {
+        const int r = c / chunks, col = (c % chunks) * 8;
+        bf16 *d = dst + r * (DP + 8) + col;
+        if (j0 + r < end) cp_async16(d, src + (j0 + r) * stride + col);
+        else *reinterpret_cast<uint4 *>(d) = make_uint4(0, 0, 0, 0);
+    }
+}
+
+// The key codes of tile [j0, j0 + TC_BK) (plain loads; ordered by the same barrier as the tile).
+static __device__ __forceinline__ void tc_load_key_codes(int *kcode, const mg_attention_args &a, int64_t b, int64_t j0,
+                                                         int64_t end) {
+    for (int r = threadIdx.x; r < TC_BK; r += TC_WARPS * 32) {
+        const int64_t j = j0 + r;
+        int code = TC_KEY_HIDDEN;
+        if (j < end && (!a.key_valid || a.key_valid[b * a.T + j] != 0)) code = a.group ? a.group[b * a.T + j] : -1;
+        kcode[r] = code;
+    }
+}
+
+// DP: D padded to a multiple of 16 (>= D). Shared memory: attention_tc_smem_bytes(DP).
+template <int DP>
+static __global__ void __launch_bounds__(TC_WARPS * 32)
+    attention_forward_tc_kernel(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, mg_attention_args a) {
+    constexpr int LD = DP + 8;       // shared row stride (bf16)
+    constexpr int NB = TC_BK / 8;    // 8-key blocks of S per warp
+    constexpr int DB = DP / 8;       // 8-dim blocks of O per warp
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *qs = reinterpret_cast<bf16 *>(smem_raw);  // [TC_BQ][LD]
+    bf16 *ks = qs + TC_BQ * LD;                      // [TC_BK][LD]
+    bf16 *vs = ks + TC_BK * LD;                      // [TC_BK][LD]
+    int *kcode = reinterpret_cast<int *>(vs + TC_BK * LD);  // [TC_BK]
+
+    const int D = a.D, H = a.H, Hkv = a.Hkv;
+    const int64_t T = a.T, b = blockIdx.z;
+    const int h = blockIdx.y, g = h / (H / Hkv);
+    const int64_t q0 = (int64_t)blockIdx.x * TC_BQ;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t q_stride = (int64_t)H * D, kv_stride = (int64_t)Hkv * D;  // elements between tokens
+    const bf16 *q_bh = q + (b * T * H + h) * D;   // token 0 of (b, h)
+    const bf16 *k_bg = k + (b * T * Hkv + g) * D;
+    const bf16 *v_bg = v + (b * T * Hkv + g) * D;
+
+    // Keys that can be visible to some query of the tile: the window hides j <= i - window for
+    // every query (also on image blocks); without image blocks, causal hides j > the last query.
+    const int64_t q_last = (q0 + TC_BQ < T ? q0 + TC_BQ : T) - 1;
+    int64_t kv_begin = 0, kv_end = T;
+    if (a.window > 0 && q0 - a.window + 1 > 0) kv_begin = q0 - a.window + 1;
+    if (a.causal && !a.group) kv_end = q_last + 1;
+
+    // Zero the pad columns D..DP-1 of every row once (no copy writes them).
+    for (int e = threadIdx.x; e < (TC_BQ + 2 * TC_BK) * (DP - D); e += TC_WARPS * 32) {
+        const int r = e / (DP - D), c = D + e % (DP - D);
+        qs[r * LD + c] = __float2bfloat16_rn(0.0f);
+    }
+    tc_load_rows<DP>(qs, q_bh, q_stride, q0, T, TC_BQ, D);
+    tc_load_rows<DP>(ks, k_bg, kv_stride, kv_begin, kv_end, TC_BK, D);
+    cp_async_commit();
+    tc_load_key_codes(kcode, a, b, kv_begin, kv_end);
+
+    // This thread's two query rows (fragment rows g and g+8 of the warp's 16).
+    const int fr = lane >> 2, fc = 2 * (lane & 3);
+    int64_t qi[2];
+    int qgroup[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        qi[r] = q0 + warp * 16 + fr + 8 * r;
+        qgroup[r] = (a.group && qi[r] < T) ? a.group[b * T + qi[r]] : -1;
+    }
+
+    // Online-softmax state in log2 units: scores x = s·log2(e), running max m (the same in the
+    // four lanes of a row), this lane's share of the running sum l, the O accumulators.
+    const float scale_log2 = a.scale * 1.4426950408889634f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float o[DB][4];
+#pragma unroll
+    for (int d = 0; d < DB; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+
+    for (int64_t k0 = kv_begin; k0 < kv_end; k0 += TC_BK) {
+        cp_async_wait_all();
+        __syncthreads();  // K_n (and Q) landed; every warp is done with V_{n-1}
+        tc_load_rows<DP>(vs, v_bg, kv_stride, k0, kv_end, TC_BK, D);
+        cp_async_commit();
+
+        // S = Q·K_nᵀ: 16 query rows × 64 keys per warp.
+        float s[NB][4];
+#pragma unroll
+        for (int n = 0; n < NB; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < DP; kk += 16) {
+            uint32_t qa[4];  // rows 0-7/8-15 × dims kk..kk+7/kk+8..kk+15
+            ldmatrix_x4(qa, qs + (warp * 16 + (lane & 15)) * LD + kk + (lane >> 4) * 8);
+#pragma unroll
+            for (int n = 0; n < NB; n += 2) {
+                uint32_t kb[4];  // keys 8n..8n+7 × dims kk../kk+8.., then keys 8n+8..8n+15
+                ldmatrix_x4(kb, ks + (8 * n + (lane & 7) + (lane >> 4) * 8) * LD + kk + ((lane >> 3) & 1) * 8);
+                mma_bf16_16816(s[n], qa, kb[0], kb[1]);
+                mma_bf16_16816(s[n + 1], qa, kb[2], kb[3]);
+            }
+        }
+
+        // Scale; mask per element unless every key of the tile is visible to every query of it.
+        const bool all_visible = !a.key_valid && !a.group && k0 + TC_BK <= kv_end &&
+                                 (!a.causal || k0 + TC_BK - 1 <= q0) && (a.window == 0 || q_last - k0 < a.window);
+#pragma unroll
+        for (int n = 0; n < NB; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = s[n][e] * scale_log2;
+                if (!all_visible) {
+                    const int r = e >> 1, jt = 8 * n + fc + (e & 1);
+                    const int64_t i = qi[r], j = k0 + jt;
+                    const int code = kcode[jt];
+                    const bool causal_ok = !a.causal || j <= i;
+                    const bool same_image = qgroup[r] >= 0 && code == qgroup[r];
+                    const bool in_window = a.window == 0 || i - j < a.window;
+                    if (code == TC_KEY_HIDDEN || !(causal_ok || same_image) || !in_window) x = -INFINITY;
+                }
+                s[n][e] = x;
+            }
+
+        // Online softmax per row: new max over the quad, rescale the old state, p = 2^(x - m).
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float mx = m[r];
+#pragma unroll
+            for (int n = 0; n < NB; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float base = mx == -INFINITY ? 0.0f : mx;  // nothing visible yet: every p is 0
+            const float corr = exp2f(m[r] - base);             // 0 while m is still -inf
+            m[r] = mx;
+            float sum = 0.0f;
+#pragma unroll
+            for (int n = 0; n < NB; n++) {
+                s[n][2 * r] = exp2f(s[n][2 * r] - base);
+                s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - base);
+                sum += s[n][2 * r] + s[n][2 * r + 1];
+            }
+            l[r] = l[r] * corr + sum;
+#pragma unroll
+            for (int d = 0; d < DB; d++) {
+                o[d][2 * r] *= corr;
+                o[d][2 * r + 1] *= corr;
+            }
+        }
+
+        cp_async_wait_all();
+        __syncthreads();  // V_n landed; every warp is done with K_n and the key codes
+        if (k0 + TC_BK < kv_end) {
+            tc_load_rows<DP>(ks, k_bg, kv_stride, k0 + TC_BK, kv_end, TC_BK, D);
+            cp_async_commit();
+            tc_load_key_codes(kcode, a, b, k0 + TC_BK, kv_end);
+        }
+
+        // O += bf16(P)·V_n, 16 keys per step: P's A fragment is S of key blocks 2j and 2j+1.
+#pragma unroll
+        for (int j = 0; j < NB / 2; j++) {
+            uint32_t pa[4];
+            pa[0] = pack_bf16x2(s[2 * j][0], s[2 * j][1]);
+            pa[1] = pack_bf16x2(s[2 * j][2], s[2 * j][3]);
+            pa[2] = pack_bf16x2(s[2 * j + 1][0], s[2 * j + 1][1]);
+            pa[3] = pack_bf16x2(s[2 * j + 1][2], s[2 * j + 1][3]);
+#pragma unroll
+            for (int d = 0; d < DB; d += 2) {
+                uint32_t vb[4];  // keys 16j..+7/+8..+15 × dims 8d..8d+7, then dims 8d+8..8d+15
+                ldmatrix_x4_trans(vb, vs + (16 * j + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + 8 * d + (lane >> 4) * 8);
+                mma_bf16_16816(o[d], pa, vb[0], vb[1]);
+                mma_bf16_16816(o[d + 1], pa, vb[2], vb[3]);
+            }
+        }
+    }
+
+    // out = O / l, rounded to bf16 once; l summed over the quad (no visible key: l = 0, zeros).
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float sum = l[r];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        if (qi[r] >= T) continue;
+        const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+        bf16 *orow = out + (b * T + qi[r]) * q_stride + (int64_t)h * D;
+#pragma unroll
+        for (int d = 0; d < DB; d++) {
+            const int col = 8 * d + fc;  // D is a multiple of 8: col < D iff the whole block is real
+            if (8 * d < D)
+                *reinterpret_cast<uint32_t *>(orow + col) = pack_bf16x2(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
+        }
+    }
+}
+
+static size_t attention_tc_smem_bytes(int DP) {
+    return sizeof(bf16) * (size_t)(TC_BQ + 2 * TC_BK) * (DP + 8) + sizeof(int) * TC_BK;
+}
+
+// The padded head dim the tensor-core kernel is built for: the smallest of 32, 64, 80, 128, 256
+// that holds D (80 for SigLIP's 72, 256 for Gemma).
+static int attention_tc_padded_dim(int D) {
+    return D <= 32 ? 32 : D <= 64 ? 64 : D <= 80 ? 80 : D <= 128 ? 128 : 256;
+}
+
+template <int DP>
+static mg_status attention_forward_tc_launch_dp(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
+                                                const bf16 *v, const mg_attention_args *a) {
+    const size_t smem = attention_tc_smem_bytes(DP);
+    // Above 48 KB a block needs the opt-in (DP = 256 takes 99 KB).
+    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_tc_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       (int)smem));
+    const dim3 grid((unsigned)((a->T + TC_BQ - 1) / TC_BQ), (unsigned)a->H, (unsigned)a->B);
+    attention_forward_tc_kernel<DP><<<grid, TC_WARPS * 32, smem, ctx->stream>>>(out, q, k, v, *a);
+    MG_CUDA_LAUNCH_CHECK(attention_forward_tc_kernel);
+    return MG_OK;
+}
+
+static mg_status attention_forward_tc_launch(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
+                                             const bf16 *v, const mg_attention_args *a) {
+    const int DP = attention_tc_padded_dim(a->D);
+    if (attention_tc_smem_bytes(DP) > ctx->smem_optin)
+        return mg_fail(MG_ERR_UNSUPPORTED, NULL, "attention: D=%d needs %zu bytes of shared memory, %s allows %zu",
+                       a->D, attention_tc_smem_bytes(DP), ctx->name, ctx->smem_optin);
+    switch (DP) {
+    case 32: return attention_forward_tc_launch_dp<32>(ctx, out, q, k, v, a);
+    case 64: return attention_forward_tc_launch_dp<64>(ctx, out, q, k, v, a);
+    case 80: return attention_forward_tc_launch_dp<80>(ctx, out, q, k, v, a);
+    case 128: return attention_forward_tc_launch_dp<128>(ctx, out, q, k, v, a);
+    default: return attention_forward_tc_launch_dp<256>(ctx, out, q, k, v, a);
+    }
+}
+
+// ================================================================================================
+// fp32 kernel (the fallback for head dims and alignments the tensor-core kernel does not take).
+//
+// One block per (query tile of BQ rows, head h, batch row b); key/value tiles of BK = 32 rows go
+// through shared memory (as fp32); each warp owns QPW queries and keeps for each an
+// online-softmax state (running max m, running sum l, the output accumulator spread over the
+// lanes: lane owns dims lane + 32t, t < DPL). Scores: lane j of the warp computes the score of key
+// k0 + j in full, so the max and the sum need one warp reduction per tile. P stays fp32.
+// ================================================================================================
+
+enum {
+    ATTN_WARPS = 4,                   // warps per block
+    ATTN_QPW = 4,                     // queries per warp
     ATTN_BQ = ATTN_WARPS * ATTN_QPW,  // queries per block
-    ATTN_BK = 32,                  // keys per tile: one per lane
-    ATTN_MAX_D = 256,              // 8 dims per lane
+    ATTN_BK = 32,                     // keys per tile: one per lane
 };
 
 // Shared memory (floats): q tile [BQ][D], k tile [BK][D+1] (the +1 keeps lane j's reads of row j
 // in distinct banks for even D), v tile [BK][D].
-static size_t attention_smem_bytes(int D) {
+static size_t attention_fp32_smem_bytes(int D) {
     return sizeof(float) * ((size_t)ATTN_BQ * D + (size_t)ATTN_BK * (D + 1) + (size_t)ATTN_BK * D);
 }
 
 // DPL = ceil(D / 32): dims per lane, a compile-time bound so the accumulators stay in registers.
 template <int DPL>
 static __global__ void __launch_bounds__(ATTN_WARPS * 32)
-    attention_forward_kernel(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, mg_attention_args a) {
+    attention_forward_fp32_kernel(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, mg_attention_args a) {
     extern __shared__ float smem[];
     const int D = a.D, H = a.H, Hkv = a.Hkv;
     const int64_t T = a.T, b = blockIdx.z;
@@ -64,8 +371,7 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32)
         for (int t = 0; t < DPL; t++) acc[qi][t] = 0.0f;
     }
 
-    // Keys that can be visible to some query of the tile: the window hides j <= i - window for
-    // every query (also on image blocks); without image blocks, causal hides j > the last query.
+    // Keys that can be visible to some query of the tile (as in the tensor-core kernel).
     const int64_t q_last = (q0 + ATTN_BQ < T ? q0 + ATTN_BQ : T) - 1;
     int64_t kv_begin = 0, kv_end = T;
     if (a.window > 0 && q0 - a.window + 1 > 0) kv_begin = q0 - a.window + 1;
@@ -142,34 +448,44 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32)
 }
 
 template <int DPL>
-static mg_status attention_forward_launch_dpl(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
-                                              const bf16 *v, const mg_attention_args *a) {
-    const size_t smem = attention_smem_bytes(a->D);
+static mg_status attention_forward_fp32_launch_dpl(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
+                                                   const bf16 *v, const mg_attention_args *a) {
+    const size_t smem = attention_fp32_smem_bytes(a->D);
     // Above 48 KB a block needs the opt-in (D = 256 takes 80 KB).
-    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_kernel<DPL>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)smem));
+    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_fp32_kernel<DPL>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)((a->T + ATTN_BQ - 1) / ATTN_BQ), (unsigned)a->H, (unsigned)a->B);
-    attention_forward_kernel<DPL><<<grid, ATTN_WARPS * 32, smem, ctx->stream>>>(out, q, k, v, *a);
-    MG_CUDA_LAUNCH_CHECK(attention_forward_kernel);
+    attention_forward_fp32_kernel<DPL><<<grid, ATTN_WARPS * 32, smem, ctx->stream>>>(out, q, k, v, *a);
+    MG_CUDA_LAUNCH_CHECK(attention_forward_fp32_kernel);
     return MG_OK;
 }
 
-// The launcher: picks the instantiation whose DPL covers D.
-static mg_status attention_forward_launch(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v,
-                                          const mg_attention_args *a) {
-    if (attention_smem_bytes(a->D) > ctx->smem_optin)
+// Picks the instantiation whose DPL covers D.
+static mg_status attention_forward_fp32_launch(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
+                                               const bf16 *v, const mg_attention_args *a) {
+    if (attention_fp32_smem_bytes(a->D) > ctx->smem_optin)
         return mg_fail(MG_ERR_UNSUPPORTED, NULL, "attention: D=%d needs %zu bytes of shared memory, %s allows %zu",
-                       a->D, attention_smem_bytes(a->D), ctx->name, ctx->smem_optin);
+                       a->D, attention_fp32_smem_bytes(a->D), ctx->name, ctx->smem_optin);
     switch ((a->D + 31) / 32) {
-    case 1: return attention_forward_launch_dpl<1>(ctx, out, q, k, v, a);
-    case 2: return attention_forward_launch_dpl<2>(ctx, out, q, k, v, a);
-    case 3: return attention_forward_launch_dpl<3>(ctx, out, q, k, v, a);
-    case 4: return attention_forward_launch_dpl<4>(ctx, out, q, k, v, a);
-    case 5: return attention_forward_launch_dpl<5>(ctx, out, q, k, v, a);
-    case 6: return attention_forward_launch_dpl<6>(ctx, out, q, k, v, a);
-    case 7: return attention_forward_launch_dpl<7>(ctx, out, q, k, v, a);
-    default: return attention_forward_launch_dpl<8>(ctx, out, q, k, v, a);
+    case 1: return attention_forward_fp32_launch_dpl<1>(ctx, out, q, k, v, a);
+    case 2: return attention_forward_fp32_launch_dpl<2>(ctx, out, q, k, v, a);
+    case 3: return attention_forward_fp32_launch_dpl<3>(ctx, out, q, k, v, a);
+    case 4: return attention_forward_fp32_launch_dpl<4>(ctx, out, q, k, v, a);
+    case 5: return attention_forward_fp32_launch_dpl<5>(ctx, out, q, k, v, a);
+    case 6: return attention_forward_fp32_launch_dpl<6>(ctx, out, q, k, v, a);
+    case 7: return attention_forward_fp32_launch_dpl<7>(ctx, out, q, k, v, a);
+    default: return attention_forward_fp32_launch_dpl<8>(ctx, out, q, k, v, a);
     }
+}
+
+// ================================================================================================
+
+// The tensor-core kernel copies 16-byte pieces of q/k/v rows (cp.async) and stores bf16 pairs of
+// out: it needs D a multiple of 8 and 16-byte aligned q, k, v (4-byte aligned out follows from
+// D even once out is 4-byte aligned).
+static bool attention_uses_tensor_cores(const void *out, const void *q, const void *k, const void *v, int D) {
+    const uintptr_t in_addr = (uintptr_t)q | (uintptr_t)k | (uintptr_t)v;
+    return D % 8 == 0 && in_addr % 16 == 0 && (uintptr_t)out % 4 == 0;
 }
 
 extern "C" mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, const void *q, const void *k,
@@ -182,5 +498,7 @@ extern "C" mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, cons
         return mg_fail(MG_ERR_UNSUPPORTED, NULL, "attention: head dim D=%d, this kernel handles 1..%d", a->D,
                        ATTN_MAX_D);
     if (a->window < 0) return mg_fail(MG_ERR_ARG, NULL, "attention: window=%d must be >= 0", a->window);
-    return attention_forward_launch(ctx, (bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, a);
+    if (attention_uses_tensor_cores(out, q, k, v, a->D))
+        return attention_forward_tc_launch(ctx, (bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, a);
+    return attention_forward_fp32_launch(ctx, (bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, a);
 }

@@ -54,10 +54,13 @@ mg_status mg_cuda_rmsnorm_add_forward(mg_cuda_ctx *ctx, void *h, const void *res
 mg_status mg_cuda_rope_forward(mg_cuda_ctx *ctx, void *x, const int32_t *pos, int64_t B, int64_t T, int H, int D,
                                float theta, float factor);
 
-/* attention.cu: out[B,T,H,D] = softmax(mask(q·kᵀ·scale)) · v from q[B,T,H,D], k,v[B,T,Hkv,D]; softmax in fp32,
- * P kept in fp32 (like SDPA, not eager's bf16 P); a query with no visible key gets zeros.
- * Flash-style: the T×T scores are never stored. The arguments and the mask are engine/backend.h's
- * mg_attention_args (one type for both backends); its pointers are device pointers; D <= 256. */
+/* attention.cu: out[B,T,H,D] = softmax(mask(q·kᵀ·scale)) · v from q[B,T,H,D], k,v[B,T,Hkv,D]; scores and
+ * softmax in fp32; a query with no visible key gets zeros. Flash-style: the T×T scores are never
+ * stored. The arguments and the mask are engine/backend.h's mg_attention_args (one type for both
+ * backends); its pointers are device pointers; D <= 256. Two kernels:
+ * - D a multiple of 8 and q, k, v 16-byte aligned (every model call): tensor cores (mma bf16,
+ *   fp32 accumulation), P rounded to bf16 before P·V, as flash/SDPA kernels do;
+ * - otherwise: fp32 on CUDA cores, P kept in fp32 (like SDPA's math path). */
 mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, const void *q, const void *k, const void *v,
                                     const mg_attention_args *a);
 

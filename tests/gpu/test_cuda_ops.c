@@ -34,6 +34,11 @@ static const uint16_t POISON = 0xFFC1;    /* NaN: any element still holding it w
  * rounding point, which changes a third or more of the outputs. */
 static const double TOL_EXACT = 0.0, MATCH_EXACT = 1.0;
 static const double TOL_FP32 = 1e-5, MATCH_FP32 = 0.90, MATCH_GEMM = 0.50;
+/* Attention on tensor cores rounds the softmax weights P to bf16 before P·V (as flash/SDPA
+ * kernels do), a relative error of ~2^-9 per weight: a numpy model of the kernel's arithmetic
+ * gives nmse 2e-6..6e-6 (T = 4096) and bit-match 0.59..0.72 at these cases' shapes, so the nmse
+ * bound stays TOL_FP32 and only the match bound is lowered. */
+static const double MATCH_BF16_P = 0.45;
 
 /* ---- random inputs ------------------------------------------------------------------------- */
 
@@ -412,14 +417,17 @@ typedef struct {
     int64_t img_start;    /* first soft token of image 0 in every row; -1: no groups */
     int64_t img_len;      /* soft tokens per image; two images per row when 2*len fits after start */
     int64_t want_queries; /* sampled (b, i) query rows to compare */
+    int fp32_kernel;      /* 1: q starts 8 bytes past a 16-byte boundary, which sends the launcher to the
+                           * fp32 kernel (ops.h); 0: the tensor-core kernel (D a multiple of 8) */
 } attn_case;
 
 static void case_attention(mg_cuda_ctx *ctx, attn_case c) {
     tcase tc;
     tc_begin(&tc, ctx,
-             "attention_forward(shape=[B=%lld,T=%lld,H=%d,Hkv=%d,D=%d],causal=%d,window=%d,padding=%d,image=%lld+%lld)",
+             "attention_forward(shape=[B=%lld,T=%lld,H=%d,Hkv=%d,D=%d],causal=%d,window=%d,padding=%d,image=%lld+%lld,"
+             "kernel=%s)",
              (long long)c.B, (long long)c.T, c.H, c.Hkv, c.D, c.causal, c.window, c.padding, (long long)c.img_start,
-             (long long)c.img_len);
+             (long long)c.img_len, c.fp32_kernel ? "fp32" : "tc");
     const int64_t BT = c.B * c.T;
     const size_t nq = (size_t)BT * c.H * c.D, nk = (size_t)BT * c.Hkv * c.D;
     uint16_t *q = rand_bf16(nq, 2.0), *k = rand_bf16(nk, 2.0), *v = rand_bf16(nk, 1.0);
@@ -446,7 +454,10 @@ static void case_attention(mg_cuda_ctx *ctx, attn_case c) {
     mg_attention_args a = {.B = c.B, .T = c.T, .H = c.H, .Hkv = c.Hkv, .D = c.D,
                                 .scale = (float)(1.0 / sqrt((double)c.D)), .causal = c.causal != 0,
                                 .window = c.window};
-    void *dq = dev_from(&tc, q, nq * 2), *dk = dev_from(&tc, k, nk * 2), *dv = dev_from(&tc, v, nk * 2);
+    uint16_t *dq = dev_alloc(&tc, (nq + 4) * 2); /* room for the 8-byte offset */
+    if (dq && c.fp32_kernel) dq += 4;
+    if (dq) tc_status(&tc, mg_cuda_upload(ctx, dq, q, nq * 2), "upload");
+    void *dk = dev_from(&tc, k, nk * 2), *dv = dev_from(&tc, v, nk * 2);
     a.key_valid = key_valid ? dev_from(&tc, key_valid, (size_t)BT * sizeof *key_valid) : NULL;
     a.group = group ? dev_from(&tc, group, (size_t)BT * sizeof *group) : NULL;
     uint16_t *dout = dev_out(&tc, nq, NULL);
@@ -497,7 +508,8 @@ static void case_attention(mg_cuda_ctx *ctx, attn_case c) {
         free(s);
         free(o);
     }
-    tc_finish(&tc, got, ref, (size_t)R * per_row, guard_bad, nans, TOL_FP32, MATCH_FP32);
+    tc_finish(&tc, got, ref, (size_t)R * per_row, guard_bad, nans, TOL_FP32,
+              c.fp32_kernel ? MATCH_FP32 : MATCH_BF16_P);
     free(q); free(k); free(v); free(key_valid); free(group); free(out); free(rows); free(ref); free(got);
 }
 
@@ -700,6 +712,9 @@ int main(void) {
     case_rope(&ctx, 1, 360, 4, 256, 1e6f, 8.0f, 0);
     case_rope(&ctx, 2, 50, 2, 72, 1e4f, 1.0f, 2048);
 
+    /* Odd shapes on the tensor-core kernel (D padded to 32, 80, 64, 256, 64, 128 in shared
+     * memory), T not a multiple of the 64-row tiles, windows with and without causal, two images,
+     * key padding (row 0's first queries see no key and must get zeros), GQA. */
     case_attention(&ctx, (attn_case){.B = 2, .T = 37, .H = 4, .Hkv = 2, .D = 16, .causal = 1, .img_start = -1,
                                      .want_queries = 1000});
     case_attention(&ctx, (attn_case){.B = 1, .T = 50, .H = 3, .Hkv = 3, .D = 72, .img_start = -1,
@@ -708,16 +723,33 @@ int main(void) {
                                      .padding = 1, .img_start = 5, .img_len = 9, .want_queries = 1000});
     case_attention(&ctx, (attn_case){.B = 2, .T = 70, .H = 2, .Hkv = 1, .D = 200, .causal = 1, .padding = 1,
                                      .img_start = 10, .img_len = 20, .want_queries = 1000});
-    case_attention(&ctx, (attn_case){.B = 1, .T = 33, .H = 2, .Hkv = 2, .D = 5, .causal = 1, .window = 3,
+    case_attention(&ctx, (attn_case){.B = 1, .T = 200, .H = 2, .Hkv = 2, .D = 64, .window = 20, .img_start = -1,
+                                     .want_queries = 1000});
+    case_attention(&ctx, (attn_case){.B = 1, .T = 129, .H = 4, .Hkv = 1, .D = 128, .causal = 1, .padding = 1,
                                      .img_start = -1, .want_queries = 1000});
-    /* SigLIP: 4096 tokens, 16 heads of 72, no mask */
+    case_attention(&ctx, (attn_case){.B = 2, .T = 300, .H = 4, .Hkv = 2, .D = 72, .causal = 1, .window = 50,
+                                     .padding = 1, .img_start = 10, .img_len = 100, .want_queries = 200});
+    /* The fp32 kernel: D = 5 (not a multiple of 8), and D = 72 with a misaligned q */
+    case_attention(&ctx, (attn_case){.B = 1, .T = 33, .H = 2, .Hkv = 2, .D = 5, .causal = 1, .window = 3,
+                                     .img_start = -1, .want_queries = 1000, .fp32_kernel = 1});
+    case_attention(&ctx, (attn_case){.B = 2, .T = 300, .H = 4, .Hkv = 2, .D = 72, .causal = 1, .window = 50,
+                                     .padding = 1, .img_start = 10, .img_len = 100, .want_queries = 200,
+                                     .fp32_kernel = 1});
+    /* SigLIP: 4096 tokens (and one more: a 1-row last tile), 16 heads of 72, no mask */
     case_attention(&ctx, (attn_case){.B = 1, .T = 4096, .H = 16, .Hkv = 16, .D = 72, .img_start = -1,
                                      .want_queries = 64});
-    /* Gemma: one image of 256 soft tokens after 6 text tokens, global and sliding (window binding) */
+    case_attention(&ctx, (attn_case){.B = 2, .T = 4097, .H = 16, .Hkv = 16, .D = 72, .img_start = -1,
+                                     .want_queries = 64});
+    /* Gemma: one image of 256 soft tokens after 6 text tokens, global and sliding (window binding);
+     * T = 293 as in a 4-image batch's prompt; two images with a window cutting into the second */
     case_attention(&ctx, (attn_case){.B = 2, .T = 360, .H = 8, .Hkv = 4, .D = 256, .causal = 1, .padding = 1,
                                      .img_start = 6, .img_len = 256, .want_queries = 96});
     case_attention(&ctx, (attn_case){.B = 1, .T = 360, .H = 8, .Hkv = 4, .D = 256, .causal = 1, .window = 100,
                                      .img_start = 6, .img_len = 256, .want_queries = 96});
+    case_attention(&ctx, (attn_case){.B = 2, .T = 293, .H = 8, .Hkv = 4, .D = 256, .causal = 1, .padding = 1,
+                                     .img_start = 6, .img_len = 256, .want_queries = 96});
+    case_attention(&ctx, (attn_case){.B = 1, .T = 530, .H = 8, .Hkv = 4, .D = 256, .causal = 1, .window = 300,
+                                     .padding = 1, .img_start = 6, .img_len = 256, .want_queries = 96});
 
     case_gelu(&ctx, 1000003);
     case_gelu(&ctx, (int64_t)4096 * 4304);

@@ -1,0 +1,173 @@
+// Attention kernel lab (STYLE habit 10): includes the production kernels of kernels/cuda/attention.cu
+// and times them at the model's shapes. Versions:
+//   tc    attention_forward_tc_kernel, FlashAttention-2 scheme on mma.sync bf16 (production)
+//   fp32  attention_forward_fp32_kernel, fp32 on CUDA cores (the fallback for odd D / alignment)
+// Shapes: SigLIP (B=8 images, H=16, T=4096, D=72, no mask); Gemma (B=32, H=8, Hkv=4, T=360,
+// D=256) causal, and causal + one image of 256 soft tokens at position 6 (the model's real mask:
+// the image block keeps the keys after each query tile alive, so no tile is skipped).
+// Each shape is validated first: tc against fp32 on the same random inputs (nmse over all outputs,
+// ~5e-6 expected from bf16 P; > 1e-4 fails). Then each version runs WARMUP times and REPEATS
+// timed times (fp32: 3) with CUDA events around each run and a 256 MiB write between runs so
+// that no run finds its inputs in L2; the median is printed.
+// FLOPs: 4·B·H·T²·D with the real D (72, not the padded 80), halved when causal (the count
+// flash-attention's and torch's benchmarks use), so rows compare with attention_torch.py.
+//
+// Build and run (GPU machine): make build/bench/attention && build/bench/attention
+// Next to torch SDPA on the same GPU:  python3 tests/bench/attention_torch.py
+#include <algorithm>
+#include <stdio.h>
+#include <stdlib.h>
+#include <vector>
+
+#include "kernels/cuda/attention.cu"
+
+enum { WARMUP = 3, REPEATS = 20, REPEATS_FP32 = 3 };
+
+#define BENCH_CHECK(stmt)                                                              \
+    do {                                                                               \
+        cudaError_t e_ = (stmt);                                                       \
+        if (e_ != cudaSuccess) {                                                       \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #stmt, cudaGetErrorString(e_)); \
+            exit(1);                                                                   \
+        }                                                                              \
+    } while (0)
+#define MG_CHECK(stmt)                                                                 \
+    do {                                                                               \
+        if ((stmt) != MG_OK) {                                                         \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #stmt, mg_last_error()); \
+            exit(1);                                                                   \
+        }                                                                              \
+    } while (0)
+
+typedef mg_status (*attention_launch_fn)(mg_cuda_ctx *, bf16 *, const bf16 *, const bf16 *, const bf16 *,
+                                         const mg_attention_args *);
+
+static uint64_t rng_state = 12345;
+static float rng_uniform(void) {  // splitmix64 -> [-1, 1)
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (float)((double)(z >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+}
+
+// A device tensor of n bf16 uniform in [-scale, scale).
+static bf16 *rand_device(size_t n, float scale) {
+    std::vector<bf16> h(n);
+    for (size_t i = 0; i < n; i++) h[i] = __float2bfloat16_rn(rng_uniform() * scale);
+    bf16 *d = NULL;
+    BENCH_CHECK(cudaMalloc(&d, n * sizeof(bf16)));
+    BENCH_CHECK(cudaMemcpy(d, h.data(), n * sizeof(bf16), cudaMemcpyHostToDevice));
+    return d;
+}
+
+static std::vector<float> download(const bf16 *d, size_t n) {
+    std::vector<bf16> h(n);
+    BENCH_CHECK(cudaMemcpy(h.data(), d, n * sizeof(bf16), cudaMemcpyDeviceToHost));
+    std::vector<float> f(n);
+    for (size_t i = 0; i < n; i++) f[i] = __bfloat162float(h[i]);
+    return f;
+}
+
+// Median milliseconds of `reps` runs, L2 flushed before each.
+static float time_ms(mg_cuda_ctx *ctx, attention_launch_fn fn, bf16 *out, const bf16 *q, const bf16 *k,
+                     const bf16 *v, const mg_attention_args *a, int reps, void *flush, size_t flush_bytes) {
+    cudaEvent_t e0, e1;
+    BENCH_CHECK(cudaEventCreate(&e0));
+    BENCH_CHECK(cudaEventCreate(&e1));
+    for (int i = 0; i < WARMUP; i++) MG_CHECK(fn(ctx, out, q, k, v, a));
+    std::vector<float> ms(reps);
+    for (int i = 0; i < reps; i++) {
+        BENCH_CHECK(cudaMemsetAsync(flush, i & 0xff, flush_bytes, ctx->stream));
+        BENCH_CHECK(cudaEventRecord(e0, ctx->stream));
+        MG_CHECK(fn(ctx, out, q, k, v, a));
+        BENCH_CHECK(cudaEventRecord(e1, ctx->stream));
+        BENCH_CHECK(cudaEventSynchronize(e1));
+        BENCH_CHECK(cudaEventElapsedTime(&ms[i], e0, e1));
+    }
+    BENCH_CHECK(cudaEventDestroy(e0));
+    BENCH_CHECK(cudaEventDestroy(e1));
+    std::sort(ms.begin(), ms.end());
+    return ms[reps / 2];
+}
+
+typedef struct {
+    const char *name;
+    int64_t B, T;
+    int H, Hkv, D;
+    bool causal;
+    int64_t img_start, img_len;  // one image's soft tokens in every row; img_start < 0: none
+} shape;
+
+static int bench_shape(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_bytes) {
+    const size_t nq = (size_t)s.B * s.T * s.H * s.D, nk = (size_t)s.B * s.T * s.Hkv * s.D;
+    bf16 *q = rand_device(nq, 2.0f), *k = rand_device(nk, 2.0f), *v = rand_device(nk, 1.0f);
+    bf16 *out_tc = NULL, *out_fp32 = NULL;
+    BENCH_CHECK(cudaMalloc(&out_tc, nq * sizeof(bf16)));
+    BENCH_CHECK(cudaMalloc(&out_fp32, nq * sizeof(bf16)));
+    int32_t *group = NULL;
+    if (s.img_start >= 0) {
+        std::vector<int32_t> h((size_t)(s.B * s.T), -1);
+        for (int64_t b = 0; b < s.B; b++)
+            for (int64_t t = s.img_start; t < s.img_start + s.img_len; t++) h[(size_t)(b * s.T + t)] = 0;
+        BENCH_CHECK(cudaMalloc(&group, h.size() * sizeof(int32_t)));
+        BENCH_CHECK(cudaMemcpy(group, h.data(), h.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    }
+    mg_attention_args a = {};
+    a.B = s.B, a.T = s.T, a.H = s.H, a.Hkv = s.Hkv, a.D = s.D;
+    a.scale = 1.0f / sqrtf((float)s.D);
+    a.causal = s.causal;
+    a.group = group;
+
+    // Validate: tc against fp32 over every output.
+    MG_CHECK(attention_forward_tc_launch(ctx, out_tc, q, k, v, &a));
+    MG_CHECK(attention_forward_fp32_launch(ctx, out_fp32, q, k, v, &a));
+    MG_CHECK(mg_cuda_sync(ctx));
+    const std::vector<float> got = download(out_tc, nq), ref = download(out_fp32, nq);
+    double num = 0, den = 0;
+    size_t nans = 0;
+    for (size_t i = 0; i < nq; i++) {
+        if (got[i] != got[i]) nans++;
+        num += (double)(got[i] - ref[i]) * (got[i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+    }
+    const double nmse = num / (den > 0 ? den : 1.0);
+    const int ok = nans == 0 && nmse <= 1e-4;
+    printf("# %s: tc vs fp32 nmse=%.2e nan=%zu: %s\n", s.name, nmse, nans, ok ? "OK" : "FAIL");
+
+    const double flop = 4.0 * s.B * s.H * (double)s.T * s.T * s.D * (s.causal ? 0.5 : 1.0);
+    const struct {
+        const char *version;
+        attention_launch_fn fn;
+        bf16 *out;
+        int reps;
+    } versions[] = {{"tc", attention_forward_tc_launch, out_tc, REPEATS},
+                    {"fp32", attention_forward_fp32_launch, out_fp32, REPEATS_FP32}};
+    for (const auto &ver : versions) {
+        const float ms = time_ms(ctx, ver.fn, ver.out, q, k, v, &a, ver.reps, flush, flush_bytes);
+        printf("%-5s | %-52s | %9.3f | %7.1f\n", ver.version, s.name, ms, flop / (ms * 1e-3) / 1e12);
+    }
+    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(out_tc), cudaFree(out_fp32), cudaFree(group);
+    return ok;
+}
+
+int main(void) {
+    mg_cuda_ctx ctx;
+    MG_CHECK(mg_cuda_ctx_create(&ctx, 0));
+    printf("# attention lab on %s (sm_%d%d, %d SMs)\n", ctx.name, ctx.cc_major, ctx.cc_minor, ctx.sm_count);
+    const size_t flush_bytes = (size_t)256 << 20;
+    void *flush = NULL;
+    BENCH_CHECK(cudaMalloc(&flush, flush_bytes));
+    const shape shapes[] = {
+        {"siglip B=8 H=16 T=4096 D=72", 8, 4096, 16, 16, 72, false, -1, 0},
+        {"gemma B=32 H=8 Hkv=4 T=360 D=256 causal", 32, 360, 8, 4, 256, true, -1, 0},
+        {"gemma B=32 H=8 Hkv=4 T=360 D=256 causal+image@6x256", 32, 360, 8, 4, 256, true, 6, 256},
+    };
+    printf("version | shape | time ms | TFLOP/s\n");
+    int all_ok = 1;
+    for (const shape &s : shapes) all_ok &= bench_shape(&ctx, s, flush, flush_bytes);
+    cudaFree(flush);
+    mg_cuda_ctx_destroy(&ctx);
+    printf("# validation: %s\n", all_ok ? "all OK" : "FAILED");
+    return all_ok ? 0 : 1;
+}
