@@ -273,6 +273,7 @@ def main():
     os.replace(out_path + ".tmp", out_path)
     print(f"{len(rows) - failed}/{len(rows)} validated; all numbers: {out_path}")
     mg.sync()
+    mg.lib.mgb_close(mg.h)
     sys.exit(1 if failed else 0)
 
 
