@@ -120,6 +120,13 @@ $(BUILD)/bench/%: tests/bench/%.cu $(BUILD)/libmedgem.a $(BUILD)/lib/libsentence
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@.o
 	$(CXX) -o $@ $@.o $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
+# Kernel bench bridge (tests/bench/kernels.cu): medgem's CUDA ops as a shared library that
+# tests/bench/bench_kernels_torch.py loads with ctypes beside torch. Static cudart, like libmedgem.so;
+# --exclude-libs,ALL keeps the archives' symbols (cudart's included) private, so torch's own libcudart,
+# loaded first and global, cannot interpose on them. Only the archive members it calls are pulled in.
+$(BUILD)/bench/libmgbench_kernels.so: $(BUILD)/obj/tests/bench/kernels.o $(BUILD)/libmedgem.a $(BUILD)/lib/libsentencepiece.so.0
+	@mkdir -p $(dir $@)
+	$(CXX) -shared -Wl,--exclude-libs,ALL -o $@ $< $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
 
 # Kernel study helpers: make build/kernels/cuda/rmsnorm.ptx / .sass
 $(BUILD)/%.ptx: %.cu

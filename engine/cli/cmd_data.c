@@ -115,7 +115,7 @@ static mg_status verify(mg_bh_index *ix, const int64_t *idx, int64_t n, mg_bad_p
     return st;
 }
 
-static int cmd_bench(mg_bh_index *ix, const mg_bh_selection *sel, int threads, int batch, int size, int64_t limit) {
+static int data_bench(mg_bh_index *ix, const mg_bh_selection *sel, int threads, int batch, int size, int64_t limit) {
     int64_t *idx, n;
     if (mg_bh_select(ix, sel, &idx, &n) != MG_OK) return fail();
     if (limit > 0 && n > limit) n = limit;
@@ -174,7 +174,7 @@ int cmd_data(int argc, char **argv) {
     if (mg_bh_index_open(path, on_bad, &ix) != MG_OK) return fail();
     double t_index = now_s() - t0;
     if (bench) {
-        int rc = cmd_bench(ix, &sel, threads, batch, size, limit);
+        int rc = data_bench(ix, &sel, threads, batch, size, limit);
         mg_bh_index_free(ix);
         return rc;
     }

@@ -18,6 +18,7 @@ static const command COMMANDS[] = {
     { "info", cmd_info, "check a model directory and print its architecture, sizes and GPU needs" },
     { "data", cmd_data, "BreakHis counts, splits and leakage; `data synth` writes a synthetic set" },
     { "eval", cmd_eval, "accuracy, F1, ROC-AUC and patient rate of a model on a BreakHis selection" },
+    { "bench", cmd_bench, "evaluation throughput: timed score-mode forwards of a synthetic batch" },
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,68 @@
+// The C side of tests/bench/bench_kernels_torch.py: medgem's production CUDA ops (kernels/cuda/ops.h,
+// the very entries the model calls) behind a flat C API that Python loads with ctypes. Torch
+// allocates the tensors and medgem computes on them in the same process, on its own stream, which
+// the script wraps as a torch.cuda.ExternalStream: both sides are validated on the same inputs and
+// timed with the same CUDA events and L2 flush. No kernel is copied here; a faster version is
+// promoted in kernels/cuda/ and measured through this file unchanged.
+//   make build/bench/libmgbench_kernels.so
+// Every entry returns an mg_status (0 = MG_OK); mgb_error() gives the message of the last failure.
+#include <stdlib.h>
+
+#include "kernels/cuda/cuda_common.cuh"
+
+extern "C" {
+#include "kernels/cuda/ops.h"
+
+const char *mgb_error(void) { return mg_last_error(); }
+
+// A context on device `device` (the device torch uses), or NULL with the reason in mgb_error().
+mg_cuda_ctx *mgb_open(int device) {
+    mg_cuda_ctx *ctx = (mg_cuda_ctx *)calloc(1, sizeof *ctx);
+    if (!ctx) {
+        mg_fail(MG_ERR_OOM, NULL, "CUDA context struct");
+        return NULL;
+    }
+    if (mg_cuda_ctx_create(ctx, device) != MG_OK) {
+        free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+void mgb_close(mg_cuda_ctx *ctx) {
+    if (!ctx) return;
+    mg_cuda_ctx_destroy(ctx);
+    free(ctx);
+}
+
+// The cudaStream_t every op runs on, for torch.cuda.ExternalStream.
+void *mgb_stream(mg_cuda_ctx *ctx) { return ctx->stream; }
+const char *mgb_device_name(mg_cuda_ctx *ctx) { return ctx->name; }
+
+// Waits for the stream; reports faults inside kernels that already ran.
+int mgb_sync(mg_cuda_ctx *ctx) { return mg_cuda_sync(ctx); }
+
+// y[M,N] = x[M,K] · w[N,K]ᵀ (+ b[N]); b may be NULL. All bf16.
+int mgb_linear(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K, int N) {
+    return mg_cuda_linear_forward(ctx, y, x, w, b, M, K, N);
+}
+
+// Gemma RMSNorm y[M,C] = x * rsqrt(mean(x²) + eps) * (1 + w[C]).
+int mgb_rmsnorm(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, int64_t M, int C, float eps) {
+    return mg_cuda_rmsnorm_forward(ctx, y, x, w, M, C, eps);
+}
+
+// y[M,C] = (x - mean) / sqrt(var + eps) * w[C] + b[C].
+int mgb_layernorm(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int C,
+                  float eps) {
+    return mg_cuda_layernorm_forward(ctx, y, x, w, b, M, C, eps);
+}
+
+// y[M,F] = bf16(gelu_tanh(gu[:, :F])) * gu[:, F:] from gu[M,2F].
+int mgb_geglu(mg_cuda_ctx *ctx, void *y, const void *gu, int64_t M, int F) {
+    return mg_cuda_geglu_forward(ctx, y, gu, M, F);
+}
+
+// y[n] = gelu_tanh(x[n]).
+int mgb_gelu(mg_cuda_ctx *ctx, void *y, const void *x, int64_t n) { return mg_cuda_gelu_forward(ctx, y, x, n); }
+}
