@@ -44,6 +44,34 @@ typedef struct {
     const int32_t *group;     /* (B, T) image index of a soft token, -1 for text; NULL = no image blocks */
 } mg_attention_args;
 
+/* The fused q|k|v projection split into attention's inputs (spec/model.md §5.4). Row m of
+ * qkv[B*T, (H+2Hkv)*D] holds H query heads, then Hkv key heads, then Hkv value heads, D features
+ * each. With norm_rope, q and k are Gemma's q_norm/k_norm (RMSNorm with (1 + w), eps) over each head
+ * and then RoPE (half-split, inv_freq_i = theta^(-2i/D) / factor, angle = pos * inv_freq_i); v is
+ * copied. Without it (SigLIP) all three are plain copies. */
+typedef struct {
+    int64_t B, T;                /* batch, tokens */
+    int H, Hkv, D;               /* query heads, kv heads, head dim (even with norm_rope) */
+    bool norm_rope;
+    const void *q_norm, *k_norm; /* (D) each; used with norm_rope */
+    float eps;
+    const int32_t *pos;          /* (B, T) RoPE positions; used with norm_rope */
+    float theta, factor;
+} mg_qkv_args;
+
+/* One query token per batch row against a KV cache (greedy decoding after a prefill).
+ * Row b's cache holds keys and values of positions 0..len-1; the query is position len-1, and
+ * key j is visible iff window == 0 or (len-1) - j < window: the plain causal / sliding mask of
+ * decode steps (spec/model.md §6.2; no padding, no image blocks). */
+typedef struct {
+    int64_t B;     /* batch */
+    int H, Hkv, D; /* query heads, kv heads (H % Hkv == 0), head dim */
+    float scale;   /* scores = q·k * scale */
+    int64_t Tmax;  /* positions each row's cache holds: key j of row b is kc[b, j] */
+    int64_t len;   /* filled positions, 1 <= len <= Tmax */
+    int window;    /* sliding window; 0 = none */
+} mg_decode_args;
+
 typedef struct mg_backend {
     const char *name;   /* "cpu" or "cuda" */
     const char *device; /* what runs the ops: "host", "NVIDIA H100 80GB HBM3" */
@@ -78,12 +106,22 @@ typedef struct mg_backend {
                               float eps);
     /* y[M,C] = x * rsqrt(mean(x²) + eps) * (1 + w) (Gemma RMSNorm); y may alias x */
     void (*rmsnorm_forward)(void *ctx, void *y, const void *x, const void *w, int64_t M, int C, float eps);
+    /* h[M,C] = residual + rmsnorm(x) (post-attention / post-feedforward norm and the residual add;
+     * the norm's output is rounded to act_dtype before the add); h may alias residual */
+    void (*rmsnorm_add_forward)(void *ctx, void *h, const void *residual, const void *x, const void *w, int64_t M,
+                                int C, float eps);
+    /* q[B,T,H,D], k,v[B,T,Hkv,D] from qkv[B,T,(H+2Hkv)*D] (mg_qkv_args) */
+    void (*qk_norm_rope_forward)(void *ctx, void *q, void *k, void *v, const void *qkv, const mg_qkv_args *a);
     /* x[B,T,H,D] rotated in place, half-split; inv_freq_i = theta^(-2i/D) / factor; pos[B,T] */
     void (*rope_forward)(void *ctx, void *x, const int32_t *pos, int64_t B, int64_t T, int H, int D, float theta,
                          float factor);
     /* out[B,T,H,D] = softmax(mask(q·kᵀ·scale)) · v from q[B,T,H,D], k,v[B,T,Hkv,D] */
     void (*attention_forward)(void *ctx, void *out, const void *q, const void *k, const void *v,
                               const mg_attention_args *a);
+    /* out[B,H,D] = softmax(q·kᵀ·scale) · v over the visible cached keys (mg_decode_args), from
+     * q[B,H,D] and the caches kc, vc[B,Tmax,Hkv,D] */
+    void (*attention_decode_forward)(void *ctx, void *out, const void *q, const void *kc, const void *vc,
+                                     const mg_decode_args *a);
     /* y[n] = gelu_tanh(x[n]); y may alias x */
     void (*gelu_forward)(void *ctx, void *y, const void *x, int64_t n);
     /* y[M,F] = gelu_tanh(gu[:, :F]) * gu[:, F:] from gu[M,2F] (fused gate|up GEMM output) */

@@ -18,12 +18,15 @@ void *mg_arena_put(mg_weight_arena *a, const mg_st_tensor *t) {
     return p;
 }
 
-void *mg_arena_put_cat(mg_weight_arena *a, const mg_st_tensor *t0, const mg_st_tensor *t1) {
-    const int64_t n0 = mg_st_numel(t0), n1 = mg_st_numel(t1);
-    char *p = reserve(a, n0 + n1);
-    if (p) {
-        a->be->upload(a->be->ctx, p, t0->data, t0->dtype, n0);
-        a->be->upload(a->be->ctx, p + (size_t)n0 * mg_dtype_size(a->be->act_dtype), t1->data, t1->dtype, n1);
+void *mg_arena_put_cat(mg_weight_arena *a, const mg_st_tensor *const *parts, int n) {
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += mg_st_numel(parts[i]);
+    char *p = reserve(a, total);
+    int64_t at = 0; /* elements placed so far */
+    for (int i = 0; p && i < n; i++) {
+        a->be->upload(a->be->ctx, p + (size_t)at * mg_dtype_size(a->be->act_dtype), parts[i]->data, parts[i]->dtype,
+                      mg_st_numel(parts[i]));
+        at += mg_st_numel(parts[i]);
     }
     return p;
 }

@@ -19,8 +19,9 @@ typedef struct {
 
 /* Places t (any shape, elements in storage order) and returns its device pointer. */
 void *mg_arena_put(mg_weight_arena *a, const mg_st_tensor *t);
-/* Places the rows of t0 followed by the rows of t1 (same column count): a fused [R0+R1, C]. */
-void *mg_arena_put_cat(mg_weight_arena *a, const mg_st_tensor *t0, const mg_st_tensor *t1);
+/* Places parts[0..n-1] one after the other: for 2-D parts of one column count C, the fused
+ * [R0+R1+..., C] weight (q|k|v, gate|up); for 1-D parts, the concatenated bias. */
+void *mg_arena_put_cat(mg_weight_arena *a, const mg_st_tensor *const *parts, int n);
 /* Places the 2-D t [R, C] transposed, as [C, R]. */
 void *mg_arena_put_transposed(mg_weight_arena *a, const mg_st_tensor *t);
 

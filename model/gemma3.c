@@ -19,13 +19,15 @@ void mg_gemma3_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *
         const mg_text_layer_weights *src = &w->text[l];
         mg_gemma3_layer *d = &gw->layers[l];
         d->input_norm = mg_arena_put(a, src->input_norm);
-        d->q_w = mg_arena_put(a, src->q_w), d->k_w = mg_arena_put(a, src->k_w), d->v_w = mg_arena_put(a, src->v_w);
+        const mg_st_tensor *qkv[3] = { src->q_w, src->k_w, src->v_w };
+        d->qkv_w = mg_arena_put_cat(a, qkv, 3);
         d->o_w = mg_arena_put(a, src->o_w);
         d->q_norm = mg_arena_put(a, src->q_norm), d->k_norm = mg_arena_put(a, src->k_norm);
         d->post_attn_norm = mg_arena_put(a, src->post_attn_norm);
         d->pre_ffw_norm = mg_arena_put(a, src->pre_ffw_norm);
         d->post_ffw_norm = mg_arena_put(a, src->post_ffw_norm);
-        d->gate_up_w = mg_arena_put_cat(a, src->gate_w, src->up_w);
+        const mg_st_tensor *gate_up[2] = { src->gate_w, src->up_w };
+        d->gate_up_w = mg_arena_put_cat(a, gate_up, 2);
         d->down_w = mg_arena_put(a, src->down_w);
     }
     gw->final_norm = mg_arena_put(a, w->final_norm);
@@ -34,6 +36,7 @@ void mg_gemma3_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *
 /* The decoder's activations for M = B*T rows, laid out in the caller's scratch. */
 typedef struct {
     void *xn;  /* (M, C) normed input of a block */
+    void *qkv; /* (M, (H+2Hkv)*D) the fused q|k|v projection */
     void *q;   /* (M, H*D) = (B, T, H, D) */
     void *k;   /* (M, Hkv*D) = (B, T, Hkv, D) */
     void *v;   /* (M, Hkv*D) */
@@ -47,6 +50,7 @@ static size_t gemma3_acts_layout(gemma3_acts *s, char *base, const mg_config *cf
     size_t used = 0;
     const int64_t qd = (int64_t)cfg->n_heads * cfg->head_dim, kvd = (int64_t)cfg->n_kv_heads * cfg->head_dim;
     s->xn = mg_carve(base, &used, M * cfg->hidden, esize);
+    s->qkv = mg_carve(base, &used, M * (qd + 2 * kvd), esize);
     s->q = mg_carve(base, &used, M * qd, esize);
     s->k = mg_carve(base, &used, M * kvd, esize);
     s->v = mg_carve(base, &used, M * kvd, esize);
@@ -62,46 +66,63 @@ size_t mg_gemma3_scratch_bytes(const mg_config *cfg, int64_t M, size_t esize) {
     return gemma3_acts_layout(&s, NULL, cfg, M, esize);
 }
 
+int64_t mg_gemma3_cache_elems(const mg_config *cfg, int64_t B, int64_t Tmax) {
+    return (int64_t)cfg->n_layers * B * Tmax * cfg->n_kv_heads * cfg->head_dim;
+}
+
 void mg_gemma3_forward(const mg_backend *be, const mg_config *cfg, const mg_gemma3_weights *w, void *x,
                        const mg_gemma3_tokens *tok, const mg_observer *obs, void *scratch) {
     const int64_t B = tok->B, T = tok->T, M = B * T;
     const int C = cfg->hidden, H = cfg->n_heads, Hkv = cfg->n_kv_heads, D = cfg->head_dim, F = cfg->intermediate;
+    const size_t es = mg_dtype_size(be->act_dtype);
+    const float scale = 1.0f / sqrtf(cfg->query_pre_attn_scalar);
     gemma3_acts s;
-    gemma3_acts_layout(&s, scratch, cfg, M, mg_dtype_size(be->act_dtype));
+    gemma3_acts_layout(&s, scratch, cfg, M, es);
 
     for (int l = 0; l < cfg->n_layers; l++) {
         const mg_gemma3_layer *lw = &w->layers[l];
         const bool global = cfg->layer_is_global[l];
+        const int window = global ? 0 : cfg->sliding_window;
         /* input_layernorm */
         be->rmsnorm_forward(be->ctx, s.xn, x, lw->input_norm, M, C, cfg->rms_eps);
-        /* self_attn: q/k/v_proj, q_norm/k_norm per head, rotary_emb (local or global) */
-        be->linear_forward(be->ctx, s.q, s.xn, lw->q_w, NULL, M, C, H * D);
-        be->linear_forward(be->ctx, s.k, s.xn, lw->k_w, NULL, M, C, Hkv * D);
-        be->linear_forward(be->ctx, s.v, s.xn, lw->v_w, NULL, M, C, Hkv * D);
-        be->rmsnorm_forward(be->ctx, s.q, s.q, lw->q_norm, M * H, D, cfg->rms_eps);
-        be->rmsnorm_forward(be->ctx, s.k, s.k, lw->k_norm, M * Hkv, D, cfg->rms_eps);
-        const float theta = global ? cfg->rope_theta_global : cfg->rope_theta_local;
-        const float factor = global ? cfg->rope_factor_global : cfg->rope_factor_local;
-        be->rope_forward(be->ctx, s.q, tok->pos, B, T, H, D, theta, factor);
-        be->rope_forward(be->ctx, s.k, tok->pos, B, T, Hkv, D, theta, factor);
-        /* eager_attention_forward with the causal (+ sliding) mask OR the same-image blocks */
-        const mg_attention_args attn = {
-            .B = B, .T = T, .H = H, .Hkv = Hkv, .D = D, .scale = 1.0f / sqrtf(cfg->query_pre_attn_scalar),
-            .causal = true, .window = global ? 0 : cfg->sliding_window, .key_valid = tok->key_valid,
-            .group = tok->group };
-        be->attention_forward(be->ctx, s.att, s.q, s.k, s.v, &attn);
-        /* o_proj, post_attention_layernorm, residual */
+        /* self_attn: q/k/v_proj as one GEMM, then q_norm/k_norm per head and rotary_emb (local or global) */
+        be->linear_forward(be->ctx, s.qkv, s.xn, lw->qkv_w, NULL, M, C, (H + 2 * Hkv) * D);
+        const mg_qkv_args qkv = { .B = B, .T = T, .H = H, .Hkv = Hkv, .D = D, .norm_rope = true, .q_norm = lw->q_norm,
+                                  .k_norm = lw->k_norm, .eps = cfg->rms_eps, .pos = tok->pos,
+                                  .theta = global ? cfg->rope_theta_global : cfg->rope_theta_local,
+                                  .factor = global ? cfg->rope_factor_global : cfg->rope_factor_local };
+        be->qk_norm_rope_forward(be->ctx, s.q, s.k, s.v, s.qkv, &qkv);
+        /* past_key_values.update: this layer's keys and values at their cache positions */
+        void *kc = NULL, *vc = NULL; /* (B, Tmax, Hkv, D) this layer's cache */
+        if (tok->cache) {
+            const int64_t layer = tok->cache->B * tok->cache->Tmax * Hkv * D;
+            kc = (char *)tok->cache->k + (size_t)(l * layer) * es;
+            vc = (char *)tok->cache->v + (size_t)(l * layer) * es;
+            be->scatter_rows_forward(be->ctx, kc, s.k, tok->cache_rows, M, Hkv * D);
+            be->scatter_rows_forward(be->ctx, vc, s.v, tok->cache_rows, M, Hkv * D);
+        }
+        if (tok->decode) {
+            /* one query per row against the cached positions 0..past (plain causal / sliding mask) */
+            const mg_decode_args dec = { .B = B, .H = H, .Hkv = Hkv, .D = D, .scale = scale, .Tmax = tok->cache->Tmax,
+                                         .len = tok->past + 1, .window = window };
+            be->attention_decode_forward(be->ctx, s.att, s.q, kc, vc, &dec);
+        } else {
+            /* the causal (+ sliding) mask OR the same-image blocks */
+            const mg_attention_args attn = { .B = B, .T = T, .H = H, .Hkv = Hkv, .D = D, .scale = scale,
+                                             .causal = true, .window = window, .key_valid = tok->key_valid,
+                                             .group = tok->group };
+            be->attention_forward(be->ctx, s.att, s.q, s.k, s.v, &attn);
+        }
+        /* o_proj, then post_attention_layernorm and the residual add in one pass */
         be->linear_forward(be->ctx, s.o, s.att, lw->o_w, NULL, M, H * D, C);
-        be->rmsnorm_forward(be->ctx, s.o, s.o, lw->post_attn_norm, M, C, cfg->rms_eps);
-        be->add_forward(be->ctx, x, x, s.o, M * C);
+        be->rmsnorm_add_forward(be->ctx, x, x, s.o, lw->post_attn_norm, M, C, cfg->rms_eps);
         /* pre_feedforward_layernorm, mlp: down_proj(gelu_tanh(gate_proj) * up_proj) */
         be->rmsnorm_forward(be->ctx, s.xn, x, lw->pre_ffw_norm, M, C, cfg->rms_eps);
         be->linear_forward(be->ctx, s.gu, s.xn, lw->gate_up_w, NULL, M, C, 2 * F);
         be->geglu_forward(be->ctx, s.h, s.gu, M, F);
         be->linear_forward(be->ctx, s.o, s.h, lw->down_w, NULL, M, F, C);
-        /* post_feedforward_layernorm, residual */
-        be->rmsnorm_forward(be->ctx, s.o, s.o, lw->post_ffw_norm, M, C, cfg->rms_eps);
-        be->add_forward(be->ctx, x, x, s.o, M * C);
+        /* post_feedforward_layernorm and the residual add */
+        be->rmsnorm_add_forward(be->ctx, x, x, s.o, lw->post_ffw_norm, M, C, cfg->rms_eps);
         if (obs) {
             char stage[32];
             snprintf(stage, sizeof stage, "hidden_%d", l);

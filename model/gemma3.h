@@ -19,7 +19,7 @@ typedef struct {
 
 typedef struct {
     void *input_norm;                                  /* (C) input_layernorm */
-    void *q_w, *k_w, *v_w;                             /* (H*D, C), (Hkv*D, C), (Hkv*D, C) */
+    void *qkv_w;                                       /* (H*D + 2*Hkv*D, C): q_proj rows, k_proj rows, v_proj rows */
     void *o_w;                                         /* (C, H*D) */
     void *q_norm, *k_norm;                             /* (D) */
     void *post_attn_norm, *pre_ffw_norm, *post_ffw_norm; /* (C) */
@@ -34,12 +34,28 @@ typedef struct {
     void *final_norm;         /* (C) */
 } mg_gemma3_weights;
 
+/* Every layer's keys and values for cached greedy decoding, in device memory the caller owns
+ * (the model's activation buffer). Layer l's keys are k + l*B*Tmax*Hkv*D elements, viewed as
+ * (B*Tmax, Hkv*D) rows: position t of batch row b is row b*Tmax + t. */
+typedef struct {
+    int64_t B, Tmax; /* batch rows, positions per row */
+    void *k, *v;     /* (L, B, Tmax, Hkv, D) RoPE'd keys, values */
+} mg_gemma3_cache;
+
+/* Elements of each of mg_gemma3_cache's k and v for B rows of Tmax positions. */
+int64_t mg_gemma3_cache_elems(const mg_config *cfg, int64_t B, int64_t Tmax);
+
 /* Per-token inputs of the decoder, device int32 arrays. */
 typedef struct {
     int64_t B, T;
-    const int32_t *pos;       /* (B, T) RoPE positions */
-    const int32_t *key_valid; /* (B, T) attention_mask; NULL = no padding */
-    const int32_t *group;     /* (B, T) image index of soft tokens, -1 for text; NULL = no images */
+    const int32_t *pos;        /* (B, T) RoPE positions */
+    const int32_t *key_valid;  /* (B, T) attention_mask; NULL = no padding (unused when decoding) */
+    const int32_t *group;      /* (B, T) image index of soft tokens, -1 for text; NULL = no images (unused when decoding) */
+    const mg_gemma3_cache *cache; /* NULL: none; else every layer stores its tokens' k, v at cache_rows */
+    const int32_t *cache_rows; /* (B, T) b*Tmax + position of each token in the cache */
+    bool decode;               /* a decode step: T == 1, row b's token at position `past` attends to the cache's
+                                * positions 0..past with the plain causal / sliding mask (spec/model.md §6.2) */
+    int64_t past;              /* decode: positions already in the cache */
 } mg_gemma3_tokens;
 
 void mg_gemma3_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *w, mg_gemma3_weights *gw);
@@ -47,7 +63,8 @@ void mg_gemma3_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *
 /* Bytes of scratch mg_gemma3_forward needs for M = B*T tokens (one layer's activations). */
 size_t mg_gemma3_scratch_bytes(const mg_config *cfg, int64_t M, size_t esize);
 
-/* x[B, T, C]: in, the input embeddings; out, the final-normed hidden states. scratch holds
+/* x[B, T, C]: in, the input embeddings; out, the final-normed hidden states. With tok->cache the
+ * tokens' keys and values are kept for later decode steps (tok->decode needs them for 0..past-1). scratch holds
  * mg_gemma3_scratch_bytes on the same backend, 256-byte aligned. Reports "hidden_<l>" (output of
  * layer l) and "final_norm_out" to obs when obs != NULL. */
 void mg_gemma3_forward(const mg_backend *be, const mg_config *cfg, const mg_gemma3_weights *w, void *x,

@@ -4,15 +4,9 @@
  * keeps its image block mask (token_type 1 on the soft tokens); generated tokens are text, so they
  * see everything before them causally, and positions continue T, T+1, ...
  *
- * Without a KV cache, every step recomputes the whole forward (vision tower included) over the
- * grown sequence and takes logits at the last position only: exact, and cheap enough for the tiny
- * test model on the CPU backend. The CUDA backend's KV cache replaces this loop with one prefill
- * and one single-token step per new token.
- *
- * One known deviation: a row whose argmax is <image_soft_token> stops there. mg_model_forward
- * takes every such id as an image placeholder, so the recomputed sequence could not feed it back
- * as text (transformers does); a KV-cache decoder will. The answer parser never sees that token
- * anyway (it is special and dropped when decoding). */
+ * The prompt runs once (mg_model_prefill keeps every layer's keys and values); each new token is
+ * then one decode step (mg_model_decode_step) attending to the cache, with logits only at the new
+ * position. A generated <image_soft_token> is fed back as a text embedding, as transformers does. */
 #ifndef MG_GENERATE_H
 #define MG_GENERATE_H
 

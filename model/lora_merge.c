@@ -10,17 +10,26 @@
 #include <stdlib.h>
 
 /* The device address of the (out, in) weight of a Linear in the model's arena. The model stores
- * gate_proj and up_proj fused as one (2F, C) weight: up_proj starts F rows in. */
+ * q_proj, k_proj and v_proj fused as one weight (rows q, then k, then v) and gate_proj and up_proj
+ * as one (2F, C) weight: k_proj, v_proj and up_proj start that many rows in. */
 static void *linear_weight(const mg_model *m, const mg_lora_module *mod) {
+    const mg_config *cfg = &m->cfg;
+    const size_t es = mg_dtype_size(m->be->act_dtype);
     if (mod->comp == MG_COMP_VISION) {
         const mg_siglip_layer *l = &m->vision.layers[mod->layer];
-        void *const w[MG_LORA_N_KINDS] = { l->q_w, l->k_w, l->v_w, l->o_w, NULL, NULL, NULL, l->fc1_w, l->fc2_w };
+        const size_t qkv_part = (size_t)cfg->v_hidden * cfg->v_hidden * es; /* one (Cv, Cv) projection */
+        char *qkv = l->qkv_w;
+        void *const w[MG_LORA_N_KINDS] = { qkv, qkv + qkv_part, qkv + 2 * qkv_part, l->o_w, NULL, NULL, NULL,
+                                           l->fc1_w, l->fc2_w };
         return w[mod->kind];
     }
     const mg_gemma3_layer *l = &m->text.layers[mod->layer];
-    const size_t up_offset = (size_t)m->cfg.intermediate * m->cfg.hidden * mg_dtype_size(m->be->act_dtype);
-    void *const w[MG_LORA_N_KINDS] = { l->q_w, l->k_w, l->v_w, l->o_w, l->gate_up_w,
-                                       (char *)l->gate_up_w + up_offset, l->down_w, NULL, NULL };
+    const size_t q_rows = (size_t)cfg->n_heads * cfg->head_dim, kv_rows = (size_t)cfg->n_kv_heads * cfg->head_dim;
+    const size_t row = (size_t)cfg->hidden * es; /* one row of a (out, C) weight */
+    const size_t up_offset = (size_t)cfg->intermediate * row;
+    char *qkv = l->qkv_w;
+    void *const w[MG_LORA_N_KINDS] = { qkv, qkv + q_rows * row, qkv + (q_rows + kv_rows) * row, l->o_w,
+                                       l->gate_up_w, (char *)l->gate_up_w + up_offset, l->down_w, NULL, NULL };
     return w[mod->kind];
 }
 

@@ -21,6 +21,9 @@ typedef struct {
     void *work;               /* the activations of a forward, one allocation kept between forwards
                                * and replaced only by a larger one (model/medgem_model.c) */
     size_t work_bytes;
+    mg_gemma3_cache kv;       /* the decoder's keys/values from mg_model_prefill, at the start of `work`;
+                               * kv.B == 0 when there is none (any other forward discards it) */
+    int64_t kv_len;           /* positions of each row filled in kv */
     mg_siglip_weights vision;
     mg_projector_weights projector;
     mg_gemma3_weights text;
@@ -60,5 +63,16 @@ void mg_model_free(mg_model *m);
  * needs more than the largest so far: repeated forwards of one shape allocate nothing. So one
  * model runs one forward at a time. Errors of the backend's queued work are returned here. */
 mg_status mg_model_forward(mg_model *m, const mg_model_input *in, const mg_model_head *head, const mg_observer *obs);
+
+/* KV-cached greedy decoding, as transformers' generate: mg_model_prefill runs mg_model_forward on
+ * the prompt (image block mask included) and keeps every layer's keys and values in m->work for up
+ * to t_max positions per row (in->T <= t_max <= max_positions; no padding: attn_mask must be NULL).
+ * Then each mg_model_decode_step feeds one text token per row at the next position (T, T+1, ...):
+ * ids (B) host ids; it attends to the cached positions with the plain causal / sliding mask, adds
+ * its keys and values to the cache, and computes the logits of `head`, whose rows index the B new
+ * tokens (0..B-1). Nothing is allocated by a decode step. The cache lasts until the next prefill or
+ * forward. */
+mg_status mg_model_prefill(mg_model *m, const mg_model_input *in, const mg_model_head *head, int64_t t_max);
+mg_status mg_model_decode_step(mg_model *m, const int32_t *ids, const mg_model_head *head);
 
 #endif

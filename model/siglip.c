@@ -11,9 +11,8 @@ void mg_siglip_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *
         const mg_vision_layer_weights *src = &w->vision[l];
         mg_siglip_layer *d = &sw->layers[l];
         d->ln1_w = mg_arena_put(a, src->ln1_w), d->ln1_b = mg_arena_put(a, src->ln1_b);
-        d->q_w = mg_arena_put(a, src->q_w), d->q_b = mg_arena_put(a, src->q_b);
-        d->k_w = mg_arena_put(a, src->k_w), d->k_b = mg_arena_put(a, src->k_b);
-        d->v_w = mg_arena_put(a, src->v_w), d->v_b = mg_arena_put(a, src->v_b);
+        const mg_st_tensor *qkv_w[3] = { src->q_w, src->k_w, src->v_w }, *qkv_b[3] = { src->q_b, src->k_b, src->v_b };
+        d->qkv_w = mg_arena_put_cat(a, qkv_w, 3), d->qkv_b = mg_arena_put_cat(a, qkv_b, 3);
         d->o_w = mg_arena_put(a, src->o_w), d->o_b = mg_arena_put(a, src->o_b);
         d->ln2_w = mg_arena_put(a, src->ln2_w), d->ln2_b = mg_arena_put(a, src->ln2_b);
         d->fc1_w = mg_arena_put(a, src->fc1_w), d->fc1_b = mg_arena_put(a, src->fc1_b);
@@ -27,6 +26,7 @@ void mg_siglip_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *
 typedef struct {
     void *cols;     /* (M, 3*p*p) im2col of the pixels */
     void *xn;       /* (M, Cv) layer-normed input of a block */
+    void *qkv;      /* (M, 3*Cv) the fused q|k|v projection */
     void *q, *k, *v;/* (M, Cv) = (N, P, Hv, Dv) */
     void *att;      /* (M, Cv) attention output before out_proj */
     void *o;        /* (M, Cv) out_proj / fc2 output */
@@ -39,6 +39,7 @@ static size_t siglip_acts_layout(siglip_acts *s, char *base, const mg_config *cf
     const int64_t Cv = cfg->v_hidden;
     s->cols = mg_carve(base, &used, M * 3 * cfg->patch_size * cfg->patch_size, esize);
     s->xn = mg_carve(base, &used, M * Cv, esize);
+    s->qkv = mg_carve(base, &used, M * 3 * Cv, esize);
     s->q = mg_carve(base, &used, M * Cv, esize);
     s->k = mg_carve(base, &used, M * Cv, esize);
     s->v = mg_carve(base, &used, M * Cv, esize);
@@ -70,14 +71,15 @@ void mg_siglip_forward(const mg_backend *be, const mg_config *cfg, const mg_sigl
 
     const mg_attention_args attn = { .B = N, .T = P, .H = cfg->v_heads, .Hkv = cfg->v_heads, .D = cfg->v_head_dim,
                                      .scale = 1.0f / sqrtf((float)cfg->v_head_dim), .causal = false };
+    const mg_qkv_args split = { .B = N, .T = P, .H = cfg->v_heads, .Hkv = cfg->v_heads, .D = cfg->v_head_dim,
+                                .norm_rope = false };
     for (int l = 0; l < cfg->v_layers; l++) {
         const mg_siglip_layer *lw = &w->layers[l];
         /* layer_norm1 */
         be->layernorm_forward(be->ctx, s.xn, x, lw->ln1_w, lw->ln1_b, M, Cv, cfg->v_eps);
-        /* self_attn: q/k/v_proj, eager attention with no mask, out_proj */
-        be->linear_forward(be->ctx, s.q, s.xn, lw->q_w, lw->q_b, M, Cv, Cv);
-        be->linear_forward(be->ctx, s.k, s.xn, lw->k_w, lw->k_b, M, Cv, Cv);
-        be->linear_forward(be->ctx, s.v, s.xn, lw->v_w, lw->v_b, M, Cv, Cv);
+        /* self_attn: q/k/v_proj as one GEMM split into q, k, v; attention with no mask; out_proj */
+        be->linear_forward(be->ctx, s.qkv, s.xn, lw->qkv_w, lw->qkv_b, M, Cv, 3 * Cv);
+        be->qk_norm_rope_forward(be->ctx, s.q, s.k, s.v, s.qkv, &split);
         be->attention_forward(be->ctx, s.att, s.q, s.k, s.v, &attn);
         be->linear_forward(be->ctx, s.o, s.att, lw->o_w, lw->o_b, M, Cv, Cv);
         /* hidden_states = residual + attn */

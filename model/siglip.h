@@ -12,8 +12,8 @@
 
 typedef struct {
     void *ln1_w, *ln1_b;          /* (Cv) layer_norm1 */
-    void *q_w, *k_w, *v_w, *o_w;  /* (Cv, Cv) q/k/v/out_proj */
-    void *q_b, *k_b, *v_b, *o_b;  /* (Cv) */
+    void *qkv_w, *qkv_b;          /* (3*Cv, Cv), (3*Cv): q_proj, k_proj, v_proj rows (and biases) fused */
+    void *o_w, *o_b;              /* (Cv, Cv), (Cv) out_proj */
     void *ln2_w, *ln2_b;          /* (Cv) layer_norm2 */
     void *fc1_w, *fc1_b;          /* (Fv, Cv), (Fv) */
     void *fc2_w, *fc2_b;          /* (Cv, Fv), (Cv) */

@@ -171,6 +171,108 @@ static void case_rope(int64_t B, int64_t T, int H, int D, float theta, float fac
     free(x0), free(pos), free(ref);
 }
 
+/* rmsnorm_add: h = residual + rmsnorm(x), written over the residual (the decoder's use). */
+static void case_rmsnorm_add(int64_t M, int C) {
+    char what[128];
+    snprintf(what, sizeof what, "rmsnorm_add_forward(M=%lld,C=%d,h_aliases_residual)", (long long)M, C);
+    float *x = rand_vec(M * C, -3, 3), *w = rand_vec(C, -1, 1), *h = out_new(M * C);
+    double *ref = ref_new(M * C);
+    const double eps = 1e-6;
+    for (int64_t i = 0; i < M * C; i++) h[i] = uniform(-4, 4), ref[i] = h[i];
+    be->rmsnorm_add_forward(be->ctx, h, h, x, w, M, C, (float)eps);
+    for (int64_t m = 0; m < M; m++) {
+        double ss = 0;
+        for (int c = 0; c < C; c++) ss += (double)x[m * C + c] * x[m * C + c];
+        for (int c = 0; c < C; c++) ref[m * C + c] += x[m * C + c] / sqrt(ss / C + eps) * (1.0 + w[c]);
+    }
+    check_close(what, h, ref, M * C, TOL);
+    out_free(what, h, M * C);
+    free(x), free(w), free(ref);
+}
+
+/* qk_norm_rope: the fused q|k|v rows split into q, k, v; with norm_rope, per-head RMSNorm (1 + w)
+ * then RoPE on q and k, written from spec/model.md §5.2 and §5.4 in float64. */
+static void case_qk_norm_rope(int64_t B, int64_t T, int H, int Hkv, int D, int norm_rope, float theta, float factor) {
+    char what[160];
+    snprintf(what, sizeof what, "qk_norm_rope_forward(B=%lld,T=%lld,H=%d,Hkv=%d,D=%d,norm_rope=%d,theta=%g,factor=%g)",
+             (long long)B, (long long)T, H, Hkv, D, norm_rope, theta, factor);
+    const int heads = H + 2 * Hkv;
+    const int64_t M = B * T, nq = M * H * D, nk = M * Hkv * D;
+    float *qkv = rand_vec(M * heads * D, -3, 3), *qn = rand_vec(D, -1, 1), *kn = rand_vec(D, -1, 1);
+    float *q = out_new(nq), *k = out_new(nk), *v = out_new(nk);
+    int32_t *pos = malloc((size_t)M * sizeof(int32_t));
+    for (int64_t i = 0; i < M; i++) pos[i] = (int32_t)(i % T) + (int32_t)(i / T) * 5; /* per-row offsets */
+    const mg_qkv_args a = { .B = B, .T = T, .H = H, .Hkv = Hkv, .D = D, .norm_rope = norm_rope, .q_norm = qn,
+                            .k_norm = kn, .eps = 1e-6f, .pos = pos, .theta = theta, .factor = factor };
+    be->qk_norm_rope_forward(be->ctx, q, k, v, qkv, &a);
+    double *ref_q = ref_new(nq), *ref_k = ref_new(nk), *ref_v = ref_new(nk), *n = malloc((size_t)D * sizeof(double));
+    for (int64_t m = 0; m < M; m++)
+        for (int s = 0; s < heads; s++) {
+            const float *src = qkv + (m * heads + s) * D;
+            double *dst = s < H ? ref_q + (m * H + s) * D : s < H + Hkv ? ref_k + (m * Hkv + s - H) * D
+                                                                        : ref_v + (m * Hkv + s - H - Hkv) * D;
+            if (!norm_rope || s >= H + Hkv) {
+                for (int d = 0; d < D; d++) dst[d] = src[d];
+                continue;
+            }
+            const float *w = s < H ? qn : kn;
+            double ss = 0;
+            for (int d = 0; d < D; d++) ss += (double)src[d] * src[d];
+            for (int d = 0; d < D; d++) n[d] = src[d] / sqrt(ss / D + 1e-6) * (1.0 + w[d]);
+            for (int i = 0; i < D / 2; i++) {
+                const double ang = pos[m] * pow(theta, -2.0 * i / D) / factor;
+                dst[i] = n[i] * cos(ang) - n[i + D / 2] * sin(ang);
+                dst[i + D / 2] = n[i + D / 2] * cos(ang) + n[i] * sin(ang);
+            }
+        }
+    /* fp32 angles carry ~pos ulps, as in rope_forward; a plain split is a copy */
+    check_close(what, q, ref_q, nq, norm_rope ? 2 * TOL : EXACT);
+    check_close(what, k, ref_k, nk, norm_rope ? 2 * TOL : EXACT);
+    check_close(what, v, ref_v, nk, EXACT);
+    out_free(what, q, nq), out_free(what, k, nk), out_free(what, v, nk);
+    free(qkv), free(qn), free(kn), free(pos), free(ref_q), free(ref_k), free(ref_v), free(n);
+}
+
+/* attention_decode: one query per row at position len-1 over caches of Tmax positions (only the
+ * first len filled; the rest hold garbage that must be ignored). */
+static void case_attention_decode(int64_t B, int H, int Hkv, int D, int64_t Tmax, int64_t len, int window) {
+    char what[160];
+    snprintf(what, sizeof what, "attention_decode_forward(B=%lld,H=%d,Hkv=%d,D=%d,Tmax=%lld,len=%lld,window=%d)",
+             (long long)B, H, Hkv, D, (long long)Tmax, (long long)len, window);
+    float *q = rand_vec(B * H * D, -2, 2), *kc = rand_vec(B * Tmax * Hkv * D, -2, 2);
+    float *vc = rand_vec(B * Tmax * Hkv * D, -1, 1), *out = out_new(B * H * D);
+    for (int64_t b = 0; b < B; b++) /* unfilled positions: huge values that would dominate if read */
+        for (int64_t t = len; t < Tmax; t++)
+            for (int64_t e = 0; e < Hkv * D; e++) kc[(b * Tmax + t) * Hkv * D + e] = 1e4f, vc[(b * Tmax + t) * Hkv * D + e] = 1e4f;
+    const mg_decode_args a = { .B = B, .H = H, .Hkv = Hkv, .D = D, .scale = 1.0f / sqrtf((float)D), .Tmax = Tmax,
+                               .len = len, .window = window };
+    be->attention_decode_forward(be->ctx, out, q, kc, vc, &a);
+    double *ref = ref_new(B * H * D), *p = malloc((size_t)len * sizeof(double));
+    const int64_t i = len - 1;
+    for (int64_t b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const int g = h / (H / Hkv);
+            double mx = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < len; j++) {
+                p[j] = -INFINITY;
+                if (window > 0 && i - j >= window) continue; /* spec/model.md §6.1: 0 <= i - j < window */
+                double s = 0;
+                for (int d = 0; d < D; d++) s += (double)q[(b * H + h) * D + d] * kc[((b * Tmax + j) * Hkv + g) * D + d];
+                p[j] = s / sqrt((double)D);
+                if (p[j] > mx) mx = p[j];
+            }
+            for (int64_t j = 0; j < len; j++) sum += p[j] == -INFINITY ? 0 : exp(p[j] - mx);
+            for (int64_t j = 0; j < len; j++) {
+                if (p[j] == -INFINITY) continue;
+                for (int d = 0; d < D; d++)
+                    ref[(b * H + h) * D + d] += exp(p[j] - mx) / sum * vc[((b * Tmax + j) * Hkv + g) * D + d];
+            }
+        }
+    check_close(what, out, ref, B * H * D, TOL);
+    out_free(what, out, B * H * D);
+    free(q), free(kc), free(vc), free(ref), free(p);
+}
+
 /* Attention with every mask ingredient: causal, window, padding keys (key_valid), image groups. */
 static void case_attention(int64_t B, int64_t T, int H, int Hkv, int D, int causal, int window, int padded,
                            int images) {
@@ -320,6 +422,13 @@ int main(void) {
     case_rmsnorm(3, 259, 100);
     case_rope(2, 13, 3, 18, 10000, 1);
     case_rope(1, 37, 5, 34, 1e6f, 8);
+    case_rmsnorm_add(7, 45);
+    case_qk_norm_rope(2, 5, 4, 2, 18, 1, 10000, 1);
+    case_qk_norm_rope(1, 7, 3, 1, 34, 1, 1e6f, 8);
+    case_qk_norm_rope(2, 3, 3, 3, 9, 0, 0, 0); /* SigLIP: plain split, odd D */
+    case_attention_decode(2, 4, 2, 10, 13, 9, 0);
+    case_attention_decode(3, 6, 3, 7, 11, 11, 4); /* full cache, sliding window */
+    case_attention_decode(1, 2, 1, 5, 6, 1, 0);   /* first position: one key */
     case_attention(1, 11, 3, 3, 9, 0, 0, 0, 0);  /* SigLIP: no mask */
     case_attention(2, 13, 6, 2, 10, 1, 0, 0, 0); /* GQA, causal */
     case_attention(2, 13, 4, 2, 10, 1, 0, 1, 1); /* causal + padding + images */

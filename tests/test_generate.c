@@ -2,9 +2,10 @@
  * tiny golden model (tests/fixtures/generate/expected.json, made by make_generate_fixture.py):
  * - the new token ids of both images, generated as one batch, equal transformers' exactly (a row
  *   stopping at an extra eos id gets pad after it while the other row goes on);
- * - each step's logits from recomputing the forward over the grown sequence (prompt with its image
- *   block mask, then causal text; positions T, T+1, ...) match transformers' KV-cache decoding
- *   within 1e-3 at the chosen token and the 8 digits;
+ * - each step's logits match transformers' KV-cache decoding within 1e-3 at the chosen token and the
+ *   8 digits, both from medgem's KV cache (mg_model_prefill, then one mg_model_decode_step per token,
+ *   the path mg_generate_greedy takes) and from recomputing the forward over the grown sequence
+ *   (prompt with its image block mask, then causal text; positions T, T+1, ...);
  * - mg_classifier_generate's answer text and parsed class equal decode(skip_special_tokens=True)
  *   and the guide's regex. */
 #include <math.h>
@@ -68,6 +69,36 @@ static void check_steps(mg_model *m, const mg_classifier *c, const mg_json *im, 
     CHECK(worst <= TOL, "%s: step logits within %g", what, TOL);
 }
 
+/* The same steps through the KV cache: prefill the prompt, then decode transformers' tokens one by one. */
+static void check_cached_steps(mg_model *m, const mg_classifier *c, const mg_json *im, const float *pixels,
+                               const char *what) {
+    const mg_json *tokens = mg_json_get(im, "tokens"), *steps = mg_json_get(im, "steps");
+    const int T0 = c->prompt.n;
+    double worst = 0;
+    mg_status s = MG_OK;
+    for (int st = 0; st < steps->n && s == MG_OK; st++) {
+        const mg_json *ids_j = mg_json_get(&steps->items[st], "ids"), *ref = mg_json_get(&steps->items[st], "logits");
+        const int nv = ids_j->n;
+        int32_t vocab[nv], row = st == 0 ? T0 - 1 : 0;
+        float got[nv];
+        for (int k = 0; k < nv; k++) vocab[k] = (int32_t)ids_j->items[k].number;
+        const mg_model_head head = { .rows = &row, .R = 1, .vocab = vocab, .n_vocab = nv, .logits = got };
+        if (st == 0) {
+            const mg_model_input in = { .B = 1, .T = T0, .ids = c->prompt.ids, .token_type = c->prompt.token_type_ids,
+                                        .pixels = pixels, .n_images = 1 };
+            s = mg_model_prefill(m, &in, &head, T0 + steps->n);
+        } else {
+            const int32_t id = (int32_t)tokens->items[st - 1].number;
+            s = mg_model_decode_step(m, &id, &head);
+        }
+        CHECK(s == MG_OK, "%s cached step %d: %s", what, st, mg_last_error());
+        for (int k = 0; s == MG_OK && k < nv; k++) worst = fmax(worst, fabs(got[k] - ref->items[k].number));
+    }
+    printf("%s %s: %d KV-cache steps, logits max diff %.2g vs transformers (%.1f%% of tol %g)\n",
+           worst <= TOL ? "ok  " : "FAIL", what, steps->n, worst, 100 * worst / TOL, TOL);
+    CHECK(worst <= TOL, "%s: cached step logits within %g", what, TOL);
+}
+
 static void check_case(mg_model *m, const char *name, const mg_json *c, const float *pixels, int S) {
     const char *text = mg_json_get_string(c, "text", NULL);
     const mg_json *eos_j = mg_json_get(c, "eos"), *images = mg_json_get(c, "images");
@@ -101,6 +132,7 @@ static void check_case(mg_model *m, const char *name, const mg_json *c, const fl
         CHECK(same, "%s: greedy tokens equal transformers'", what);
         CHECK(n_new[b] == want_new, "%s: %d new tokens, expected %d", what, n_new[b], want_new);
         check_steps(m, &cl, im, pixels + (size_t)b * 3 * S * S, what);
+        check_cached_steps(m, &cl, im, pixels + (size_t)b * 3 * S * S, what);
     }
 
     /* the classifier's answers (config eos ids) */

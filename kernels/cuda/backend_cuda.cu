@@ -144,12 +144,23 @@ static void layernorm(void *ctx, void *y, const void *x, const void *w, const vo
 static void rmsnorm(void *ctx, void *y, const void *x, const void *w, int64_t M, int C, float eps) {
     OP(mg_cuda_rmsnorm_forward(CTX, y, x, w, M, C, eps));
 }
+static void rmsnorm_add(void *ctx, void *h, const void *residual, const void *x, const void *w, int64_t M, int C,
+                        float eps) {
+    OP(mg_cuda_rmsnorm_add_forward(CTX, h, residual, x, w, M, C, eps));
+}
+static void qk_norm_rope(void *ctx, void *q, void *k, void *v, const void *qkv, const mg_qkv_args *a) {
+    OP(mg_cuda_qk_norm_rope_forward(CTX, q, k, v, qkv, a));
+}
 static void rope(void *ctx, void *x, const int32_t *pos, int64_t B, int64_t T, int H, int D, float theta,
                  float factor) {
     OP(mg_cuda_rope_forward(CTX, x, pos, B, T, H, D, theta, factor));
 }
 static void attention(void *ctx, void *out, const void *q, const void *k, const void *v, const mg_attention_args *a) {
     OP(mg_cuda_attention_forward(CTX, out, q, k, v, a));
+}
+static void attention_decode(void *ctx, void *out, const void *q, const void *kc, const void *vc,
+                             const mg_decode_args *a) {
+    OP(mg_cuda_attention_decode_forward(CTX, out, q, kc, vc, a));
 }
 static void gelu(void *ctx, void *y, const void *x, int64_t n) { OP(mg_cuda_gelu_forward(CTX, y, x, n)); }
 static void geglu(void *ctx, void *y, const void *gu, int64_t M, int F) { OP(mg_cuda_geglu_forward(CTX, y, gu, M, F)); }
@@ -215,8 +226,11 @@ extern "C" mg_status mg_backend_cuda_create(int device, mg_backend **out) {
     be->add_forward = add;
     be->layernorm_forward = layernorm;
     be->rmsnorm_forward = rmsnorm;
+    be->rmsnorm_add_forward = rmsnorm_add;
+    be->qk_norm_rope_forward = qk_norm_rope;
     be->rope_forward = rope;
     be->attention_forward = attention;
+    be->attention_decode_forward = attention_decode;
     be->gelu_forward = gelu;
     be->geglu_forward = geglu;
     be->avgpool_forward = avgpool;

@@ -20,6 +20,10 @@ extern "C" {
 mg_status mg_cuda_fail_(const char *stmt, const char *what, int is_oom, const char *func, const char *file,
                         int line);
 
+// The context's table of GEMM plans (linear.cu): created with the context, destroyed with it.
+mg_status mg_cuda_gemm_plans_create(mg_cuda_ctx *ctx);
+void mg_cuda_gemm_plans_destroy(mg_cuda_ctx *ctx); // safe when never created
+
 #define MG_CUDA_CHECK(stmt)                                                                              \
     do {                                                                                                 \
         cudaError_t mg_e_ = (stmt);                                                                      \

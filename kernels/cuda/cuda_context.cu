@@ -1,5 +1,5 @@
-// The CUDA context (kernels/cuda/cuda_context.h): device properties, stream, cuBLASLt handle and
-// workspace, created once; plus the synchronous memory helpers and the error recorder behind
+// The CUDA context (kernels/cuda/cuda_context.h): device properties, stream, cuBLASLt handle,
+// workspace and GEMM plan table, created once; plus the synchronous memory helpers and the error recorder behind
 // MG_CUDA_CHECK / MG_CUBLAS_CHECK.
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +23,7 @@ mg_status mg_cuda_fail_(const char *stmt, const char *what, int is_oom, const ch
 
 // Everything create makes, in the reverse order; tolerates a partly created context.
 extern "C" void mg_cuda_ctx_destroy(mg_cuda_ctx *ctx) {
+    mg_cuda_gemm_plans_destroy(ctx);
     if (ctx->lt_workspace) cudaFree(ctx->lt_workspace);
     if (ctx->lt) cublasLtDestroy(ctx->lt);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
@@ -53,7 +54,7 @@ static mg_status ctx_init(mg_cuda_ctx *ctx, int device) {
     ctx->lt = lt;
     MG_CUDA_CHECK(cudaMalloc(&ctx->lt_workspace, LT_WORKSPACE_BYTES));
     ctx->lt_workspace_bytes = LT_WORKSPACE_BYTES;
-    return MG_OK;
+    return mg_cuda_gemm_plans_create(ctx);
 }
 
 extern "C" mg_status mg_cuda_ctx_create(mg_cuda_ctx *ctx, int device) {

@@ -22,10 +22,11 @@ typedef struct mg_cuda_ctx {
     struct cublasLtContext *lt;     /* cublasLtHandle_t for the GEMMs */
     void *lt_workspace;             /* (lt_workspace_bytes) device scratch handed to cuBLASLt */
     size_t lt_workspace_bytes;
+    struct mg_gemm_plans *gemm_plans; /* cuBLASLt descriptors + chosen algorithm per GEMM shape (linear.cu) */
 } mg_cuda_ctx;
 
-/* Selects `device`, reads its properties, creates the stream, the cuBLASLt handle and its
- * workspace. Fails with MG_ERR_UNSUPPORTED when there is no usable GPU (the message says why),
+/* Selects `device`, reads its properties, creates the stream, the cuBLASLt handle, its
+ * workspace and the GEMM plan table. Fails with MG_ERR_UNSUPPORTED when there is no usable GPU (the message says why),
  * MG_ERR_CUDA/MG_ERR_OOM otherwise; on failure nothing is left allocated. */
 mg_status mg_cuda_ctx_create(mg_cuda_ctx *ctx, int device);
 /* Releases what create made; safe on a zeroed or already destroyed context. */

@@ -5,25 +5,63 @@
 // cuBLASLt is column-major. Our row-major y[M,N] is the column-major matrix yᵀ (N×M, ld N), and
 // yᵀ = w · xᵀ: A = w, row-major [N,K] = column-major K×N (ld K) used transposed; B = x, row-major
 // [M,K] = column-major K×M (ld K) used as is; the bias is a vector over the N rows of yᵀ.
+//
+// Plans: describing a GEMM and asking the heuristic for an algorithm costs tens of microseconds of
+// host time, as much as a small GEMM itself. A model runs a handful of shapes again and again, so
+// the descriptors, layouts and chosen algorithm are kept per (M, K, N, bias, alignments) in a small
+// table owned by the context (mg_gemm_plans); a steady-state call only sets the bias pointer and
+// launches. When the table is full the oldest plan is replaced.
+#include <stdlib.h>
+
 #include "kernels/cuda/cuda_common.cuh"
 
 extern "C" {
 #include "kernels/cuda/ops.h"
 }
 
-// The descriptors of one GEMM; destroyed together whatever happened.
+enum { N_PLANS = 64 };  // distinct GEMM shapes kept; a forward uses about 12 (vision, projector, text, head)
+
+// What makes two GEMMs share a plan: the shape, the epilogue and the pointer alignments the
+// heuristic was told about (an algorithm chosen for 256-byte aligned buffers may not run on less).
 typedef struct {
+    int64_t M;
+    int K, N;
+    int bias;
+    uint32_t align_w, align_x, align_y;
+} plan_key;
+
+// One described GEMM and the algorithm the heuristic picked for it.
+typedef struct {
+    plan_key key;
+    int used;  // 0: empty slot
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, c;
-    cublasLtMatmulPreference_t pref;
-} linear_descs;
+    cublasLtMatmulAlgo_t algo;
+} gemm_plan;
 
-static void linear_descs_destroy(linear_descs *d) {
-    if (d->pref) cublasLtMatmulPreferenceDestroy(d->pref);
-    if (d->c) cublasLtMatrixLayoutDestroy(d->c);
-    if (d->b) cublasLtMatrixLayoutDestroy(d->b);
-    if (d->a) cublasLtMatrixLayoutDestroy(d->a);
-    if (d->op) cublasLtMatmulDescDestroy(d->op);
+struct mg_gemm_plans {
+    gemm_plan plan[N_PLANS];
+    int next;  // slot the next new plan takes once the table is full (round robin)
+};
+
+static void plan_release(gemm_plan *p) {
+    if (p->c) cublasLtMatrixLayoutDestroy(p->c);
+    if (p->b) cublasLtMatrixLayoutDestroy(p->b);
+    if (p->a) cublasLtMatrixLayoutDestroy(p->a);
+    if (p->op) cublasLtMatmulDescDestroy(p->op);
+    *p = gemm_plan{};
+}
+
+mg_status mg_cuda_gemm_plans_create(mg_cuda_ctx *ctx) {
+    ctx->gemm_plans = (mg_gemm_plans *)calloc(1, sizeof(mg_gemm_plans));
+    return ctx->gemm_plans ? MG_OK : mg_fail(MG_ERR_OOM, NULL, "cuBLASLt plan table");
+}
+
+void mg_cuda_gemm_plans_destroy(mg_cuda_ctx *ctx) {
+    if (!ctx->gemm_plans) return;
+    for (int i = 0; i < N_PLANS; i++) plan_release(&ctx->gemm_plans->plan[i]);
+    free(ctx->gemm_plans);
+    ctx->gemm_plans = NULL;
 }
 
 // The largest power of two (up to 256) dividing the address: cuBLASLt's heuristic assumes 256-byte
@@ -34,48 +72,97 @@ static uint32_t pointer_alignment(const void *p) {
     return align;
 }
 
-// The launcher: describes the GEMM, asks the heuristic for one algorithm, runs it on the stream.
-static mg_status linear_forward_launch(mg_cuda_ctx *ctx, linear_descs *d, bf16 *y, const bf16 *x, const bf16 *w,
-                                       const bf16 *b, int64_t M, int K, int N) {
-    MG_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+static bool same_key(const plan_key *a, const plan_key *b) {
+    return a->M == b->M && a->K == b->K && a->N == b->N && a->bias == b->bias && a->align_w == b->align_w &&
+           a->align_x == b->align_x && a->align_y == b->align_y;
+}
+
+// Describes the GEMM of `key` into p and asks the heuristic for one algorithm. On failure p is
+// left partly built; the caller releases it.
+static mg_status plan_build(mg_cuda_ctx *ctx, gemm_plan *p, const plan_key *key) {
+    p->key = *key;
+    MG_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
-    MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
-    MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans, sizeof no_trans));
-    if (b) {
+    MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
+    MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans, sizeof no_trans));
+    if (key->bias) {
         const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
         const cudaDataType_t bias_type = CUDA_R_16BF;
-        MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+        MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
         MG_CUBLAS_CHECK(
-            cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
-        MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
+            cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
     }
-    MG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->a, CUDA_R_16BF, (uint64_t)K, (uint64_t)N, K));  // w: K×N
-    MG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->b, CUDA_R_16BF, (uint64_t)K, (uint64_t)M, K));  // x: K×M
-    MG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d->c, CUDA_R_16BF, (uint64_t)N, (uint64_t)M, N));  // y: N×M
+    const int64_t M = key->M;
+    const int K = key->K, N = key->N;
+    MG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, (uint64_t)K, (uint64_t)N, K));  // w: K×N
+    MG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, (uint64_t)K, (uint64_t)M, K));  // x: K×M
+    MG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_16BF, (uint64_t)N, (uint64_t)M, N));  // y: N×M
 
-    MG_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d->pref));
+    // The preference only feeds the heuristic; it is not needed afterwards.
+    cublasLtMatmulPreference_t pref = NULL;
+    MG_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     const size_t ws = ctx->lt_workspace_bytes;
-    MG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
-                                                         sizeof ws));
-    const cublasLtMatmulPreferenceAttributes_t align_attr[4] = {
+    const cublasLtMatmulPreferenceAttributes_t attr[4] = {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
-    const void *align_ptr[4] = {w, x, y, y};
-    for (int i = 0; i < 4; i++) {
-        const uint32_t align = pointer_alignment(align_ptr[i]);
-        MG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(d->pref, align_attr[i], &align, sizeof align));
-    }
+    const uint32_t align[4] = {key->align_w, key->align_x, key->align_y, key->align_y};
+    cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                             sizeof ws);
+    for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; i++)
+        st = cublasLtMatmulPreferenceSetAttribute(pref, attr[i], &align[i], sizeof align[i]);
     cublasLtMatmulHeuristicResult_t heur;
     int found = 0;
-    MG_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(ctx->lt, d->op, d->a, d->b, d->c, d->c, d->pref, 1, &heur, &found));
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &heur, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    MG_CUBLAS_CHECK(st);
     if (found == 0)
         return mg_fail(MG_ERR_UNSUPPORTED, "report the shape; a separate bias kernel or padding K/N would avoid it",
                        "cuBLASLt has no bf16 algorithm for linear M=%lld K=%d N=%d%s", (long long)M, K, N,
-                       b ? " with bias" : "");
+                       key->bias ? " with bias" : "");
+    p->algo = heur.algo;
+    p->used = 1;
+    return MG_OK;
+}
 
+// The plan for `key`: found in the table, or built into a free (or the oldest) slot.
+static mg_status plan_get(mg_cuda_ctx *ctx, const plan_key *key, gemm_plan **out) {
+    mg_gemm_plans *t = ctx->gemm_plans;
+    for (int i = 0; i < N_PLANS; i++)
+        if (t->plan[i].used && same_key(&t->plan[i].key, key)) {
+            *out = &t->plan[i];
+            return MG_OK;
+        }
+    int slot = -1;
+    for (int i = 0; i < N_PLANS && slot < 0; i++)
+        if (!t->plan[i].used) slot = i;
+    if (slot < 0) {
+        slot = t->next;
+        t->next = (t->next + 1) % N_PLANS;
+    }
+    gemm_plan *p = &t->plan[slot];
+    plan_release(p);
+    const mg_status s = plan_build(ctx, p, key);
+    if (s != MG_OK) {
+        plan_release(p);
+        return s;
+    }
+    *out = p;
+    return MG_OK;
+}
+
+// The launcher: takes the shape's plan, points the epilogue at this call's bias, runs it on the stream.
+static mg_status linear_forward_launch(mg_cuda_ctx *ctx, bf16 *y, const bf16 *x, const bf16 *w, const bf16 *b,
+                                       int64_t M, int K, int N) {
+    const plan_key key = {M, K, N, b != NULL, pointer_alignment(w), pointer_alignment(x), pointer_alignment(y)};
+    gemm_plan *p = NULL;
+    MG_TRY(plan_get(ctx, &key, &p));
+    // cublasLtMatmul reads the descriptor when it is called, so resetting the pointer for the next
+    // call does not disturb a queued one.
+    if (b) MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
     const float alpha = 1.0f, beta = 0.0f;
-    MG_CUBLAS_CHECK(cublasLtMatmul(ctx->lt, d->op, &alpha, w, d->a, x, d->b, &beta, y, d->c, y, d->c, &heur.algo,
-                                   ctx->lt_workspace, ws, ctx->stream));
+    MG_CUBLAS_CHECK(cublasLtMatmul(ctx->lt, p->op, &alpha, w, p->a, x, p->b, &beta, y, p->c, y, p->c, &p->algo,
+                                   ctx->lt_workspace, ctx->lt_workspace_bytes, ctx->stream));
     return MG_OK;
 }
 
@@ -84,8 +171,5 @@ extern "C" mg_status mg_cuda_linear_forward(mg_cuda_ctx *ctx, void *y, const voi
     if (M <= 0 || K <= 0 || N <= 0)
         return mg_fail(MG_ERR_SHAPE, NULL, "linear: M=%lld K=%d N=%d must all be positive", (long long)M, K, N);
     if (!y || !x || !w) return mg_fail(MG_ERR_ARG, NULL, "linear: y, x and w must be device pointers");
-    linear_descs d = {};
-    mg_status s = linear_forward_launch(ctx, &d, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, M, K, N);
-    linear_descs_destroy(&d);
-    return s;
+    return linear_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, M, K, N);
 }

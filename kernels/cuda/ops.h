@@ -54,6 +54,19 @@ mg_status mg_cuda_rmsnorm_add_forward(mg_cuda_ctx *ctx, void *h, const void *res
 mg_status mg_cuda_rope_forward(mg_cuda_ctx *ctx, void *x, const int32_t *pos, int64_t B, int64_t T, int H, int D,
                                float theta, float factor);
 
+/* qk_norm_rope.cu: q[B,T,H,D], k,v[B,T,Hkv,D] from the fused projection qkv[B,T,(H+2Hkv)*D]
+ * (engine/backend.h mg_qkv_args, device pointers): with norm_rope, q/k get Gemma's RMSNorm (rounded
+ * to bf16) then RoPE with the rounding points of rope.cu, v is copied; without it, plain copies.
+ * D even and <= 256 with norm_rope. */
+mg_status mg_cuda_qk_norm_rope_forward(mg_cuda_ctx *ctx, void *q, void *k, void *v, const void *qkv,
+                                       const mg_qkv_args *a);
+
+/* attention_decode.cu: out[B,H,D] = softmax(q·kᵀ·scale) · v for one query token per row over the
+ * caches kc, vc[B,Tmax,Hkv,D] (engine/backend.h mg_decode_args); fp32 scores, softmax and P, one
+ * rounding of the output to bf16; D <= 256. */
+mg_status mg_cuda_attention_decode_forward(mg_cuda_ctx *ctx, void *out, const void *q, const void *kc, const void *vc,
+                                           const mg_decode_args *a);
+
 /* attention.cu: out[B,T,H,D] = softmax(mask(q·kᵀ·scale)) · v from q[B,T,H,D], k,v[B,T,Hkv,D]; scores and
  * softmax in fp32; a query with no visible key gets zeros. Flash-style: the T×T scores are never
  * stored. The arguments and the mask are engine/backend.h's mg_attention_args (one type for both

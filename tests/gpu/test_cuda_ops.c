@@ -394,6 +394,114 @@ static void case_rope(mg_cuda_ctx *ctx, int64_t B, int64_t T, int H, int D, floa
     free(x); free(pos); free(got); free(ref);
 }
 
+/* ---- qk_norm_rope: the fused q|k|v split, with Gemma's q/k norm and RoPE ---------------------- */
+
+/* norm_rope = 0: a plain split (SigLIP), every output a copy. */
+static void case_qk_norm_rope(mg_cuda_ctx *ctx, int64_t B, int64_t T, int H, int Hkv, int D, int norm_rope,
+                              float theta, float factor) {
+    tcase tc;
+    tc_begin(&tc, ctx, "qk_norm_rope_forward(shape=[B=%lld,T=%lld,H=%d,Hkv=%d,D=%d],norm_rope=%d,theta=%g,factor=%g)",
+             (long long)B, (long long)T, H, Hkv, D, norm_rope, theta, factor);
+    const int heads = H + 2 * Hkv;
+    const int64_t M = B * T;
+    const size_t n_in = (size_t)M * heads * D, nq = (size_t)M * H * D, nk = (size_t)M * Hkv * D;
+    uint16_t *qkv = rand_bf16(n_in, 3.0), *qn = rand_bf16((size_t)D, 1.0), *kn = rand_bf16((size_t)D, 1.0);
+    int32_t *pos = xmalloc((size_t)M * sizeof *pos);
+    for (int64_t i = 0; i < M; i++) pos[i] = (int32_t)(i % T) + (int32_t)(i / T) * 7; /* per-row offsets */
+    void *dqkv = dev_from(&tc, qkv, n_in * 2), *dqn = dev_from(&tc, qn, (size_t)D * 2);
+    void *dkn = dev_from(&tc, kn, (size_t)D * 2), *dpos = dev_from(&tc, pos, (size_t)M * sizeof *pos);
+    /* q, k, v back to back in one guarded output, in that order */
+    uint16_t *dout = dev_out(&tc, nq + 2 * nk, NULL);
+    const mg_qkv_args a = { .B = B, .T = T, .H = H, .Hkv = Hkv, .D = D, .norm_rope = norm_rope != 0, .q_norm = dqn,
+                            .k_norm = dkn, .eps = 1e-6f, .pos = dpos, .theta = theta, .factor = factor };
+    if (!tc.broken)
+        tc_status(&tc, mg_cuda_qk_norm_rope_forward(ctx, dout, dout + nq, dout + nq + nk, dqkv, &a),
+                  "mg_cuda_qk_norm_rope_forward");
+    uint16_t *got = xmalloc((nq + 2 * nk) * 2);
+    int guard_bad;
+    size_t nans;
+    out_fetch(&tc, dout, nq + 2 * nk, got, &guard_bad, &nans);
+    double *ref = xmalloc((nq + 2 * nk) * sizeof *ref), *n = xmalloc((size_t)D * sizeof *n);
+    for (int64_t m = 0; m < M; m++)
+        for (int sl = 0; sl < heads; sl++) {
+            const uint16_t *src = qkv + ((size_t)m * heads + sl) * D;
+            double *dst = sl < H ? ref + ((size_t)m * H + sl) * D
+                          : sl < H + Hkv ? ref + nq + ((size_t)m * Hkv + sl - H) * D
+                                         : ref + nq + nk + ((size_t)m * Hkv + sl - H - Hkv) * D;
+            if (!norm_rope || sl >= H + Hkv) {
+                for (int d = 0; d < D; d++) dst[d] = bf(src[d]);
+                continue;
+            }
+            /* rmsnorm rounded to bf16, then rope with bf16 cos/sin, products and sums (spec §5.4) */
+            const uint16_t *w = sl < H ? qn : kn;
+            double ss = 0;
+            for (int d = 0; d < D; d++) ss += bf(src[d]) * bf(src[d]);
+            const double rstd = 1.0 / sqrt(ss / D + (double)1e-6f);
+            for (int d = 0; d < D; d++) n[d] = rb(bf(src[d]) * rstd * (1.0 + bf(w[d])));
+            for (int i = 0; i < D / 2; i++) {
+                const float inv_freq = (1.0f / powf(theta, (float)(2 * i) / (float)D)) / factor;
+                const float angle = (float)pos[m] * inv_freq;
+                const double c = rb(cos((double)angle)), sn = rb(sin((double)angle));
+                dst[i] = rb(rb(n[i] * c) - rb(n[i + D / 2] * sn));
+                dst[i + D / 2] = rb(rb(n[i + D / 2] * c) + rb(n[i] * sn));
+            }
+        }
+    tc_finish(&tc, got, ref, nq + 2 * nk, guard_bad, nans, norm_rope ? TOL_FP32 : TOL_EXACT,
+              norm_rope ? MATCH_FP32 : MATCH_EXACT);
+    free(qkv); free(qn); free(kn); free(pos); free(got); free(ref); free(n);
+}
+
+/* ---- attention_decode: one query per row over a KV cache ------------------------------------- */
+
+/* Positions len..Tmax-1 of the caches hold large values that would dominate if read. */
+static void case_attention_decode(mg_cuda_ctx *ctx, int64_t B, int H, int Hkv, int D, int64_t Tmax, int64_t len,
+                                  int window) {
+    tcase tc;
+    tc_begin(&tc, ctx, "attention_decode_forward(shape=[B=%lld,H=%d,Hkv=%d,D=%d,Tmax=%lld],len=%lld,window=%d)",
+             (long long)B, H, Hkv, D, (long long)Tmax, (long long)len, window);
+    const size_t nq = (size_t)B * H * D, nc = (size_t)B * Tmax * Hkv * D;
+    uint16_t *q = rand_bf16(nq, 2.0), *kc = rand_bf16(nc, 2.0), *vc = rand_bf16(nc, 1.0);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = len; t < Tmax; t++)
+            for (int64_t e = 0; e < (int64_t)Hkv * D; e++)
+                kc[(b * Tmax + t) * Hkv * D + e] = vc[(b * Tmax + t) * Hkv * D + e] = mg_f32_to_bf16(1e4f);
+    void *dq = dev_from(&tc, q, nq * 2), *dk = dev_from(&tc, kc, nc * 2), *dv = dev_from(&tc, vc, nc * 2);
+    uint16_t *dout = dev_out(&tc, nq, NULL);
+    const mg_decode_args a = { .B = B, .H = H, .Hkv = Hkv, .D = D, .scale = (float)(1.0 / sqrt((double)D)),
+                               .Tmax = Tmax, .len = len, .window = window };
+    if (!tc.broken)
+        tc_status(&tc, mg_cuda_attention_decode_forward(ctx, dout, dq, dk, dv, &a), "mg_cuda_attention_decode_forward");
+    uint16_t *got = xmalloc(nq * 2);
+    int guard_bad;
+    size_t nans;
+    out_fetch(&tc, dout, nq, got, &guard_bad, &nans);
+    double *ref = xmalloc(nq * sizeof *ref), *s = xmalloc((size_t)len * sizeof *s), *o = xmalloc((size_t)D * sizeof *o);
+    const int64_t i = len - 1;
+    for (int64_t b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            const int g = h / (H / Hkv);
+            double mx = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < len; j++) {
+                s[j] = -INFINITY;
+                if (window > 0 && i - j >= window) continue; /* spec/model.md §6.1 */
+                double dot = 0;
+                for (int d = 0; d < D; d++) dot += bf(q[(b * H + h) * D + d]) * bf(kc[((b * Tmax + j) * Hkv + g) * D + d]);
+                s[j] = dot * a.scale;
+                if (s[j] > mx) mx = s[j];
+            }
+            for (int d = 0; d < D; d++) o[d] = 0;
+            for (int64_t j = 0; j < len; j++) {
+                if (s[j] == -INFINITY) continue;
+                const double p = exp(s[j] - mx);
+                sum += p;
+                for (int d = 0; d < D; d++) o[d] += p * bf(vc[((b * Tmax + j) * Hkv + g) * D + d]);
+            }
+            for (int d = 0; d < D; d++) ref[(b * H + h) * D + d] = rb(o[d] / sum);
+        }
+    tc_finish(&tc, got, ref, nq, guard_bad, nans, TOL_FP32, MATCH_FP32);
+    free(q); free(kc); free(vc); free(got); free(ref); free(s); free(o);
+}
+
 /* ---- attention ------------------------------------------------------------------------------- */
 
 /* The mask of spec/model.md §6, written from the spec (ops.h states the same rule). */
@@ -652,9 +760,15 @@ static void case_bad_args(mg_cuda_ctx *ctx) {
     const mg_status s2 = mg_cuda_attention_forward(ctx, NULL, NULL, NULL, NULL, &a); /* D too large */
     const mg_status s3 = mg_cuda_rope_forward(ctx, NULL, NULL, 1, 4, 2, 7, 1e4f, 1.0f); /* odd D */
     const mg_status s4 = mg_cuda_im2col_forward(ctx, NULL, NULL, 1, 30, 14);             /* 30 % 14 */
-    const int ok = s1 == MG_ERR_SHAPE && s2 == MG_ERR_UNSUPPORTED && s3 == MG_ERR_SHAPE && s4 == MG_ERR_SHAPE;
-    printf("bad_arguments(attention H%%Hkv, attention D=300, rope odd D, im2col S%%p): %s (statuses %d %d %d %d)\n",
-           ok ? "OK" : "FAIL", s1, s2, s3, s4);
+    const mg_qkv_args qa = {.B = 1, .T = 4, .H = 2, .Hkv = 1, .D = 7, .norm_rope = true, .theta = 1e4f, .factor = 1.0f};
+    const mg_status s5 = mg_cuda_qk_norm_rope_forward(ctx, NULL, NULL, NULL, NULL, &qa); /* odd D with rope */
+    const mg_decode_args da = {.B = 1, .H = 2, .Hkv = 1, .D = 64, .scale = 0.125f, .Tmax = 8, .len = 9};
+    const mg_status s6 = mg_cuda_attention_decode_forward(ctx, NULL, NULL, NULL, NULL, &da); /* len > Tmax */
+    const int ok = s1 == MG_ERR_SHAPE && s2 == MG_ERR_UNSUPPORTED && s3 == MG_ERR_SHAPE && s4 == MG_ERR_SHAPE &&
+                   s5 == MG_ERR_SHAPE && s6 == MG_ERR_SHAPE;
+    printf("bad_arguments(attention H%%Hkv, attention D=300, rope odd D, im2col S%%p, qk_norm_rope odd D, "
+           "attention_decode len>Tmax): %s (statuses %d %d %d %d %d %d)\n",
+           ok ? "OK" : "FAIL", s1, s2, s3, s4, s5, s6);
     if (ok) test_passed_++; else test_failed_++;
 }
 
@@ -686,6 +800,14 @@ int main(void) {
     case_linear(&ctx, 360, 2560, 20480, 0, 0);
     case_linear(&ctx, 360, 10240, 2560, 0, 0);
     case_linear(&ctx, 256, 1152, 2560, 0, 0);
+    /* fused q|k|v shapes (vision with bias, text), each twice: the second call of a shape runs the
+     * context's cached plan with new buffers and its own bias pointer */
+    case_linear(&ctx, 4096, 1152, 3456, 1, 0);
+    case_linear(&ctx, 4096, 1152, 3456, 1, 0);
+    case_linear(&ctx, 1172, 2560, 4096, 0, 0);
+    case_linear(&ctx, 1172, 2560, 4096, 0, 0);
+    case_linear(&ctx, 37, 40, 33, 1, 1); /* a shape seen before, now misaligned: its own plan */
+    case_linear(&ctx, 4, 2560, 4096, 0, 0); /* a decode step's GEMM (M = B) */
 
     case_im2col(&ctx, 2, 28, 14);
     case_im2col(&ctx, 3, 15, 5);
@@ -711,6 +833,19 @@ int main(void) {
     case_rope(&ctx, 1, 360, 8, 256, 1e4f, 1.0f, 0);
     case_rope(&ctx, 1, 360, 4, 256, 1e6f, 8.0f, 0);
     case_rope(&ctx, 2, 50, 2, 72, 1e4f, 1.0f, 2048);
+
+    case_qk_norm_rope(&ctx, 2, 13, 4, 2, 16, 1, 1e4f, 1.0f);
+    case_qk_norm_rope(&ctx, 1, 9, 3, 1, 18, 1, 1e6f, 8.0f);  /* D/2 not a multiple of 32 */
+    case_qk_norm_rope(&ctx, 4, 293, 8, 4, 256, 1, 1e4f, 1.0f); /* Gemma local layer, batch 4 */
+    case_qk_norm_rope(&ctx, 1, 300, 8, 4, 256, 1, 1e6f, 8.0f); /* Gemma global layer */
+    case_qk_norm_rope(&ctx, 2, 4096, 16, 16, 72, 0, 0.0f, 0.0f); /* SigLIP plain split */
+    case_qk_norm_rope(&ctx, 1, 5, 3, 3, 9, 0, 0.0f, 0.0f);       /* plain split, odd D */
+
+    case_attention_decode(&ctx, 2, 4, 2, 16, 40, 37, 0);
+    case_attention_decode(&ctx, 3, 6, 3, 72, 20, 20, 5);   /* full cache, window binds */
+    case_attention_decode(&ctx, 1, 2, 1, 5, 6, 1, 0);      /* first position, odd D */
+    case_attention_decode(&ctx, 4, 8, 4, 256, 333, 300, 0);  /* Gemma decode, global */
+    case_attention_decode(&ctx, 4, 8, 4, 256, 1200, 1100, 1024); /* Gemma decode, sliding window binds */
 
     /* Odd shapes on the tensor-core kernel (D padded to 32, 80, 64, 256, 64, 128 in shared
      * memory), T not a multiple of the 64-row tiles, windows with and without causal, two images,

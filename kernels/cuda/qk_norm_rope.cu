@@ -1,0 +1,98 @@
+// The fused q|k|v projection split into attention's inputs, with Gemma's q/k norm and RoPE, in one
+// pass over the GEMM output (engine/backend.h mg_qkv_args; spec/model.md §5.4 and §10):
+//   qkv[B*T, (H+2Hkv)*D] row m = [ q heads 0..H-1 | k heads 0..Hkv-1 | v heads 0..Hkv-1 ]
+//   norm_rope: n = bf16( x * rsqrt(mean(x²) + eps) * (1 + w) )      per head, w = q_norm or k_norm
+//              c = bf16(cos angle), s = bf16(sin angle), angle = pos * inv_freq_i (fp32)
+//              x'_i       = bf16( bf16(n_i c)       - bf16(n_{i+D/2} s) )
+//              x'_{i+D/2} = bf16( bf16(n_{i+D/2} c) + bf16(n_i s) )
+//              v copied
+//   otherwise: q, k, v are plain copies (SigLIP)
+// The rounding points are exactly those of rmsnorm.cu followed by rope.cu (torch's bf16 graph:
+// the norm returns a bf16 tensor, cos/sin are cast to bf16, each product and the sum are bf16).
+// Written with `=`; the outputs never alias qkv.
+#include "kernels/cuda/cuda_common.cuh"
+
+extern "C" {
+#include "kernels/cuda/ops.h"
+}
+
+enum { WARPS_PER_BLOCK = 4, MAX_PAIRS_PER_LANE = 4 };  // D <= 2 * 32 * MAX_PAIRS_PER_LANE = 256
+
+// One warp per (token m, head slot s): slot s < H is query head s, then Hkv key heads, then Hkv
+// value heads. Lane l owns the pairs (i, i + D/2) for i = l, l + 32, ... < D/2, so the norm's sum
+// is a warp reduction and the rotation needs no exchange between lanes.
+static __global__ void qk_norm_rope_forward_kernel(bf16 *q, bf16 *k, bf16 *v, const bf16 *qkv, mg_qkv_args a) {
+    const int heads = a.H + 2 * a.Hkv, lane = threadIdx.x & 31;
+    const int64_t unit = (int64_t)blockIdx.x * WARPS_PER_BLOCK + (threadIdx.x >> 5);
+    if (unit >= a.B * a.T * heads) return;  // whole warps leave together
+    const int64_t m = unit / heads;
+    const int s = (int)(unit % heads), D = a.D;
+    const bool is_q = s < a.H, is_k = !is_q && s < a.H + a.Hkv;
+    const bf16 *src = qkv + unit * D;  // row m, head slot s: (m*heads + s)*D
+    bf16 *dst = is_q ? q + (m * a.H + s) * D
+                : is_k ? k + (m * a.Hkv + (s - a.H)) * D
+                       : v + (m * a.Hkv + (s - a.H - a.Hkv)) * D;
+    if (!a.norm_rope || !(is_q || is_k)) {
+        for (int c = lane; c < D; c += 32) dst[c] = src[c];
+        return;
+    }
+    const int half = D / 2;
+    const bf16 *w = (const bf16 *)(is_q ? a.q_norm : a.k_norm);
+    float x1[MAX_PAIRS_PER_LANE], x2[MAX_PAIRS_PER_LANE];
+    float sq = 0.0f;
+#pragma unroll
+    for (int r = 0; r < MAX_PAIRS_PER_LANE; r++) {
+        const int i = lane + 32 * r;
+        x1[r] = i < half ? ld_bf16(src + i) : 0.0f;
+        x2[r] = i < half ? ld_bf16(src + i + half) : 0.0f;
+        sq += x1[r] * x1[r] + x2[r] * x2[r];
+    }
+    const float rstd = rsqrtf(warp_sum(sq) / (float)D + a.eps);
+    const float p = (float)a.pos[m];
+#pragma unroll
+    for (int r = 0; r < MAX_PAIRS_PER_LANE; r++) {
+        const int i = lane + 32 * r;
+        if (i >= half) continue;
+        const float n1 = round_bf16(x1[r] * rstd * (1.0f + ld_bf16(w + i)));
+        const float n2 = round_bf16(x2[r] * rstd * (1.0f + ld_bf16(w + i + half)));
+        // inv_freq as transformers' fp32 buffer: the power in double, rounded once (rope.cu says why)
+        const float expo = (float)(2 * i) / (float)D;
+        const float inv_freq = (1.0f / (float)pow((double)a.theta, (double)expo)) / a.factor;
+        const float angle = p * inv_freq;
+        const float c = round_bf16(cosf(angle)), sn = round_bf16(sinf(angle));
+        dst[i] = to_bf16(round_bf16(n1 * c) - round_bf16(n2 * sn));
+        dst[i + half] = to_bf16(round_bf16(n2 * c) + round_bf16(n1 * sn));
+    }
+}
+
+static mg_status qk_norm_rope_forward_launch(mg_cuda_ctx *ctx, bf16 *q, bf16 *k, bf16 *v, const bf16 *qkv,
+                                             const mg_qkv_args *a) {
+    const int64_t units = a->B * a->T * (a->H + 2 * a->Hkv);
+    const int64_t blocks = (units + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK;
+    qk_norm_rope_forward_kernel<<<(unsigned)blocks, 32 * WARPS_PER_BLOCK, 0, ctx->stream>>>(q, k, v, qkv, *a);
+    MG_CUDA_LAUNCH_CHECK(qk_norm_rope_forward_kernel);
+    return MG_OK;
+}
+
+extern "C" mg_status mg_cuda_qk_norm_rope_forward(mg_cuda_ctx *ctx, void *q, void *k, void *v, const void *qkv,
+                                                  const mg_qkv_args *a) {
+    if (a->B <= 0 || a->T <= 0 || a->H <= 0 || a->Hkv <= 0 || a->D <= 0)
+        return mg_fail(MG_ERR_SHAPE, NULL, "qk_norm_rope: B=%lld T=%lld H=%d Hkv=%d D=%d must be positive",
+                       (long long)a->B, (long long)a->T, a->H, a->Hkv, a->D);
+    const int64_t blocks = (a->B * a->T * (a->H + 2 * a->Hkv) + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK;
+    if (blocks > 0x7fffffff)
+        return mg_fail(MG_ERR_SHAPE, "run fewer tokens at once", "qk_norm_rope: %lld blocks exceed the grid",
+                       (long long)blocks);
+    if (!q || !k || !v || !qkv) return mg_fail(MG_ERR_ARG, NULL, "qk_norm_rope: q, k, v and qkv are required");
+    if (a->norm_rope) {
+        if (a->D % 2 != 0 || a->D > 2 * 32 * MAX_PAIRS_PER_LANE)
+            return mg_fail(MG_ERR_SHAPE, NULL, "qk_norm_rope: D=%d must be even and at most %d", a->D,
+                           2 * 32 * MAX_PAIRS_PER_LANE);
+        if (!a->q_norm || !a->k_norm || !a->pos)
+            return mg_fail(MG_ERR_ARG, NULL, "qk_norm_rope: q_norm, k_norm and pos are required with norm_rope");
+        if (!(a->theta > 0.0f) || !(a->factor > 0.0f))
+            return mg_fail(MG_ERR_ARG, "read rope_theta and the linear factor from config.json",
+                           "qk_norm_rope: theta=%g factor=%g", a->theta, a->factor);
+    }
+    return qk_norm_rope_forward_launch(ctx, (bf16 *)q, (bf16 *)k, (bf16 *)v, (const bf16 *)qkv, a);
+}
