@@ -83,11 +83,11 @@ extern "C" mg_status mg_cuda_qk_norm_rope_forward(mg_cuda_ctx *ctx, void *q, voi
     if (blocks > 0x7fffffff)
         return mg_fail(MG_ERR_SHAPE, "run fewer tokens at once", "qk_norm_rope: %lld blocks exceed the grid",
                        (long long)blocks);
+    if (a->norm_rope && (a->D % 2 != 0 || a->D > 2 * 32 * MAX_PAIRS_PER_LANE))
+        return mg_fail(MG_ERR_SHAPE, NULL, "qk_norm_rope: D=%d must be even and at most %d", a->D,
+                       2 * 32 * MAX_PAIRS_PER_LANE);
     if (!q || !k || !v || !qkv) return mg_fail(MG_ERR_ARG, NULL, "qk_norm_rope: q, k, v and qkv are required");
     if (a->norm_rope) {
-        if (a->D % 2 != 0 || a->D > 2 * 32 * MAX_PAIRS_PER_LANE)
-            return mg_fail(MG_ERR_SHAPE, NULL, "qk_norm_rope: D=%d must be even and at most %d", a->D,
-                           2 * 32 * MAX_PAIRS_PER_LANE);
         if (!a->q_norm || !a->k_norm || !a->pos)
             return mg_fail(MG_ERR_ARG, NULL, "qk_norm_rope: q_norm, k_norm and pos are required with norm_rope");
         if (!(a->theta > 0.0f) || !(a->factor > 0.0f))
