@@ -95,6 +95,11 @@ typedef struct mg_backend {
     /* ---- ops (kernels/cpu/<family>.c, kernels/cuda/<family>.cu) ---- */
     /* y[M,N] = x[M,K] · w[N,K]ᵀ (+ b[N] when b != NULL) */
     void (*linear_forward)(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K, int N);
+    /* y[M,N] = gelu_tanh(x[M,K] · w[N,K]ᵀ (+ b[N] when b != NULL)) (SigLIP fc1 + activation), fp32
+     * from the GEMM through the GELU and one rounding to act_dtype at the end: transformers' bf16
+     * graph also rounds fc1's output before the GELU, so this is slightly closer to fp32 than it */
+    void (*linear_gelu_forward)(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K,
+                                int N);
     /* cols[B*P, 3*p*p] from pixels[B,3,S,S], P = (S/p)², patch r*(S/p)+c, column ch*p*p + kh*p + kw */
     void (*im2col_forward)(void *ctx, void *cols, const void *pixels, int64_t B, int S, int p);
     /* x[B,P,C] += pos[P,C] */

@@ -71,3 +71,27 @@ void mg_to_f32(float *dst, const void *src, mg_dtype from, size_t n) {
     const uint16_t *s = src;
     for (size_t i = 0; i < n; i++) dst[i] = from == MG_BF16 ? mg_bf16_to_f32(s[i]) : mg_f16_to_f32(s[i]);
 }
+
+/* Below this many elements a conversion is too short to pay for waking the OpenMP threads. */
+enum { BF16_PARALLEL_MIN = 1 << 16 };
+
+void mg_to_bf16(uint16_t *dst, const void *src, mg_dtype from, size_t n) {
+    if (from == MG_BF16) {
+        memcpy(dst, src, n * 2);
+        return;
+    }
+    const char *s = src;
+    const int64_t count = (int64_t)n, es = from == MG_F32 ? 4 : 2;
+#pragma omp parallel for schedule(static) if (count >= BF16_PARALLEL_MIN)
+    for (int64_t i = 0; i < count; i++) {
+        float f;
+        if (from == MG_F32) {
+            memcpy(&f, s + i * es, 4);
+        } else {
+            uint16_t h;
+            memcpy(&h, s + i * es, 2);
+            f = mg_f16_to_f32(h);
+        }
+        dst[i] = mg_f32_to_bf16(f);
+    }
+}

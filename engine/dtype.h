@@ -22,5 +22,8 @@ static inline float mg_round_bf16(float f) { return mg_bf16_to_f32(mg_f32_to_bf1
 
 /* Converts n elements of type `from` at src to fp32 at dst. */
 void mg_to_f32(float *dst, const void *src, mg_dtype from, size_t n);
+/* Converts n elements of type `from` at src (any alignment) to bf16 at dst, rounding to nearest
+ * even; large n are split over OpenMP threads (the CUDA backend's uploads of pixels and weights). */
+void mg_to_bf16(uint16_t *dst, const void *src, mg_dtype from, size_t n);
 
 #endif

@@ -30,7 +30,7 @@ typedef struct {
     void *q, *k, *v;/* (M, Cv) = (N, P, Hv, Dv) */
     void *att;      /* (M, Cv) attention output before out_proj */
     void *o;        /* (M, Cv) out_proj / fc2 output */
-    void *h;        /* (M, Fv) fc1 output */
+    void *h;        /* (M, Fv) gelu_tanh(fc1 output) */
 } siglip_acts;
 
 /* Lays the activations out from base (NULL: only sizes them); returns the bytes needed. */
@@ -84,10 +84,9 @@ void mg_siglip_forward(const mg_backend *be, const mg_config *cfg, const mg_sigl
         be->linear_forward(be->ctx, s.o, s.att, lw->o_w, lw->o_b, M, Cv, Cv);
         /* hidden_states = residual + attn */
         be->add_forward(be->ctx, x, x, s.o, M * Cv);
-        /* layer_norm2, mlp: fc2(gelu_tanh(fc1(.))) */
+        /* layer_norm2, mlp: fc2(gelu_tanh(fc1(.))), fc1 and the activation in one GEMM (its epilogue) */
         be->layernorm_forward(be->ctx, s.xn, x, lw->ln2_w, lw->ln2_b, M, Cv, cfg->v_eps);
-        be->linear_forward(be->ctx, s.h, s.xn, lw->fc1_w, lw->fc1_b, M, Cv, Fv);
-        be->gelu_forward(be->ctx, s.h, s.h, M * Fv);
+        be->linear_gelu_forward(be->ctx, s.h, s.xn, lw->fc1_w, lw->fc1_b, M, Cv, Fv);
         be->linear_forward(be->ctx, s.o, s.h, lw->fc2_w, lw->fc2_b, M, Fv, Cv);
         /* hidden_states = residual + mlp */
         be->add_forward(be->ctx, x, x, s.o, M * Cv);

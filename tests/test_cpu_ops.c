@@ -42,18 +42,22 @@ static double *ref_new(int64_t n) { return calloc((size_t)n, sizeof(double)); }
 
 static const mg_backend *be;
 
-static void case_linear(int64_t M, int K, int N, int bias) {
+static double gelu_ref(double x) { return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
+
+/* gelu: linear_gelu, y = gelu_tanh(x·wᵀ + b) */
+static void case_linear(int64_t M, int K, int N, int bias, int gelu) {
     char what[128];
-    snprintf(what, sizeof what, "linear_forward(M=%lld,K=%d,N=%d,bias=%d)", (long long)M, K, N, bias);
+    snprintf(what, sizeof what, "%s(M=%lld,K=%d,N=%d,bias=%d)", gelu ? "linear_gelu_forward" : "linear_forward",
+             (long long)M, K, N, bias);
     float *x = rand_vec(M * K, -1, 1), *w = rand_vec((int64_t)N * K, -1, 1), *b = rand_vec(N, -1, 1);
     float *y = out_new(M * N);
     double *ref = ref_new(M * N);
-    be->linear_forward(be->ctx, y, x, w, bias ? b : NULL, M, K, N);
+    (gelu ? be->linear_gelu_forward : be->linear_forward)(be->ctx, y, x, w, bias ? b : NULL, M, K, N);
     for (int64_t m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
             double acc = bias ? b[n] : 0;
             for (int k = 0; k < K; k++) acc += (double)x[m * K + k] * w[(int64_t)n * K + k];
-            ref[m * N + n] = acc;
+            ref[m * N + n] = gelu ? gelu_ref(acc) : acc;
         }
     check_close(what, y, ref, M * N, TOL);
     out_free(what, y, M * N);
@@ -324,8 +328,6 @@ static void case_attention(int64_t B, int64_t T, int H, int Hkv, int D, int caus
     free(q), free(k), free(v), free(valid), free(group), free(ref), free(p);
 }
 
-static double gelu_ref(double x) { return 0.5 * x * (1 + tanh(sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }
-
 static void case_gelu(int64_t n) {
     char what[128];
     snprintf(what, sizeof what, "gelu_forward(n=%lld)", (long long)n);
@@ -408,9 +410,11 @@ static void case_gather_scatter(int64_t M, int64_t R, int C) {
 
 int main(void) {
     be = mg_backend_cpu();
-    case_linear(7, 33, 19, 1);
-    case_linear(13, 129, 5, 0);
-    case_linear(1, 257, 31, 1);
+    case_linear(7, 33, 19, 1, 0);
+    case_linear(13, 129, 5, 0, 0);
+    case_linear(1, 257, 31, 1, 0);
+    case_linear(7, 33, 19, 1, 1);  /* linear_gelu: K=33 sums reach the GELU's tails (|acc| up to ~6) */
+    case_linear(3, 48, 97, 0, 1);
     case_im2col(1, 15, 5);
     case_im2col(3, 21, 7);
     case_add_rows(3, 9, 17);

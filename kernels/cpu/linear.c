@@ -1,5 +1,7 @@
-/* linear: y[M,N] = x[M,K] · w[N,K]ᵀ + b[N]   (b optional; nn.Linear, weight stored [out, in])
- * Written with `=`. Accumulates each dot product in fp32, k ascending.
+/* linear:      y[M,N] = x[M,K] · w[N,K]ᵀ + b[N]   (b optional; nn.Linear, weight stored [out, in])
+ * linear_gelu: y[M,N] = gelu_tanh(x[M,K] · w[N,K]ᵀ + b[N])   (SigLIP fc1 and its activation)
+ * Written with `=`. Accumulates each dot product in fp32, k ascending; everything stays fp32 here
+ * (the CUDA twin rounds once, at the end).
  * Every GEMM of the model goes through here: q/k/v/o, the MLPs, the patch embedding (after
  * im2col), the projector (its [Cv, C] weight transposed at load) and the tied head. */
 #include "kernels/cpu/ops.h"
@@ -18,4 +20,11 @@ void mg_cpu_linear_forward(void *ctx, void *y_, const void *x_, const void *w_, 
             y[m * N + n] = acc;
         }
     }
+}
+
+/* The linear, then the GELU over its fp32 output in place (gelu.c). */
+void mg_cpu_linear_gelu_forward(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K,
+                                int N) {
+    mg_cpu_linear_forward(ctx, y, x, w, b, M, K, N);
+    mg_cpu_gelu_forward(ctx, y, y, M * N);
 }

@@ -6,9 +6,13 @@
 // mg_last_error) and skips the ops after it, which would only compute on garbage; `sync` waits
 // for the stream and hands the recorded failure back.
 //
-// Conversions: the checkpoint's fp32/f16 tensors are rounded to bf16 on the host, a chunk at a
-// time through a pinned staging buffer (never a whole fp32 copy of the model); bf16 tensors are
-// copied as they are. Downloads come back through the same buffer and widen to fp32 on the host.
+// Conversions: fp32/f16 data (the checkpoint's tensors, each forward's pixels) are rounded to bf16
+// on the host by several threads (mg_to_bf16), a chunk at a time into one of two pinned staging
+// buffers; the chunk's copy to the device is queued on the stream and the next chunk is converted
+// into the other buffer meanwhile (an event per buffer says when its copy has read it). bf16 goes
+// over PCIe, half the bytes of fp32, and an upload returns once its last chunk is queued. bf16
+// tensors are copied as they are. Downloads come back through the staging memory (synchronously)
+// and widen to fp32 on the host.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,16 +25,18 @@ extern "C" {
 #include "kernels/cuda/ops.h"
 }
 
-// 8 Mi bf16 elements = 16 MiB of pinned host memory: large enough that the copies run near PCIe
-// speed, small enough to pin on any machine.
+// 8 Mi bf16 elements = 16 MiB of pinned host memory, two halves of 8 MiB: large enough that the
+// copies run near PCIe speed, small enough to pin on any machine.
 static const int64_t STAGING_ELEMS = (int64_t)8 << 20;
+static const int64_t CHUNK_ELEMS = STAGING_ELEMS / 2;
 
 typedef struct {
     mg_backend be;          // the table handed out; be.ctx points back at this struct
     mg_cuda_ctx cuda;
     mg_status first;        // first failure since the last sync, MG_OK when none
     char first_msg[2048];   // its message
-    uint16_t *staging;      // (STAGING_ELEMS) pinned host buffer for conversions
+    uint16_t *staging;      // (STAGING_ELEMS) pinned host memory: two upload buffers of CHUNK_ELEMS, or one download buffer
+    cudaEvent_t copied[2];  // recorded after the queued copy out of upload buffer i; NULL until created
 } cuda_backend;
 
 static cuda_backend *cb(void *ctx) { return (cuda_backend *)ctx; }
@@ -62,22 +68,19 @@ static void cuda_be_free(void *ctx, void *p) {
     mg_cuda_free(p);
 }
 
+// Chunk i is converted into buffer i % 2 once the copy queued from it two chunks ago has run,
+// then its copy is queued; the conversion of chunk i+1 overlaps the copy of chunk i.
 static mg_status upload_converted(cuda_backend *c, uint16_t *dst, const void *src, mg_dtype src_dtype, int64_t n) {
     const size_t es = mg_dtype_size(src_dtype);
-    for (int64_t i = 0; i < n; i += STAGING_ELEMS) {
-        const int64_t m = n - i < STAGING_ELEMS ? n - i : STAGING_ELEMS;
-        const char *s = (const char *)src + (size_t)i * es;
-        for (int64_t j = 0; j < m; j++) {
-            float f;
-            if (src_dtype == MG_F32) memcpy(&f, s + (size_t)j * 4, 4);
-            else {
-                uint16_t h;
-                memcpy(&h, s + (size_t)j * 2, 2);
-                f = mg_f16_to_f32(h);
-            }
-            c->staging[j] = mg_f32_to_bf16(f);  // round to nearest even, like .to(torch.bfloat16)
-        }
-        MG_TRY(mg_cuda_upload(&c->cuda, dst + i, c->staging, (size_t)m * sizeof(uint16_t)));  // waits: staging reusable
+    for (int64_t i = 0, chunk = 0; i < n; i += CHUNK_ELEMS, chunk++) {
+        const int64_t m = n - i < CHUNK_ELEMS ? n - i : CHUNK_ELEMS;
+        const int k = (int)(chunk % 2);
+        uint16_t *buf = c->staging + k * CHUNK_ELEMS;
+        MG_CUDA_CHECK(cudaEventSynchronize(c->copied[k]));
+        mg_to_bf16(buf, (const char *)src + (size_t)i * es, src_dtype, (size_t)m);  // nearest even, like .to(bf16)
+        MG_CUDA_CHECK(cudaMemcpyAsync(dst + i, buf, (size_t)m * sizeof(uint16_t), cudaMemcpyHostToDevice,
+                                      c->cuda.stream));
+        MG_CUDA_CHECK(cudaEventRecord(c->copied[k], c->cuda.stream));
     }
     return MG_OK;
 }
@@ -89,6 +92,8 @@ static void cuda_be_upload(void *ctx, void *dst, const void *src, mg_dtype src_d
     else record(c, upload_converted(c, (uint16_t *)dst, src, src_dtype, n));
 }
 
+// The copy into the staging memory is queued after every earlier upload's copies out of it, and
+// mg_cuda_download waits for it, so the buffers are free again when this returns.
 static mg_status download_widened(cuda_backend *c, float *dst, const uint16_t *src, int64_t n) {
     for (int64_t i = 0; i < n; i += STAGING_ELEMS) {
         const int64_t m = n - i < STAGING_ELEMS ? n - i : STAGING_ELEMS;
@@ -130,6 +135,9 @@ static mg_status cuda_be_sync(void *ctx) {
 
 static void linear(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K, int N) {
     OP(mg_cuda_linear_forward(CTX, y, x, w, b, M, K, N));
+}
+static void linear_gelu(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K, int N) {
+    OP(mg_cuda_linear_gelu_forward(CTX, y, x, w, b, M, K, N));
 }
 static void im2col(void *ctx, void *cols, const void *pixels, int64_t B, int S, int p) {
     OP(mg_cuda_im2col_forward(CTX, cols, pixels, B, S, p));
@@ -186,6 +194,9 @@ static void scatter_rows(void *ctx, void *y, const void *src, const int32_t *row
 extern "C" void mg_backend_cuda_destroy(const mg_backend *be) {
     if (!be) return;
     cuda_backend *c = cb(be->ctx);
+    if (c->cuda.stream) cudaStreamSynchronize(c->cuda.stream);  // no copy still reading the staging memory
+    for (int k = 0; k < 2; k++)
+        if (c->copied[k]) cudaEventDestroy(c->copied[k]);
     if (c->staging) cudaFreeHost(c->staging);
     mg_cuda_ctx_destroy(&c->cuda);
     free(c);
@@ -195,6 +206,7 @@ static mg_status pin_staging(cuda_backend *c) {
     void *p = NULL;
     MG_CUDA_CHECK(cudaMallocHost(&p, (size_t)STAGING_ELEMS * sizeof(uint16_t)));
     c->staging = (uint16_t *)p;
+    for (int k = 0; k < 2; k++) MG_CUDA_CHECK(cudaEventCreateWithFlags(&c->copied[k], cudaEventDisableTiming));
     return MG_OK;
 }
 
@@ -202,18 +214,17 @@ extern "C" mg_status mg_backend_cuda_create(int device, mg_backend **out) {
     *out = NULL;
     cuda_backend *c = (cuda_backend *)calloc(1, sizeof *c);
     if (!c) return mg_fail(MG_ERR_OOM, NULL, "CUDA backend state");
+    mg_backend *be = &c->be;
+    be->ctx = c;  // destroy finds the state through it, also after a partial create
     mg_status s = mg_cuda_ctx_create(&c->cuda, device);
     if (s == MG_OK) s = pin_staging(c);
     if (s != MG_OK) {
-        mg_cuda_ctx_destroy(&c->cuda);
-        free(c);
+        mg_backend_cuda_destroy(be);
         return s;
     }
-    mg_backend *be = &c->be;
     be->name = "cuda";
     be->device = c->cuda.name;
     be->act_dtype = MG_BF16;
-    be->ctx = c;
     be->sync = cuda_be_sync;
     be->alloc = cuda_be_alloc;
     be->free = cuda_be_free;
@@ -221,6 +232,7 @@ extern "C" mg_status mg_backend_cuda_create(int device, mg_backend **out) {
     be->download = cuda_be_download;
     be->copy_in = cuda_be_copy_in;
     be->linear_forward = linear;
+    be->linear_gelu_forward = linear_gelu;
     be->im2col_forward = im2col;
     be->add_rows_forward = add_rows;
     be->add_forward = add;

@@ -58,6 +58,26 @@ static __device__ __forceinline__ bf16 to_bf16(float f) { return __float2bfloat1
 // The value f takes once stored as bf16 (a rounding point of spec/model.md §10).
 static __device__ __forceinline__ float round_bf16(float f) { return __bfloat162float(__float2bfloat16_rn(f)); }
 
+// Eight bf16 moved as one 16-byte access (uint4): the widest load/store a thread can issue, which
+// memory-bound kernels need to reach copy speed. The address must be 16-byte aligned.
+static __device__ __forceinline__ void unpack8(uint4 v, float f[8]) {
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 t = __bfloat1622float2(h[i]);
+        f[2 * i] = t.x, f[2 * i + 1] = t.y;
+    }
+}
+// Rounds each to bf16 (nearest even) and packs them in memory order.
+static __device__ __forceinline__ uint4 pack8(const float f[8]) {
+    uint4 v;
+    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+    return v;
+}
+static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
 static __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;

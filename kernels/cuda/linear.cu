@@ -1,6 +1,15 @@
-// linear: y[M,N] = x[M,K] · w[N,K]ᵀ (+ b[N]), all bf16 in memory, written with `=`.
-// cuBLASLt does the work: fp32 compute, the bias added in fp32 by the epilogue, one rounding to
-// bf16 (what torch's F.linear does on bf16 CUDA tensors).
+// linear:      y[M,N] = x[M,K] · w[N,K]ᵀ (+ b[N]), all bf16 in memory, written with `=`.
+// linear_gelu: y[M,N] = gelu_tanh(x[M,K] · w[N,K]ᵀ (+ b[N]))  (SigLIP's fc1 and its activation)
+// cuBLASLt does the work: fp32 compute, the bias (and GELU) applied in fp32 by the epilogue, one
+// rounding to bf16 (what torch's F.linear does on bf16 CUDA tensors).
+//
+// CUBLASLT_EPILOGUE_GELU(_BIAS) is the tanh approximation, 0.5 x (1 + tanh(sqrt(2/pi)(x + 0.044715 x³))):
+// cublasLt.h does not name the form, but torch's _addmm_activation(use_gelu=True) runs this
+// epilogue and, where it cannot, applies at::gelu_(result, "tanh") instead; tests/gpu/test_cuda_ops
+// checks it on a probe where the tanh and erf forms differ by 2-40% (x in [-5, -2]).
+// linear_gelu drops one rounding that transformers' bf16 graph has: fc1's output is not rounded to
+// bf16 before the activation (fp32 all the way to the single final rounding), so it is slightly
+// closer to the fp32 model than torch's bf16 fc1 -> gelu.
 //
 // cuBLASLt is column-major. Our row-major y[M,N] is the column-major matrix yᵀ (N×M, ld N), and
 // yᵀ = w · xᵀ: A = w, row-major [N,K] = column-major K×N (ld K) used transposed; B = x, row-major
@@ -8,7 +17,7 @@
 //
 // Plans: describing a GEMM and asking the heuristic for an algorithm costs tens of microseconds of
 // host time, as much as a small GEMM itself. A model runs a handful of shapes again and again, so
-// the descriptors, layouts and chosen algorithm are kept per (M, K, N, bias, alignments) in a small
+// the descriptors, layouts and chosen algorithm are kept per (M, K, N, epilogue, alignments) in a small
 // table owned by the context (mg_gemm_plans); a steady-state call only sets the bias pointer and
 // launches. When the table is full the oldest plan is replaced.
 #include <stdlib.h>
@@ -26,7 +35,7 @@ enum { N_PLANS = 64 };  // distinct GEMM shapes kept; a forward uses about 12 (v
 typedef struct {
     int64_t M;
     int K, N;
-    int bias;
+    cublasLtEpilogue_t epi;  // DEFAULT, BIAS, GELU or GELU_BIAS
     uint32_t align_w, align_x, align_y;
 } plan_key;
 
@@ -72,8 +81,11 @@ static uint32_t pointer_alignment(const void *p) {
     return align;
 }
 
+static bool has_bias(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_BIAS; }
+static bool has_gelu(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_GELU || e == CUBLASLT_EPILOGUE_GELU_BIAS; }
+
 static bool same_key(const plan_key *a, const plan_key *b) {
-    return a->M == b->M && a->K == b->K && a->N == b->N && a->bias == b->bias && a->align_w == b->align_w &&
+    return a->M == b->M && a->K == b->K && a->N == b->N && a->epi == b->epi && a->align_w == b->align_w &&
            a->align_x == b->align_x && a->align_y == b->align_y;
 }
 
@@ -85,10 +97,10 @@ static mg_status plan_build(mg_cuda_ctx *ctx, gemm_plan *p, const plan_key *key)
     const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
     MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
     MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans, sizeof no_trans));
-    if (key->bias) {
-        const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    if (key->epi != CUBLASLT_EPILOGUE_DEFAULT)
+        MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &key->epi, sizeof key->epi));
+    if (has_bias(key->epi)) {
         const cudaDataType_t bias_type = CUDA_R_16BF;
-        MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
         MG_CUBLAS_CHECK(
             cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
     }
@@ -118,8 +130,8 @@ static mg_status plan_build(mg_cuda_ctx *ctx, gemm_plan *p, const plan_key *key)
     MG_CUBLAS_CHECK(st);
     if (found == 0)
         return mg_fail(MG_ERR_UNSUPPORTED, "report the shape; a separate bias kernel or padding K/N would avoid it",
-                       "cuBLASLt has no bf16 algorithm for linear M=%lld K=%d N=%d%s", (long long)M, K, N,
-                       key->bias ? " with bias" : "");
+                       "cuBLASLt has no bf16 algorithm for linear M=%lld K=%d N=%d%s%s", (long long)M, K, N,
+                       has_bias(key->epi) ? " with bias" : "", has_gelu(key->epi) ? " and GELU" : "");
     p->algo = heur.algo;
     p->used = 1;
     return MG_OK;
@@ -153,8 +165,10 @@ static mg_status plan_get(mg_cuda_ctx *ctx, const plan_key *key, gemm_plan **out
 
 // The launcher: takes the shape's plan, points the epilogue at this call's bias, runs it on the stream.
 static mg_status linear_forward_launch(mg_cuda_ctx *ctx, bf16 *y, const bf16 *x, const bf16 *w, const bf16 *b,
-                                       int64_t M, int K, int N) {
-    const plan_key key = {M, K, N, b != NULL, pointer_alignment(w), pointer_alignment(x), pointer_alignment(y)};
+                                       int64_t M, int K, int N, bool gelu) {
+    const cublasLtEpilogue_t epi = gelu ? (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                                        : (b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
+    const plan_key key = {M, K, N, epi, pointer_alignment(w), pointer_alignment(x), pointer_alignment(y)};
     gemm_plan *p = NULL;
     MG_TRY(plan_get(ctx, &key, &p));
     // cublasLtMatmul reads the descriptor when it is called, so resetting the pointer for the next
@@ -166,10 +180,21 @@ static mg_status linear_forward_launch(mg_cuda_ctx *ctx, bf16 *y, const bf16 *x,
     return MG_OK;
 }
 
+static mg_status linear_check(const char *op, const void *y, const void *x, const void *w, int64_t M, int K, int N) {
+    if (M <= 0 || K <= 0 || N <= 0)
+        return mg_fail(MG_ERR_SHAPE, NULL, "%s: M=%lld K=%d N=%d must all be positive", op, (long long)M, K, N);
+    if (!y || !x || !w) return mg_fail(MG_ERR_ARG, NULL, "%s: y, x and w must be device pointers", op);
+    return MG_OK;
+}
+
 extern "C" mg_status mg_cuda_linear_forward(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, const void *b,
                                             int64_t M, int K, int N) {
-    if (M <= 0 || K <= 0 || N <= 0)
-        return mg_fail(MG_ERR_SHAPE, NULL, "linear: M=%lld K=%d N=%d must all be positive", (long long)M, K, N);
-    if (!y || !x || !w) return mg_fail(MG_ERR_ARG, NULL, "linear: y, x and w must be device pointers");
-    return linear_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, M, K, N);
+    MG_TRY(linear_check("linear", y, x, w, M, K, N));
+    return linear_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, M, K, N, false);
+}
+
+extern "C" mg_status mg_cuda_linear_gelu_forward(mg_cuda_ctx *ctx, void *y, const void *x, const void *w,
+                                                 const void *b, int64_t M, int K, int N) {
+    MG_TRY(linear_check("linear_gelu", y, x, w, M, K, N));
+    return linear_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, M, K, N, true);
 }

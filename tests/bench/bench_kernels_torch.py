@@ -16,7 +16,9 @@ medgem's own stream wrapped as torch.cuda.ExternalStream. Per case:
    every repeat, median of --reps; plus the back-to-back time per call (--reps calls between two
    events, no flush), which shows host overhead when a kernel is shorter than its launch path.
 Torch's equivalents are what transformers runs in bf16: F.linear; Gemma3RMSNorm (eager: fp32 norm,
-x (1 + w)); F.layer_norm; gelu_tanh(gate) * up; F.gelu(approximate="tanh").
+x (1 + w)); F.layer_norm; gelu_tanh(gate) * up; F.gelu(approximate="tanh"); and for medgem's fused
+fc1 + GELU (one cuBLASLt call, GELU_BIAS epilogue) the two calls transformers makes,
+F.gelu(F.linear(x, w, b), approximate="tanh").
 Shapes: decoder rows M = batch x tokens, vision rows batch x 4096 patches, projector batch x 256.
 Prints one table (speedup = torch time / medgem time: > 1 means medgem is faster) and the two
 ceilings measured on the same GPU (device-to-device copy GB/s, 8192^3 bf16 matmul TF/s); writes
@@ -61,6 +63,7 @@ def cases(batch, tokens):
         ("vision q/k/v/out_proj", "linear", lin(mv, CV, CV, True)),
         ("vision qkv fused (not used yet)", "linear", lin(mv, CV, 3 * CV, True)),
         ("vision fc1", "linear", lin(mv, CV, FV, True)),
+        ("vision fc1 + gelu (fused)", "linear_gelu", lin(mv, CV, FV, True)),
         ("vision fc2", "linear", lin(mv, FV, CV, True)),
         ("projector", "linear", lin(mp, CV, C, False)),
         ("text rmsnorm (hidden)", "rmsnorm", {"M": mt, "C": C}),
@@ -83,7 +86,8 @@ class Medgem:
         P, I64, I, FL = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
         sig = {"mgb_open": (P, [I]), "mgb_close": (None, [P]), "mgb_stream": (P, [P]), "mgb_sync": (I, [P]),
                "mgb_error": (ctypes.c_char_p, []), "mgb_device_name": (ctypes.c_char_p, [P]),
-               "mgb_linear": (I, [P, P, P, P, P, I64, I, I]), "mgb_rmsnorm": (I, [P, P, P, P, I64, I, FL]),
+               "mgb_linear": (I, [P, P, P, P, P, I64, I, I]), "mgb_linear_gelu": (I, [P, P, P, P, P, I64, I, I]),
+               "mgb_rmsnorm": (I, [P, P, P, P, I64, I, FL]),
                "mgb_layernorm": (I, [P, P, P, P, P, I64, I, FL]), "mgb_geglu": (I, [P, P, P, I64, I]),
                "mgb_gelu": (I, [P, P, P, I64])}
         for name, (res, args) in sig.items():
@@ -114,14 +118,19 @@ def gelu_tanh64(x):
 def build(op, d, mg, gen, dev):
     """Inputs, the torch and medgem calls, the float64 reference on chosen rows, and the work done."""
     rnd = lambda *shape, scale=1.0: (torch.randn(*shape, generator=gen, device=dev) * scale).to(torch.bfloat16)  # noqa: E731
-    if op == "linear":
+    if op in ("linear", "linear_gelu"):
         M, K, N = d["M"], d["K"], d["N"]
         x, w = rnd(M, K), rnd(N, K, scale=K ** -0.5)
         b = rnd(N, scale=0.1) if d["bias"] else None
-        return {"shape": (M, N), "torch": lambda: F.linear(x, w, b),
-                "medgem": lambda y: mg.call("mgb_linear", y, x, w, b, M, K, N),
-                "ref": lambda r: x[r].double() @ w.double().T + (b.double() if b is not None else 0),
-                "flop": 2.0 * M * N * K, "bytes": 2.0 * (M * K + N * K + M * N), "dims": f"M={M} K={K} N={N}"}
+        lin64 = lambda r: x[r].double() @ w.double().T + (b.double() if b is not None else 0)  # noqa: E731
+        common = {"shape": (M, N), "flop": 2.0 * M * N * K, "bytes": 2.0 * (M * K + N * K + M * N),
+                  "dims": f"M={M} K={K} N={N}"}
+        if op == "linear":
+            return {**common, "torch": lambda: F.linear(x, w, b),
+                    "medgem": lambda y: mg.call("mgb_linear", y, x, w, b, M, K, N), "ref": lin64}
+        return {**common, "torch": lambda: F.gelu(F.linear(x, w, b), approximate="tanh"),
+                "medgem": lambda y: mg.call("mgb_linear_gelu", y, x, w, b, M, K, N),
+                "ref": lambda r: gelu_tanh64(lin64(r))}
     if op in ("rmsnorm", "layernorm"):
         M, Cn = d["M"], d["C"]
         x, w, b = rnd(M, Cn), rnd(Cn, scale=0.1), rnd(Cn, scale=0.1)
@@ -208,7 +217,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=32, help="images per eval batch")
     ap.add_argument("--tokens", type=int, default=360, help="prompt tokens per image")
-    ap.add_argument("--only", default="", help="comma-separated ops (linear,rmsnorm,layernorm,geglu,gelu)")
+    ap.add_argument("--only", default="", help="comma-separated ops (linear,linear_gelu,rmsnorm,layernorm,geglu,gelu)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)

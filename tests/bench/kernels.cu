@@ -47,6 +47,11 @@ int mgb_linear(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, const vo
     return mg_cuda_linear_forward(ctx, y, x, w, b, M, K, N);
 }
 
+// y[M,N] = gelu_tanh(x[M,K] · w[N,K]ᵀ (+ b[N])), the GELU in the GEMM's epilogue; b may be NULL.
+int mgb_linear_gelu(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K, int N) {
+    return mg_cuda_linear_gelu_forward(ctx, y, x, w, b, M, K, N);
+}
+
 // Gemma RMSNorm y[M,C] = x * rsqrt(mean(x²) + eps) * (1 + w[C]).
 int mgb_rmsnorm(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, int64_t M, int C, float eps) {
     return mg_cuda_rmsnorm_forward(ctx, y, x, w, M, C, eps);

@@ -182,13 +182,17 @@ static int64_t sample_rows(int64_t M, int64_t want, int64_t *idx) {
     return n;
 }
 
-/* ---- linear: y = x·wᵀ (+ b) ------------------------------------------------------------------ */
+/* ---- linear and linear_gelu: y = x·wᵀ (+ b), y = gelu_tanh(x·wᵀ (+ b)) ----------------------- */
 
-/* misalign: x starts one element (2 bytes) past an allocation, as a view into an arena can. */
-static void case_linear(mg_cuda_ctx *ctx, int64_t M, int K, int N, int with_bias, int misalign) {
+static double gelu_tanh(double x) { return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))); }
+static double gelu_erf(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
+
+/* misalign: x starts one element (2 bytes) past an allocation, as a view into an arena can.
+ * gelu: linear_gelu, the reference rounded once after the GELU (no rounding between, ops.h). */
+static void case_linear(mg_cuda_ctx *ctx, int64_t M, int K, int N, int with_bias, int misalign, int gelu) {
     tcase tc;
-    tc_begin(&tc, ctx, "linear_forward(shape=[M=%lld,K=%d,N=%d],bias=%d%s)", (long long)M, K, N, with_bias,
-             misalign ? ",x_misaligned" : "");
+    tc_begin(&tc, ctx, "%s(shape=[M=%lld,K=%d,N=%d],bias=%d%s)", gelu ? "linear_gelu_forward" : "linear_forward",
+             (long long)M, K, N, with_bias, misalign ? ",x_misaligned" : "");
     uint16_t *x = rand_bf16((size_t)M * K + 1, 1.0), *w = rand_bf16((size_t)N * K, 1.0 / sqrt(K)),
              *b = rand_bf16((size_t)N, 1.0);
     uint16_t *dx = dev_from(&tc, x, ((size_t)M * K + 1) * 2), *dw = dev_from(&tc, w, (size_t)N * K * 2);
@@ -198,7 +202,11 @@ static void case_linear(mg_cuda_ctx *ctx, int64_t M, int K, int N, int with_bias
         dx++;
         memmove(x, x + 1, (size_t)M * K * 2);
     }
-    if (!tc.broken) tc_status(&tc, mg_cuda_linear_forward(ctx, dy, dx, dw, db, M, K, N), "mg_cuda_linear_forward");
+    if (!tc.broken)
+        tc_status(&tc,
+                  gelu ? mg_cuda_linear_gelu_forward(ctx, dy, dx, dw, db, M, K, N)
+                       : mg_cuda_linear_forward(ctx, dy, dx, dw, db, M, K, N),
+                  gelu ? "mg_cuda_linear_gelu_forward" : "mg_cuda_linear_forward");
     uint16_t *y = xmalloc((size_t)M * N * 2);
     int guard_bad;
     size_t nans;
@@ -215,7 +223,7 @@ static void case_linear(mg_cuda_ctx *ctx, int64_t M, int K, int N, int with_bias
             const uint16_t *wn = w + (int64_t)n * K;
             double acc = with_bias ? bf(b[n]) : 0.0;
             for (int k = 0; k < K; k++) acc += bf(xr[k]) * bf(wn[k]);
-            ref[r * N + n] = rb(acc);
+            ref[r * N + n] = rb(gelu ? gelu_tanh(acc) : acc);
             got[r * N + n] = y[rows[r] * N + n];
         }
     }
@@ -224,6 +232,42 @@ static void case_linear(mg_cuda_ctx *ctx, int64_t M, int K, int N, int with_bias
      * F.linear through the same library does; so the bit-match floor is lower for a GEMM. */
     tc_finish(&tc, got, ref, (size_t)R * N, guard_bad, nans, TOL_FP32, MATCH_GEMM);
     free(x); free(w); free(b); free(y); free(rows); free(ref); free(got);
+}
+
+/* Which GELU the GEMM epilogue computes: w = identity, so y[m,n] = gelu(x[m,n] + b[n]) with every
+ * sum exact, at x + b in [-5.5, -1.5], where the tanh form and the exact erf form differ by 2-40%
+ * (nmse between them ~2e-4 here; rounding alone ~1e-6). Compared with the tanh form, the erf
+ * form's nmse printed beside it for contrast. */
+static void case_linear_gelu_form(mg_cuda_ctx *ctx) {
+    enum { M = 512, K = 16 };
+    tcase tc;
+    tc_begin(&tc, ctx, "linear_gelu_forward(form probe: identity w, x+b in [-5.5,-1.5], M=%d,K=N=%d)", M, K);
+    uint16_t *x = xmalloc((size_t)M * K * 2), *w = xmalloc((size_t)K * K * 2), *b = xmalloc((size_t)K * 2);
+    for (int64_t i = 0; i < (int64_t)M * K; i++) x[i] = mg_f32_to_bf16((float)(-3.5 + 1.5 * rng_uniform()));
+    for (int n = 0; n < K; n++) {
+        b[n] = mg_f32_to_bf16((float)(0.5 * rng_uniform()));
+        for (int k = 0; k < K; k++) w[n * K + k] = mg_f32_to_bf16(n == k ? 1.0f : 0.0f);
+    }
+    void *dx = dev_from(&tc, x, (size_t)M * K * 2), *dw = dev_from(&tc, w, (size_t)K * K * 2);
+    void *db = dev_from(&tc, b, (size_t)K * 2);
+    uint16_t *dy = dev_out(&tc, (size_t)M * K, NULL);
+    if (!tc.broken) tc_status(&tc, mg_cuda_linear_gelu_forward(ctx, dy, dx, dw, db, M, K, K), "mg_cuda_linear_gelu_forward");
+    uint16_t *got = xmalloc((size_t)M * K * 2);
+    int guard_bad;
+    size_t nans;
+    out_fetch(&tc, dy, (size_t)M * K, got, &guard_bad, &nans);
+    double *ref = xmalloc((size_t)M * K * sizeof *ref), num = 0, den = 0;
+    for (int64_t m = 0; m < M; m++)
+        for (int n = 0; n < K; n++) {
+            const double z = bf(x[m * K + n]) + bf(b[n]), e = rb(gelu_erf(z));
+            ref[m * K + n] = rb(gelu_tanh(z));
+            num += (bf(got[m * K + n]) - e) * (bf(got[m * K + n]) - e);
+            den += e * e;
+        }
+    const size_t len = strlen(tc.name);
+    snprintf(tc.name + len, sizeof tc.name - len, " [vs erf form: nmse=%.1e]", num / den);
+    tc_finish(&tc, got, ref, (size_t)M * K, guard_bad, nans, TOL_FP32, MATCH_FP32);
+    free(x); free(w); free(b); free(got); free(ref);
 }
 
 /* ---- im2col: cols[B*P, 3*p*p] from pixels[B,3,S,S] ------------------------------------------- */
@@ -257,12 +301,19 @@ static void case_im2col(mg_cuda_ctx *ctx, int64_t B, int S, int p) {
 
 /* ---- add and add_rows ------------------------------------------------------------------------ */
 
-static void case_add(mg_cuda_ctx *ctx, int64_t n, int alias) {
+/* alias: y is a (in place); misalign_b: b starts one element past a 16-byte boundary. */
+static void case_add(mg_cuda_ctx *ctx, int64_t n, int alias, int misalign_b) {
     tcase tc;
-    tc_begin(&tc, ctx, "add_forward(shape=[%lld],y_aliases_a=%d)", (long long)n, alias);
-    uint16_t *a = rand_bf16((size_t)n, 2.0), *b = rand_bf16((size_t)n, 2.0);
+    tc_begin(&tc, ctx, "add_forward(shape=[%lld],y_aliases_a=%d%s)", (long long)n, alias,
+             misalign_b ? ",b_misaligned" : "");
+    uint16_t *a = rand_bf16((size_t)n, 2.0), *b = rand_bf16((size_t)n + 1, 2.0);
     uint16_t *dy = dev_out(&tc, (size_t)n, alias ? a : NULL);
-    void *da = alias ? (void *)dy : dev_from(&tc, a, (size_t)n * 2), *db = dev_from(&tc, b, (size_t)n * 2);
+    void *da = alias ? (void *)dy : dev_from(&tc, a, (size_t)n * 2);
+    uint16_t *db = dev_from(&tc, b, ((size_t)n + 1) * 2);
+    if (misalign_b && db) { /* the op reads b[1 ...]; the reference does too */
+        db++;
+        memmove(b, b + 1, (size_t)n * 2);
+    }
     if (!tc.broken) tc_status(&tc, mg_cuda_add_forward(ctx, dy, da, db, n), "mg_cuda_add_forward");
     uint16_t *got = xmalloc((size_t)n * 2);
     int guard_bad;
@@ -294,14 +345,16 @@ static void case_add_rows(mg_cuda_ctx *ctx, int64_t B, int64_t P, int C) {
 
 /* ---- layernorm, rmsnorm, rmsnorm_add --------------------------------------------------------- */
 
-static void case_layernorm(mg_cuda_ctx *ctx, int64_t M, int C) {
+/* in_place: y is x (the model's post_layernorm). */
+static void case_layernorm(mg_cuda_ctx *ctx, int64_t M, int C, int in_place) {
     tcase tc;
-    tc_begin(&tc, ctx, "layernorm_forward(shape=[M=%lld,C=%d])", (long long)M, C);
+    tc_begin(&tc, ctx, "layernorm_forward(shape=[M=%lld,C=%d],in_place=%d)", (long long)M, C, in_place);
     const size_t n = (size_t)M * C;
     uint16_t *x = rand_bf16(n, 3.0), *w = rand_bf16((size_t)C, 1.5), *b = rand_bf16((size_t)C, 0.5);
     for (size_t i = 0; i < n; i++) x[i] = mg_f32_to_bf16(mg_bf16_to_f32(x[i]) + 0.7f); /* a non-zero mean */
-    void *dx = dev_from(&tc, x, n * 2), *dw = dev_from(&tc, w, (size_t)C * 2), *db = dev_from(&tc, b, (size_t)C * 2);
-    uint16_t *dy = dev_out(&tc, n, NULL);
+    void *dw = dev_from(&tc, w, (size_t)C * 2), *db = dev_from(&tc, b, (size_t)C * 2);
+    uint16_t *dy = dev_out(&tc, n, in_place ? x : NULL);
+    void *dx = in_place ? (void *)dy : dev_from(&tc, x, n * 2);
     if (!tc.broken)
         tc_status(&tc, mg_cuda_layernorm_forward(ctx, dy, dx, dw, db, M, C, 1e-6f), "mg_cuda_layernorm_forward");
     uint16_t *got = xmalloc(n * 2);
@@ -623,14 +676,17 @@ static void case_attention(mg_cuda_ctx *ctx, attn_case c) {
 
 /* ---- gelu and geglu -------------------------------------------------------------------------- */
 
-static double gelu_tanh(double x) { return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))); }
-
-static void case_gelu(mg_cuda_ctx *ctx, int64_t n) {
+/* misalign: x starts one element past a 16-byte boundary (no vector access possible). */
+static void case_gelu(mg_cuda_ctx *ctx, int64_t n, int misalign) {
     tcase tc;
-    tc_begin(&tc, ctx, "gelu_forward(shape=[%lld])", (long long)n);
-    uint16_t *x = rand_bf16((size_t)n, 3.0); /* below -3, fp32's 1 + tanh loses most digits (torch's too) */
-    void *dx = dev_from(&tc, x, (size_t)n * 2);
+    tc_begin(&tc, ctx, "gelu_forward(shape=[%lld]%s)", (long long)n, misalign ? ",x_misaligned" : "");
+    uint16_t *x = rand_bf16((size_t)n + 1, 3.0); /* reaches the tail below -3, where 1 + tanh cancels in fp32 */
+    uint16_t *dx = dev_from(&tc, x, ((size_t)n + 1) * 2);
     uint16_t *dy = dev_out(&tc, (size_t)n, NULL);
+    if (misalign && dx) { /* the op reads x[1 ...]; the reference does too */
+        dx++;
+        memmove(x, x + 1, (size_t)n * 2);
+    }
     if (!tc.broken) tc_status(&tc, mg_cuda_gelu_forward(ctx, dy, dx, n), "mg_cuda_gelu_forward");
     uint16_t *got = xmalloc((size_t)n * 2);
     int guard_bad;
@@ -787,40 +843,61 @@ int main(void) {
            ctx.cc_major, ctx.cc_minor, ctx.sm_count, (unsigned long long)seed, (unsigned long long)seed);
 
     /* linear: odd shapes, then SigLIP qkv/fc1/fc2, Gemma q/o/gate|up/down, the projector */
-    case_linear(&ctx, 37, 40, 33, 1, 0);
-    case_linear(&ctx, 5, 7, 3, 0, 0);
-    case_linear(&ctx, 29, 588, 40, 1, 1);
-    case_linear(&ctx, 4096, 588, 1152, 1, 0); /* SigLIP patch embedding */
-    case_linear(&ctx, 64, 72, 48, 0, 0);
-    case_linear(&ctx, 4096, 1152, 1152, 1, 0);
-    case_linear(&ctx, 4096, 1152, 4304, 1, 0);
-    case_linear(&ctx, 4096, 4304, 1152, 1, 0);
-    case_linear(&ctx, 360, 2560, 2048, 0, 0);
-    case_linear(&ctx, 360, 2048, 2560, 0, 0);
-    case_linear(&ctx, 360, 2560, 20480, 0, 0);
-    case_linear(&ctx, 360, 10240, 2560, 0, 0);
-    case_linear(&ctx, 256, 1152, 2560, 0, 0);
+    case_linear(&ctx, 37, 40, 33, 1, 0, 0);
+    case_linear(&ctx, 5, 7, 3, 0, 0, 0);
+    case_linear(&ctx, 29, 588, 40, 1, 1, 0);
+    case_linear(&ctx, 4096, 588, 1152, 1, 0, 0); /* SigLIP patch embedding */
+    case_linear(&ctx, 64, 72, 48, 0, 0, 0);
+    case_linear(&ctx, 4096, 1152, 1152, 1, 0, 0);
+    case_linear(&ctx, 4096, 1152, 4304, 1, 0, 0);
+    case_linear(&ctx, 4096, 4304, 1152, 1, 0, 0);
+    case_linear(&ctx, 360, 2560, 2048, 0, 0, 0);
+    case_linear(&ctx, 360, 2048, 2560, 0, 0, 0);
+    case_linear(&ctx, 360, 2560, 20480, 0, 0, 0);
+    case_linear(&ctx, 360, 10240, 2560, 0, 0, 0);
+    case_linear(&ctx, 256, 1152, 2560, 0, 0, 0);
     /* fused q|k|v shapes (vision with bias, text), each twice: the second call of a shape runs the
      * context's cached plan with new buffers and its own bias pointer */
-    case_linear(&ctx, 4096, 1152, 3456, 1, 0);
-    case_linear(&ctx, 4096, 1152, 3456, 1, 0);
-    case_linear(&ctx, 1172, 2560, 4096, 0, 0);
-    case_linear(&ctx, 1172, 2560, 4096, 0, 0);
-    case_linear(&ctx, 37, 40, 33, 1, 1); /* a shape seen before, now misaligned: its own plan */
-    case_linear(&ctx, 4, 2560, 4096, 0, 0); /* a decode step's GEMM (M = B) */
+    case_linear(&ctx, 4096, 1152, 3456, 1, 0, 0);
+    case_linear(&ctx, 4096, 1152, 3456, 1, 0, 0);
+    case_linear(&ctx, 1172, 2560, 4096, 0, 0, 0);
+    case_linear(&ctx, 1172, 2560, 4096, 0, 0, 0);
+    case_linear(&ctx, 37, 40, 33, 1, 1, 0); /* a shape seen before, now misaligned: its own plan */
+    case_linear(&ctx, 4, 2560, 4096, 0, 0, 0); /* a decode step's GEMM (M = B) */
+    /* linear_gelu (SigLIP fc1 + activation in the epilogue): odd shapes, misaligned x, no bias, the
+     * tiny model's fc1 (M = 2 images x 64 patches), SigLIP's fc1 twice (cached plan), the form probe */
+    case_linear(&ctx, 37, 40, 33, 1, 0, 1);
+    case_linear(&ctx, 5, 7, 3, 0, 0, 1);
+    case_linear(&ctx, 29, 588, 40, 1, 1, 1);
+    case_linear(&ctx, 128, 48, 96, 1, 0, 1);
+    case_linear(&ctx, 4096, 1152, 4304, 1, 0, 1);
+    case_linear(&ctx, 4096, 1152, 4304, 1, 0, 1);
+    case_linear(&ctx, 37, 40, 33, 1, 0, 0); /* same shape without GELU again: its own plan, no activation */
+    case_linear_gelu_form(&ctx);
 
     case_im2col(&ctx, 2, 28, 14);
     case_im2col(&ctx, 3, 15, 5);
     case_im2col(&ctx, 1, 896, 14);
 
-    case_add(&ctx, 1000003, 0);
-    case_add(&ctx, 360 * 2560, 1);
+    /* add/add_rows: 16-byte vectors when the period is a multiple of 8 and the pointers aligned,
+     * element by element otherwise (odd n, misaligned b, odd period) */
+    case_add(&ctx, 1000003, 0, 0);
+    case_add(&ctx, 360 * 2560, 1, 0);
+    case_add(&ctx, 4096 * 1152, 1, 0); /* SigLIP residual, in place */
+    case_add(&ctx, 4104, 0, 1);
     case_add_rows(&ctx, 3, 7, 5);
     case_add_rows(&ctx, 2, 4096, 1152);
 
-    case_layernorm(&ctx, 7, 33);
-    case_layernorm(&ctx, 3, 1000);
-    case_layernorm(&ctx, 4096, 1152);
+    /* layernorm: block-per-row kernel (C odd, C > 2048, misaligned rows) and warp-per-row kernel
+     * (C a multiple of 8 up to 2048: 1, 4, 5 (SigLIP), 8 vectors per lane), in place too */
+    case_layernorm(&ctx, 7, 33, 0);
+    case_layernorm(&ctx, 3, 1000, 0);
+    case_layernorm(&ctx, 4096, 1152, 0);
+    case_layernorm(&ctx, 4096, 1152, 1);
+    case_layernorm(&ctx, 37, 48, 0);   /* tiny model */
+    case_layernorm(&ctx, 9, 2048, 0);
+    case_layernorm(&ctx, 5, 2056, 0);
+    case_layernorm(&ctx, 6, 1004, 0); /* C % 8 = 4: rows 8-byte aligned only */
     case_rmsnorm(&ctx, 5, 17, 0);
     case_rmsnorm(&ctx, 3, 1000, 0);
     case_rmsnorm(&ctx, 360, 2560, 0);
@@ -886,9 +963,11 @@ int main(void) {
     case_attention(&ctx, (attn_case){.B = 1, .T = 530, .H = 8, .Hkv = 4, .D = 256, .causal = 1, .window = 300,
                                      .padding = 1, .img_start = 6, .img_len = 256, .want_queries = 96});
 
-    case_gelu(&ctx, 1000003);
-    case_gelu(&ctx, (int64_t)4096 * 4304);
+    case_gelu(&ctx, 1000003, 0); /* vectors and a 3-element tail */
+    case_gelu(&ctx, (int64_t)4096 * 4304, 0);
+    case_gelu(&ctx, 4101, 1);    /* misaligned: element by element */
     case_geglu(&ctx, 7, 33);
+    case_geglu(&ctx, 5, 24);
     case_geglu(&ctx, 360, 10240);
 
     case_avgpool(&ctx, 2, 6, 3, 5);
