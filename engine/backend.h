@@ -85,7 +85,8 @@ typedef struct mg_backend {
     /* ---- memory ---- */
     void *(*alloc)(void *ctx, size_t nbytes);  /* NULL when out of memory; contents undefined */
     void (*free)(void *ctx, void *p);          /* p may be NULL */
-    /* dst[n] (act_dtype) = src[n] converted from src_dtype (a host pointer, e.g. into a checkpoint) */
+    /* dst[n] (act_dtype) = src[n] converted from src_dtype (a host pointer, e.g. into a checkpoint);
+     * src may be freed or reused once upload returns (the copy to dst may still be queued) */
     void (*upload)(void *ctx, void *dst, const void *src, mg_dtype src_dtype, int64_t n);
     /* host dst[n] = fp32 of src[n] (act_dtype) */
     void (*download)(void *ctx, float *dst, const void *src, int64_t n);

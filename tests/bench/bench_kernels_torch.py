@@ -16,7 +16,7 @@ medgem's own stream wrapped as torch.cuda.ExternalStream. Per case:
    every repeat, median of --reps; plus the back-to-back time per call (--reps calls between two
    events, no flush), which shows host overhead when a kernel is shorter than its launch path.
 Torch's equivalents are what transformers runs in bf16: F.linear; Gemma3RMSNorm (eager: fp32 norm,
-x (1 + w)); F.layer_norm; gelu_tanh(gate) * up; F.gelu(approximate="tanh"); and for medgem's fused
+x (1 + w)); F.layer_norm; gelu_tanh(gate) * up; F.gelu(approximate="tanh"); a + b; and for medgem's fused
 fc1 + GELU (one cuBLASLt call, GELU_BIAS epilogue) the two calls transformers makes,
 F.gelu(F.linear(x, w, b), approximate="tanh").
 Shapes: decoder rows M = batch x tokens, vision rows batch x 4096 patches, projector batch x 256.
@@ -72,7 +72,8 @@ def cases(batch, tokens):
         ("projector rmsnorm", "rmsnorm", {"M": mp, "C": CV}),
         ("vision layernorm", "layernorm", {"M": mv, "C": CV}),
         ("text geglu", "geglu", {"M": mt, "F": FF}),
-        ("vision gelu (fc1 out)", "gelu", {"M": mv, "F": FV}),
+        ("vision gelu (fc1 out; fused into fc1 now)", "gelu", {"M": mv, "F": FV}),
+        ("vision residual add", "add", {"M": mv, "F": CV}),
     ]
 
 
@@ -89,7 +90,7 @@ class Medgem:
                "mgb_linear": (I, [P, P, P, P, P, I64, I, I]), "mgb_linear_gelu": (I, [P, P, P, P, P, I64, I, I]),
                "mgb_rmsnorm": (I, [P, P, P, P, I64, I, FL]),
                "mgb_layernorm": (I, [P, P, P, P, P, I64, I, FL]), "mgb_geglu": (I, [P, P, P, I64, I]),
-               "mgb_gelu": (I, [P, P, P, I64])}
+               "mgb_gelu": (I, [P, P, P, I64]), "mgb_add": (I, [P, P, P, P, I64])}
         for name, (res, args) in sig.items():
             getattr(lib, name).restype, getattr(lib, name).argtypes = res, args
         self.lib = lib
@@ -153,6 +154,11 @@ def build(op, d, mg, gen, dev):
                 "medgem": lambda y: mg.call("mgb_geglu", y, gu, M, Fw),
                 "ref": lambda r: gelu_tanh64(gu[r, :Fw].double()) * gu[r, Fw:].double(),
                 "flop": 0, "bytes": 2.0 * 3 * M * Fw, "dims": f"M={M} F={Fw}"}
+    if op == "add":
+        a, b = rnd(M, Fw), rnd(M, Fw)
+        return {"shape": (M, Fw), "torch": lambda: a + b, "medgem": lambda y: mg.call("mgb_add", y, a, b, M * Fw),
+                "ref": lambda r: a[r].double() + b[r].double(), "flop": 0, "bytes": 2.0 * 3 * M * Fw,
+                "dims": f"n={M}x{Fw}"}
     x = rnd(M, Fw)
     return {"shape": (M, Fw), "torch": lambda: F.gelu(x, approximate="tanh"),
             "medgem": lambda y: mg.call("mgb_gelu", y, x, M * Fw),
@@ -217,7 +223,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=32, help="images per eval batch")
     ap.add_argument("--tokens", type=int, default=360, help="prompt tokens per image")
-    ap.add_argument("--only", default="", help="comma-separated ops (linear,linear_gelu,rmsnorm,layernorm,geglu,gelu)")
+    ap.add_argument("--only", default="", help="comma-separated ops (linear,linear_gelu,rmsnorm,layernorm,geglu,gelu,add)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)

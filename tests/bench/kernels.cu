@@ -68,6 +68,9 @@ int mgb_geglu(mg_cuda_ctx *ctx, void *y, const void *gu, int64_t M, int F) {
     return mg_cuda_geglu_forward(ctx, y, gu, M, F);
 }
 
+// y[n] = a[n] + b[n] (the residual add).
+int mgb_add(mg_cuda_ctx *ctx, void *y, const void *a, const void *b, int64_t n) { return mg_cuda_add_forward(ctx, y, a, b, n); }
+
 // y[n] = gelu_tanh(x[n]).
 int mgb_gelu(mg_cuda_ctx *ctx, void *y, const void *x, int64_t n) { return mg_cuda_gelu_forward(ctx, y, x, n); }
 }
