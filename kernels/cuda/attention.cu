@@ -9,6 +9,8 @@
 //   FlashAttention-2 scheme on tensor cores (mma.sync m16n8k16, bf16 operands, fp32 accumulators).
 //   Scores and softmax in fp32; P rounded to bf16 for the P·V product (as flash/SDPA kernels do).
 // - attention_forward_fp32_kernel (any D <= 256, any alignment): fp32 on CUDA cores, P in fp32.
+#include <limits.h>
+
 #include "kernels/cuda/cuda_common.cuh"
 
 extern "C" {
@@ -18,30 +20,38 @@ extern "C" {
 enum { ATTN_MAX_D = 256 };
 
 // ================================================================================================
-// Tensor-core kernel (FlashAttention-2 forward).
+// Tensor-core kernel (FlashAttention-2 forward on mma.sync; the same code for sm_80 and sm_90a).
 //
-// One block per (query tile of TC_BQ = 64 rows, head h, batch row b); 4 warps, warp w owns query
-// rows 16w..16w+15 of the tile. Shared memory holds the Q tile, one K tile and one V tile of
-// TC_BK = 64 keys, each as rows of DP bf16 (D padded with zeros to DP, a multiple of 16, for the
-// k16 steps of the mma) plus 8 unused bf16 so that the 8 row addresses of an ldmatrix fall in 8
-// different 16-byte bank groups (row stride DP/2 + 4 words ≡ 4 mod 8). Per K/V tile:
-//   wait K_n; issue the V_n copy;     S = Q·K_nᵀ (16×64 per warp, fp32), mask, online softmax
-//   wait V_n; issue the K_{n+1} copy; O += bf16(P)·V_n
-// so each copy (cp.async) overlaps the other product, with one buffer for K and one for V.
+// One block of TC_WARPS = 4 warps per (query tile of BQ rows, head h, batch row b); warp w owns
+// the WM = BQ/64 consecutive m16 row blocks starting at row 16·WM·w of the tile. With WM = 2 (BQ =
+// 128, SigLIP's head dim) each K/V fragment read from shared memory feeds two mma, which halves
+// the shared-memory reads per mma against WM = 1, and each K/V tile loaded serves 128 queries.
+// Shared memory holds the Q tile and two stages of K and V tiles of BK keys, rows of DP bf16 (D
+// padded with zeros to DP, a multiple of 16, for the k16 steps of Q·Kᵀ) plus 8 unused bf16 so
+// that the 8 row addresses of an ldmatrix fall in 8 different 16-byte bank groups (row stride
+// DP/2 + 4 words ≡ 4 mod 8). One barrier per K/V tile n:
+//   wait for tile n; barrier (tile n visible; every warp is done with tile n-1, whose stage is free)
+//   issue the cp.async copies of tile n+1 into the other stage
+//   S = Q·K_nᵀ, mask, online softmax, O += bf16(P)·V_n
+// so the copies of a tile overlap the whole computation of the previous one.
 // Fragment layouts are PTX's for mma.m16n8k16 (g = lane/4, t = lane%4): an accumulator holds
 // (row g, cols 2t, 2t+1) in c0,c1 and (row g+8, same cols) in c2,c3; the A operand of the P·V
 // product is therefore the S accumulators of two adjacent 8-key blocks, converted in registers.
+// P·V runs over n8 blocks of D (not DP): 72 = 9 blocks, so the padding costs only Q·Kᵀ work.
 // ================================================================================================
 
 enum {
     TC_WARPS = 4,
-    TC_BQ = TC_WARPS * 16,  // query rows per block
-    TC_BK = 64,             // keys per K/V tile
+    TC_THREADS = TC_WARPS * 32,
 };
+
+// Keys per K/V tile: 64, or 32 for DP = 256 so that two stages of K and V (and the Q tile) stay
+// under 100 KB and two blocks fit on an SM.
+static constexpr __host__ __device__ int tc_key_tile(int DP) { return DP <= 128 ? 64 : 32; }
 
 // Key code in shared memory: the key's image group (>= 0), -1 for a visible text key, or
 // TC_KEY_HIDDEN for padding and for rows past the last key the block reads.
-#define TC_KEY_HIDDEN (-2)
+static constexpr int TC_KEY_HIDDEN = -2;
 
 static __device__ __forceinline__ uint32_t smem_u32(const void *p) {
     return (uint32_t)__cvta_generic_to_shared(p);
@@ -73,55 +83,94 @@ static __device__ __forceinline__ void mma_bf16_16816(float c[4], const uint32_t
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// 2^x on the special-function unit (one instruction; 2^-inf = 0; relative error ~2^-22).
+static __device__ __forceinline__ float exp2_fast(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // Two floats as a bf16 pair, `lo` in the low half (the lower column of an mma operand).
 static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
     __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<uint32_t *>(&p);
 }
 
-// Rows [j0, j0 + TC_BK) (or TC_BQ) of a [token][stride] bf16 slab into dst[rows][DP + 8]: the D
-// real columns by cp.async, rows at or past `end` as zeros (their V rows meet P = 0 in the mma,
-// so they must not hold NaN garbage). Columns D..DP-1 were zeroed once at block start.
+// Rows [j0, j0 + rows) of a [token][stride] bf16 slab into dst[rows][DP + 8]: the D real columns
+// by cp.async, rows at or past `end` as zeros (their V rows meet P = 0 in the mma, so they must
+// not hold NaN garbage). Columns D..DP-1 were zeroed once at block start.
 template <int DP>
-static __device__ __forceinline__ void tc_load_rows(bf16 *dst, const bf16 *src, int64_t stride, int64_t j0,
-                                                    int64_t end, int rows, int D) {
+static __device__ __forceinline__ void tc_load_rows(bf16 *dst, const bf16 *src, int64_t stride, int j0, int end,
+                                                    int rows, int D) {
     const int chunks = D / 8;  // 16-byte pieces per row
-    for (int c = threadIdx.x; c < rows * chunks; c += TC_WARPS * 32) {
+    for (int c = threadIdx.x; c < rows * chunks; c += TC_THREADS) {
         const int r = c / chunks, col = (c % chunks) * 8;
         bf16 *d = dst + r * (DP + 8) + col;
-        if (j0 + r < end) cp_async16(d, src + (j0 + r) * stride + col);
+        if (j0 + r < end) cp_async16(d, src + (int64_t)(j0 + r) * stride + col);
         else *reinterpret_cast<uint4 *>(d) = make_uint4(0, 0, 0, 0);
     }
 }
 
-// The key codes of tile [j0, j0 + TC_BK) (plain loads; ordered by the same barrier as the tile).
-static __device__ __forceinline__ void tc_load_key_codes(int *kcode, const mg_attention_args &a, int64_t b, int64_t j0,
-                                                         int64_t end) {
-    for (int r = threadIdx.x; r < TC_BK; r += TC_WARPS * 32) {
-        const int64_t j = j0 + r;
-        int code = TC_KEY_HIDDEN;
-        if (j < end && (!a.key_valid || a.key_valid[b * a.T + j] != 0)) code = a.group ? a.group[b * a.T + j] : -1;
-        kcode[r] = code;
-    }
+// The key code of key j (see TC_KEY_HIDDEN); keys at or past `end` are hidden.
+static __device__ __forceinline__ int tc_key_code(const mg_attention_args &a, int64_t b, int j, int end) {
+    if (j >= end || (a.key_valid && a.key_valid[b * a.T + j] == 0)) return TC_KEY_HIDDEN;
+    return a.group ? a.group[b * a.T + j] : -1;
 }
 
-// DP: D padded to a multiple of 16 (>= D). Shared memory: attention_tc_smem_bytes(DP).
-template <int DP>
-static __global__ void __launch_bounds__(TC_WARPS * 32)
-    attention_forward_tc_kernel(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, mg_attention_args a) {
-    constexpr int LD = DP + 8;       // shared row stride (bf16)
-    constexpr int NB = TC_BK / 8;    // 8-key blocks of S per warp
-    constexpr int DB = DP / 8;       // 8-dim blocks of O per warp
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16 *qs = reinterpret_cast<bf16 *>(smem_raw);  // [TC_BQ][LD]
-    bf16 *ks = qs + TC_BQ * LD;                      // [TC_BK][LD]
-    bf16 *vs = ks + TC_BK * LD;                      // [TC_BK][LD]
-    int *kcode = reinterpret_cast<int *>(vs + TC_BK * LD);  // [TC_BK]
+// One past the last key the query tile [q0, q_last] can see under causal + image groups: a key
+// after q_last is visible only through an image it shares with some query of the tile, so the
+// block reads up to the last key whose group lies in [min, max] of the tile's query groups
+// (exact when images are contiguous runs, and never too short otherwise). One pass over the
+// row's group ids: O(T) per block, small next to the block's O(T·D) of K/V reads.
+template <int BQ>
+static __device__ int tc_causal_group_end(const mg_attention_args &a, int64_t b, int q0, int q_last) {
+    __shared__ int range[3];  // min group, max group, last key seen through an image
+    if (threadIdx.x == 0) range[0] = INT_MAX, range[1] = -1, range[2] = -1;
+    __syncthreads();
+    for (int r = threadIdx.x; r < BQ; r += TC_THREADS)
+        if (q0 + r <= q_last) {
+            const int gid = a.group[b * a.T + q0 + r];
+            if (gid >= 0) atomicMin(&range[0], gid), atomicMax(&range[1], gid);
+        }
+    __syncthreads();
+    const int gmin = range[0], gmax = range[1];
+    if (gmax >= 0)
+        for (int j = q_last + 1 + threadIdx.x; j < a.T; j += TC_THREADS) {
+            const int gid = a.group[b * a.T + j];
+            if (gid >= gmin && gid <= gmax) atomicMax(&range[2], j);
+        }
+    __syncthreads();
+    return range[2] > q_last ? range[2] + 1 : q_last + 1;
+}
 
-    const int D = a.D, H = a.H, Hkv = a.Hkv;
-    const int64_t T = a.T, b = blockIdx.z;
+// DP: D padded to a multiple of 16 (>= D); BQ: query rows per block, 64 or 128 (WM = 1 or 2 m16
+// blocks per warp). Shared memory: attention_tc_smem_bytes(DP, BQ). Two blocks per SM at most
+// 255 registers each.
+template <int DP, int BQ>
+static __global__ void __launch_bounds__(TC_THREADS, 2)
+    attention_forward_tc_kernel(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, mg_attention_args a) {
+    constexpr int WM = BQ / (16 * TC_WARPS);  // m16 row blocks per warp
+    constexpr int BK = tc_key_tile(DP);
+    constexpr int LD = DP + 8;                // shared row stride (bf16)
+    constexpr int NB = BK / 8;                // 8-key blocks of S
+    constexpr int KS = DP / 16;               // k16 steps of Q·Kᵀ
+    constexpr int DB = DP / 8;                // 8-dim blocks of O (those at or past D stay unused)
+    // Q's A fragments stay in registers for the whole block when they fit (4·WM·KS registers: 40
+    // at DP = 80); at DP = 256 they are re-read from shared memory at each k16 step.
+    constexpr bool Q_IN_REGS = DP <= 128;
+    static_assert(WM == 1 || WM == 2, "BQ is 64 or 128");
+    static_assert(BK <= TC_THREADS, "one thread per key code");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *qs = reinterpret_cast<bf16 *>(smem_raw);               // [BQ][LD]
+    bf16 *ks = qs + BQ * LD;                                      // [2][BK][LD]
+    bf16 *vs = ks + 2 * BK * LD;                                  // [2][BK][LD]
+    int *kcode = reinterpret_cast<int *>(vs + 2 * BK * LD);       // [2][BK]
+
+    // Token indices are int (T < 2^31, checked by mg_cuda_attention_forward); element offsets int64.
+    const int D = a.D, H = a.H, Hkv = a.Hkv, T = (int)a.T;
+    const int64_t b = blockIdx.z;
     const int h = blockIdx.y, g = h / (H / Hkv);
-    const int64_t q0 = (int64_t)blockIdx.x * TC_BQ;
+    const int q0 = blockIdx.x * BQ;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int64_t q_stride = (int64_t)H * D, kv_stride = (int64_t)Hkv * D;  // elements between tokens
     const bf16 *q_bh = q + (b * T * H + h) * D;   // token 0 of (b, h)
@@ -129,189 +178,242 @@ static __global__ void __launch_bounds__(TC_WARPS * 32)
     const bf16 *v_bg = v + (b * T * Hkv + g) * D;
 
     // Keys that can be visible to some query of the tile: the window hides j <= i - window for
-    // every query (also on image blocks); without image blocks, causal hides j > the last query.
-    const int64_t q_last = (q0 + TC_BQ < T ? q0 + TC_BQ : T) - 1;
-    int64_t kv_begin = 0, kv_end = T;
+    // every query (also on image blocks); causal hides j > the last query unless an image the
+    // tile's queries belong to goes on past it.
+    const int q_last = (q0 + BQ < T ? q0 + BQ : T) - 1;
+    int kv_begin = 0, kv_end = T;
     if (a.window > 0 && q0 - a.window + 1 > 0) kv_begin = q0 - a.window + 1;
-    if (a.causal && !a.group) kv_end = q_last + 1;
+    if (a.causal) kv_end = a.group ? tc_causal_group_end<BQ>(a, b, q0, q_last) : q_last + 1;
 
     // Zero the pad columns D..DP-1 of every row once (no copy writes them).
-    for (int e = threadIdx.x; e < (TC_BQ + 2 * TC_BK) * (DP - D); e += TC_WARPS * 32) {
+    for (int e = threadIdx.x; e < (BQ + 4 * BK) * (DP - D); e += TC_THREADS) {
         const int r = e / (DP - D), c = D + e % (DP - D);
         qs[r * LD + c] = __float2bfloat16_rn(0.0f);
     }
-    tc_load_rows<DP>(qs, q_bh, q_stride, q0, T, TC_BQ, D);
-    tc_load_rows<DP>(ks, k_bg, kv_stride, kv_begin, kv_end, TC_BK, D);
+    tc_load_rows<DP>(qs, q_bh, q_stride, q0, T, BQ, D);
+    tc_load_rows<DP>(ks, k_bg, kv_stride, kv_begin, kv_end, BK, D);
+    tc_load_rows<DP>(vs, v_bg, kv_stride, kv_begin, kv_end, BK, D);
     cp_async_commit();
-    tc_load_key_codes(kcode, a, b, kv_begin, kv_end);
+    if (threadIdx.x < BK) kcode[threadIdx.x] = tc_key_code(a, b, kv_begin + threadIdx.x, kv_end);
 
-    // This thread's two query rows (fragment rows g and g+8 of the warp's 16).
+    // This warp's rows [w_first, w_first + 16·WM); this thread's 2·WM query rows (fragment rows g
+    // and g+8 of each m16 block).
+    const int w_first = q0 + warp * 16 * WM, w_last = w_first + 16 * WM - 1;
     const int fr = lane >> 2, fc = 2 * (lane & 3);
-    int64_t qi[2];
-    int qgroup[2];
+    int qi[WM][2];
+    int qgroup[WM][2];
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        qi[r] = q0 + warp * 16 + fr + 8 * r;
-        qgroup[r] = (a.group && qi[r] < T) ? a.group[b * T + qi[r]] : -1;
-    }
-
-    // Online-softmax state in log2 units: scores x = s·log2(e), running max m (the same in the
-    // four lanes of a row), this lane's share of the running sum l, the O accumulators.
-    const float scale_log2 = a.scale * 1.4426950408889634f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    float o[DB][4];
-#pragma unroll
-    for (int d = 0; d < DB; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
-
-    for (int64_t k0 = kv_begin; k0 < kv_end; k0 += TC_BK) {
-        cp_async_wait_all();
-        __syncthreads();  // K_n (and Q) landed; every warp is done with V_{n-1}
-        tc_load_rows<DP>(vs, v_bg, kv_stride, k0, kv_end, TC_BK, D);
-        cp_async_commit();
-
-        // S = Q·K_nᵀ: 16 query rows × 64 keys per warp.
-        float s[NB][4];
-#pragma unroll
-        for (int n = 0; n < NB; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < DP; kk += 16) {
-            uint32_t qa[4];  // rows 0-7/8-15 × dims kk..kk+7/kk+8..kk+15
-            ldmatrix_x4(qa, qs + (warp * 16 + (lane & 15)) * LD + kk + (lane >> 4) * 8);
-#pragma unroll
-            for (int n = 0; n < NB; n += 2) {
-                uint32_t kb[4];  // keys 8n..8n+7 × dims kk../kk+8.., then keys 8n+8..8n+15
-                ldmatrix_x4(kb, ks + (8 * n + (lane & 7) + (lane >> 4) * 8) * LD + kk + ((lane >> 3) & 1) * 8);
-                mma_bf16_16816(s[n], qa, kb[0], kb[1]);
-                mma_bf16_16816(s[n + 1], qa, kb[2], kb[3]);
-            }
-        }
-
-        // Scale; mask per element unless every key of the tile is visible to every query of it.
-        const bool all_visible = !a.key_valid && !a.group && k0 + TC_BK <= kv_end &&
-                                 (!a.causal || k0 + TC_BK - 1 <= q0) && (a.window == 0 || q_last - k0 < a.window);
-#pragma unroll
-        for (int n = 0; n < NB; n++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float x = s[n][e] * scale_log2;
-                if (!all_visible) {
-                    const int r = e >> 1, jt = 8 * n + fc + (e & 1);
-                    const int64_t i = qi[r], j = k0 + jt;
-                    const int code = kcode[jt];
-                    const bool causal_ok = !a.causal || j <= i;
-                    const bool same_image = qgroup[r] >= 0 && code == qgroup[r];
-                    const bool in_window = a.window == 0 || i - j < a.window;
-                    if (code == TC_KEY_HIDDEN || !(causal_ok || same_image) || !in_window) x = -INFINITY;
-                }
-                s[n][e] = x;
-            }
-
-        // Online softmax per row: new max over the quad, rescale the old state, p = 2^(x - m).
+    for (int mt = 0; mt < WM; mt++)
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            float mx = m[r];
-#pragma unroll
-            for (int n = 0; n < NB; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float base = mx == -INFINITY ? 0.0f : mx;  // nothing visible yet: every p is 0
-            const float corr = exp2f(m[r] - base);             // 0 while m is still -inf
-            m[r] = mx;
-            float sum = 0.0f;
-#pragma unroll
-            for (int n = 0; n < NB; n++) {
-                s[n][2 * r] = exp2f(s[n][2 * r] - base);
-                s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - base);
-                sum += s[n][2 * r] + s[n][2 * r + 1];
-            }
-            l[r] = l[r] * corr + sum;
-#pragma unroll
-            for (int d = 0; d < DB; d++) {
-                o[d][2 * r] *= corr;
-                o[d][2 * r + 1] *= corr;
-            }
+            qi[mt][r] = w_first + 16 * mt + fr + 8 * r;
+            qgroup[mt][r] = (a.group && qi[mt][r] < T) ? a.group[b * T + qi[mt][r]] : -1;
         }
 
+    // Online-softmax state per row: the running max m of the raw scores (the same in the four
+    // lanes of a row), this lane's share of the running sum l, the O accumulators. Probabilities
+    // are p = 2^(s·c - m·c) with c = scale·log2(e) (scale > 0: the max of s·c is c·max s), one
+    // fma and one ex2 per score.
+    const float c_log2 = a.scale * 1.4426950408889634f;
+    float m[WM][2], l[WM][2];
+    float o[WM][DB][4];
+#pragma unroll
+    for (int mt = 0; mt < WM; mt++) {
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.0f;
+#pragma unroll
+        for (int d = 0; d < DB; d++) o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0.0f;
+    }
+    uint32_t qreg[Q_IN_REGS ? WM : 1][Q_IN_REGS ? KS : 1][4];  // Q's A fragments (when Q_IN_REGS)
+
+    int stage = 0;
+    for (int k0 = kv_begin; k0 < kv_end; k0 += BK, stage ^= 1) {
         cp_async_wait_all();
-        __syncthreads();  // V_n landed; every warp is done with K_n and the key codes
-        if (k0 + TC_BK < kv_end) {
-            tc_load_rows<DP>(ks, k_bg, kv_stride, k0 + TC_BK, kv_end, TC_BK, D);
+        __syncthreads();  // tile n (and Q) landed; every warp is done with tile n-1 and its stage
+        const bf16 *ks_n = ks + stage * BK * LD, *vs_n = vs + stage * BK * LD;
+        const int *kcode_n = kcode + stage * BK;
+        const int k1 = k0 + BK;  // tile n+1, into the other stage
+        int next_code = TC_KEY_HIDDEN;
+        if (k1 < kv_end) {
+            tc_load_rows<DP>(ks + (stage ^ 1) * BK * LD, k_bg, kv_stride, k1, kv_end, BK, D);
+            tc_load_rows<DP>(vs + (stage ^ 1) * BK * LD, v_bg, kv_stride, k1, kv_end, BK, D);
             cp_async_commit();
-            tc_load_key_codes(kcode, a, b, k0 + TC_BK, kv_end);
+            if (threadIdx.x < BK) next_code = tc_key_code(a, b, k1 + threadIdx.x, kv_end);  // stored after the math
+        }
+        if constexpr (Q_IN_REGS) {
+            if (k0 == kv_begin)
+#pragma unroll
+                for (int mt = 0; mt < WM; mt++)
+#pragma unroll
+                    for (int kk = 0; kk < KS; kk++)
+                        ldmatrix_x4(qreg[mt][kk], qs + (warp * 16 * WM + 16 * mt + (lane & 15)) * LD + 16 * kk + (lane >> 4) * 8);
         }
 
-        // O += bf16(P)·V_n, 16 keys per step: P's A fragment is S of key blocks 2j and 2j+1.
+        // The warp skips a tile none of its rows can see: rows past T, keys all after its last
+        // row (causal, no images) or all before its first row's window.
+        const bool warp_skips = w_first >= T || (a.causal && !a.group && k0 > w_last) ||
+                                (a.window > 0 && w_first - (k1 - 1) >= a.window);
+        if (!warp_skips) {
+            // S = Q·K_nᵀ: 16·WM query rows × BK keys per warp; each K fragment feeds WM mma.
+            float s[WM][NB][4];
 #pragma unroll
-        for (int j = 0; j < NB / 2; j++) {
-            uint32_t pa[4];
-            pa[0] = pack_bf16x2(s[2 * j][0], s[2 * j][1]);
-            pa[1] = pack_bf16x2(s[2 * j][2], s[2 * j][3]);
-            pa[2] = pack_bf16x2(s[2 * j + 1][0], s[2 * j + 1][1]);
-            pa[3] = pack_bf16x2(s[2 * j + 1][2], s[2 * j + 1][3]);
+            for (int mt = 0; mt < WM; mt++)
 #pragma unroll
-            for (int d = 0; d < DB; d += 2) {
-                uint32_t vb[4];  // keys 16j..+7/+8..+15 × dims 8d..8d+7, then dims 8d+8..8d+15
-                ldmatrix_x4_trans(vb, vs + (16 * j + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + 8 * d + (lane >> 4) * 8);
-                mma_bf16_16816(o[d], pa, vb[0], vb[1]);
-                mma_bf16_16816(o[d + 1], pa, vb[2], vb[3]);
+                for (int n = 0; n < NB; n++) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                uint32_t qa[WM][4];  // rows 0-7/8-15 × dims 16kk..+7/16kk+8..+15 of each m16 block
+#pragma unroll
+                for (int mt = 0; mt < WM; mt++) {
+                    if constexpr (Q_IN_REGS)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) qa[mt][e] = qreg[mt][kk][e];
+                    else
+                        ldmatrix_x4(qa[mt], qs + (warp * 16 * WM + 16 * mt + (lane & 15)) * LD + 16 * kk + (lane >> 4) * 8);
+                }
+#pragma unroll
+                for (int n = 0; n < NB; n += 2) {
+                    uint32_t kb[4];  // keys 8n..8n+7 × dims 16kk../16kk+8.., then keys 8n+8..8n+15
+                    ldmatrix_x4(kb, ks_n + (8 * n + (lane & 7) + (lane >> 4) * 8) * LD + 16 * kk + ((lane >> 3) & 1) * 8);
+#pragma unroll
+                    for (int mt = 0; mt < WM; mt++) {
+                        mma_bf16_16816(s[mt][n], qa[mt], kb[0], kb[1]);
+                        mma_bf16_16816(s[mt][n + 1], qa[mt], kb[2], kb[3]);
+                    }
+                }
+            }
+
+            // Mask per element (raw score -> -inf) unless every key of the tile is visible to every
+            // row of the warp: no padding, no key past kv_end, causal and window satisfied by every
+            // pair (image groups only add visibility, so they need no check then).
+            const bool all_visible = !a.key_valid && k1 <= kv_end && (!a.causal || k1 - 1 <= w_first) &&
+                                     (a.window == 0 || w_last - k0 < a.window);
+            if (!all_visible)
+#pragma unroll
+                for (int mt = 0; mt < WM; mt++)
+#pragma unroll
+                    for (int n = 0; n < NB; n++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const int r = e >> 1, jt = 8 * n + fc + (e & 1);
+                            const int i = qi[mt][r], j = k0 + jt;
+                            const int code = kcode_n[jt];
+                            const bool causal_ok = !a.causal || j <= i;
+                            const bool same_image = qgroup[mt][r] >= 0 && code == qgroup[mt][r];
+                            const bool in_window = a.window == 0 || i - j < a.window;
+                            if (code == TC_KEY_HIDDEN || !(causal_ok || same_image) || !in_window)
+                                s[mt][n][e] = -INFINITY;
+                        }
+
+            // Online softmax per row: new max over the quad, rescale the old state, p = 2^(s·c - m·c).
+#pragma unroll
+            for (int mt = 0; mt < WM; mt++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    float mx = m[mt][r];
+#pragma unroll
+                    for (int n = 0; n < NB; n++) mx = fmaxf(mx, fmaxf(s[mt][n][2 * r], s[mt][n][2 * r + 1]));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    const float base = mx == -INFINITY ? 0.0f : mx * c_log2;  // nothing visible yet: every p is 0
+                    const float corr = exp2_fast(fmaf(m[mt][r], c_log2, -base));  // 0 while m is still -inf
+                    m[mt][r] = mx;
+                    float sum = 0.0f;
+#pragma unroll
+                    for (int n = 0; n < NB; n++) {
+                        s[mt][n][2 * r] = exp2_fast(fmaf(s[mt][n][2 * r], c_log2, -base));
+                        s[mt][n][2 * r + 1] = exp2_fast(fmaf(s[mt][n][2 * r + 1], c_log2, -base));
+                        sum += s[mt][n][2 * r] + s[mt][n][2 * r + 1];
+                    }
+                    l[mt][r] = l[mt][r] * corr + sum;
+#pragma unroll
+                    for (int d = 0; d < DB; d++) {
+                        o[mt][d][2 * r] *= corr;
+                        o[mt][d][2 * r + 1] *= corr;
+                    }
+                }
+
+            // O += bf16(P)·V_n, 16 keys per step: P's A fragment is S of key blocks 2j and 2j+1;
+            // each V fragment (16 keys × 16 dims) feeds 2·WM mma, over the dims below D only.
+#pragma unroll
+            for (int j = 0; j < NB / 2; j++) {
+                uint32_t pa[WM][4];
+#pragma unroll
+                for (int mt = 0; mt < WM; mt++) {
+                    pa[mt][0] = pack_bf16x2(s[mt][2 * j][0], s[mt][2 * j][1]);
+                    pa[mt][1] = pack_bf16x2(s[mt][2 * j][2], s[mt][2 * j][3]);
+                    pa[mt][2] = pack_bf16x2(s[mt][2 * j + 1][0], s[mt][2 * j + 1][1]);
+                    pa[mt][3] = pack_bf16x2(s[mt][2 * j + 1][2], s[mt][2 * j + 1][3]);
+                }
+#pragma unroll
+                for (int d = 0; d < DB; d += 2) {
+                    if (8 * d >= D) continue;  // warp-uniform; D is a multiple of 8
+                    uint32_t vb[4];  // keys 16j..+7/+8..+15 × dims 8d..8d+7, then dims 8d+8..8d+15
+                    ldmatrix_x4_trans(vb, vs_n + (16 * j + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + 8 * d + (lane >> 4) * 8);
+#pragma unroll
+                    for (int mt = 0; mt < WM; mt++) {
+                        mma_bf16_16816(o[mt][d], pa[mt], vb[0], vb[1]);
+                        if (8 * d + 8 < D) mma_bf16_16816(o[mt][d + 1], pa[mt], vb[2], vb[3]);
+                    }
+                }
             }
         }
+        if (threadIdx.x < BK && k1 < kv_end) kcode[(stage ^ 1) * BK + threadIdx.x] = next_code;
     }
 
     // out = O / l, rounded to bf16 once; l summed over the quad (no visible key: l = 0, zeros).
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float sum = l[r];
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-        if (qi[r] >= T) continue;
-        const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
-        bf16 *orow = out + (b * T + qi[r]) * q_stride + (int64_t)h * D;
+    for (int mt = 0; mt < WM; mt++)
 #pragma unroll
-        for (int d = 0; d < DB; d++) {
-            const int col = 8 * d + fc;  // D is a multiple of 8: col < D iff the whole block is real
-            if (8 * d < D)
-                *reinterpret_cast<uint32_t *>(orow + col) = pack_bf16x2(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
+        for (int r = 0; r < 2; r++) {
+            float sum = l[mt][r];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            if (qi[mt][r] >= T) continue;
+            const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+            bf16 *orow = out + (b * T + qi[mt][r]) * q_stride + (int64_t)h * D;
+#pragma unroll
+            for (int d = 0; d < DB; d++) {
+                const int col = 8 * d + fc;  // D is a multiple of 8: col < D iff the whole block is real
+                if (8 * d < D)
+                    *reinterpret_cast<uint32_t *>(orow + col) =
+                        pack_bf16x2(o[mt][d][2 * r] * inv, o[mt][d][2 * r + 1] * inv);
+            }
         }
-    }
 }
 
-static size_t attention_tc_smem_bytes(int DP) {
-    return sizeof(bf16) * (size_t)(TC_BQ + 2 * TC_BK) * (DP + 8) + sizeof(int) * TC_BK;
+static size_t attention_tc_smem_bytes(int DP, int BQ) {
+    const int BK = tc_key_tile(DP);
+    return sizeof(bf16) * (size_t)(BQ + 4 * BK) * (DP + 8) + sizeof(int) * 2 * BK;
 }
 
-// The padded head dim the tensor-core kernel is built for: the smallest of 32, 64, 80, 128, 256
-// that holds D (80 for SigLIP's 72, 256 for Gemma).
-static int attention_tc_padded_dim(int D) {
-    return D <= 32 ? 32 : D <= 64 ? 64 : D <= 80 ? 80 : D <= 128 ? 128 : 256;
-}
-
-template <int DP>
-static mg_status attention_forward_tc_launch_dp(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
-                                                const bf16 *v, const mg_attention_args *a) {
-    const size_t smem = attention_tc_smem_bytes(DP);
-    // Above 48 KB a block needs the opt-in (DP = 256 takes 99 KB).
-    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_tc_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)smem));
-    const dim3 grid((unsigned)((a->T + TC_BQ - 1) / TC_BQ), (unsigned)a->H, (unsigned)a->B);
-    attention_forward_tc_kernel<DP><<<grid, TC_WARPS * 32, smem, ctx->stream>>>(out, q, k, v, *a);
+template <int DP, int BQ>
+static mg_status attention_forward_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
+                                                 const bf16 *v, const mg_attention_args *a) {
+    const size_t smem = attention_tc_smem_bytes(DP, BQ);
+    if (smem > ctx->smem_optin)
+        return mg_fail(MG_ERR_UNSUPPORTED, NULL, "attention: D=%d needs %zu bytes of shared memory, %s allows %zu",
+                       a->D, smem, ctx->name, ctx->smem_optin);
+    // Above 48 KB a block needs the opt-in (DP = 80 takes 66 KB, DP = 256 99 KB).
+    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_tc_kernel<DP, BQ>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const dim3 grid((unsigned)((a->T + BQ - 1) / BQ), (unsigned)a->H, (unsigned)a->B);
+    attention_forward_tc_kernel<DP, BQ><<<grid, TC_THREADS, smem, ctx->stream>>>(out, q, k, v, *a);
     MG_CUDA_LAUNCH_CHECK(attention_forward_tc_kernel);
     return MG_OK;
 }
 
+// The configuration, chosen here only: D padded to the smallest DP of 32, 64, 80, 128, 256 that
+// holds it (80 for SigLIP's 72, 256 for Gemma); 128-row query tiles (two m16 blocks per warp)
+// where the accumulators fit in registers (DP <= 80), 64-row tiles above.
 static mg_status attention_forward_tc_launch(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
                                              const bf16 *v, const mg_attention_args *a) {
-    const int DP = attention_tc_padded_dim(a->D);
-    if (attention_tc_smem_bytes(DP) > ctx->smem_optin)
-        return mg_fail(MG_ERR_UNSUPPORTED, NULL, "attention: D=%d needs %zu bytes of shared memory, %s allows %zu",
-                       a->D, attention_tc_smem_bytes(DP), ctx->name, ctx->smem_optin);
-    switch (DP) {
-    case 32: return attention_forward_tc_launch_dp<32>(ctx, out, q, k, v, a);
-    case 64: return attention_forward_tc_launch_dp<64>(ctx, out, q, k, v, a);
-    case 80: return attention_forward_tc_launch_dp<80>(ctx, out, q, k, v, a);
-    case 128: return attention_forward_tc_launch_dp<128>(ctx, out, q, k, v, a);
-    default: return attention_forward_tc_launch_dp<256>(ctx, out, q, k, v, a);
-    }
+    const int D = a->D;
+    if (D <= 32) return attention_forward_tc_launch_cfg<32, 128>(ctx, out, q, k, v, a);
+    if (D <= 64) return attention_forward_tc_launch_cfg<64, 128>(ctx, out, q, k, v, a);
+    if (D <= 80) return attention_forward_tc_launch_cfg<80, 128>(ctx, out, q, k, v, a);
+    if (D <= 128) return attention_forward_tc_launch_cfg<128, 64>(ctx, out, q, k, v, a);
+    return attention_forward_tc_launch_cfg<256, 64>(ctx, out, q, k, v, a);
 }
 
 // ================================================================================================
@@ -490,14 +592,19 @@ static bool attention_uses_tensor_cores(const void *out, const void *q, const vo
 
 extern "C" mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, const void *q, const void *k,
                                                const void *v, const mg_attention_args *a) {
-    if (a->B <= 0 || a->B > 65535 || a->T <= 0 || a->H <= 0 || a->H > 65535 || a->Hkv <= 0 || a->H % a->Hkv != 0)
+    if (a->B <= 0 || a->B > 65535 || a->T <= 0 || a->T > INT_MAX || a->H <= 0 || a->H > 65535 || a->Hkv <= 0 ||
+        a->H % a->Hkv != 0)
         return mg_fail(MG_ERR_SHAPE, NULL,
-                       "attention: B=%lld T=%lld H=%d Hkv=%d (need B, H <= 65535 and H a multiple of Hkv)",
+                       "attention: B=%lld T=%lld H=%d Hkv=%d (need B, H <= 65535, T < 2^31 and H a multiple of Hkv)",
                        (long long)a->B, (long long)a->T, a->H, a->Hkv);
     if (a->D <= 0 || a->D > ATTN_MAX_D)
         return mg_fail(MG_ERR_UNSUPPORTED, NULL, "attention: head dim D=%d, this kernel handles 1..%d", a->D,
                        ATTN_MAX_D);
     if (a->window < 0) return mg_fail(MG_ERR_ARG, NULL, "attention: window=%d must be >= 0", a->window);
+    // The tensor-core kernel takes the row max of the raw scores (valid for a positive scale).
+    if (!(a->scale > 0.0f) || a->scale == INFINITY)
+        return mg_fail(MG_ERR_ARG, "pass scale = 1/sqrt(D) or another positive finite value",
+                       "attention: scale=%g must be positive and finite", (double)a->scale);
     if (attention_uses_tensor_cores(out, q, k, v, a->D))
         return attention_forward_tc_launch(ctx, (bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, a);
     return attention_forward_fp32_launch(ctx, (bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, a);

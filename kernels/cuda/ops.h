@@ -74,7 +74,7 @@ mg_status mg_cuda_attention_decode_forward(mg_cuda_ctx *ctx, void *out, const vo
 /* attention.cu: out[B,T,H,D] = softmax(mask(q·kᵀ·scale)) · v from q[B,T,H,D], k,v[B,T,Hkv,D]; scores and
  * softmax in fp32; a query with no visible key gets zeros. Flash-style: the T×T scores are never
  * stored. The arguments and the mask are engine/backend.h's mg_attention_args (one type for both
- * backends); its pointers are device pointers; D <= 256. Two kernels:
+ * backends); its pointers are device pointers; D <= 256; scale > 0 (MG_ERR_ARG otherwise). Two kernels:
  * - D a multiple of 8 and q, k, v 16-byte aligned (every model call): tensor cores (mma bf16,
  *   fp32 accumulation), P rounded to bf16 before P·V, as flash/SDPA kernels do;
  * - otherwise: fp32 on CUDA cores, P kept in fp32 (like SDPA's math path). */

@@ -1,14 +1,18 @@
 // Attention kernel lab (STYLE habit 10): includes the production kernels of kernels/cuda/attention.cu
-// and times them at the model's shapes. Versions:
-//   tc    attention_forward_tc_kernel, FlashAttention-2 scheme on mma.sync bf16 (production)
-//   fp32  attention_forward_fp32_kernel, fp32 on CUDA cores (the fallback for odd D / alignment)
+// and the previous tensor-core kernel (tests/bench/attention_tc_v1.cuh), and times them at the
+// model's shapes. Versions:
+//   tc     attention_forward_tc_kernel<DP, BQ> (production): FlashAttention-2 on mma.sync bf16,
+//          128-row query tiles at DP <= 80 (two m16 blocks per warp), two K/V stages, P·V over
+//          D's n8 blocks only, K tiles past an image group skipped under causal
+//   tc_v1  the previous production kernel: 64-row tiles, one K and one V buffer, no skipping
+//   fp32   attention_forward_fp32_kernel, fp32 on CUDA cores (the fallback for odd D / alignment)
 // Shapes: SigLIP (B=8 images, H=16, T=4096, D=72, no mask); Gemma (B=32, H=8, Hkv=4, T=360,
-// D=256) causal, and causal + one image of 256 soft tokens at position 6 (the model's real mask:
-// the image block keeps the keys after each query tile alive, so no tile is skipped).
-// Each shape is validated first: tc against fp32 on the same random inputs (nmse over all outputs,
-// ~5e-6 expected from bf16 P; > 1e-4 fails). Then each version runs WARMUP times and REPEATS
+// D=256) causal, and causal + one image of 256 soft tokens at position 6 (the model's real mask).
+// Each shape is validated first: both tc versions against fp32 on the same random inputs (nmse
+// over all outputs, ~5e-6 expected from bf16 P; > 1e-4 or any NaN fails; outputs poisoned with
+// NaN before, so an unwritten element fails too). Then each version runs WARMUP times and REPEATS
 // timed times (fp32: 3) with CUDA events around each run and a 256 MiB write between runs so
-// that no run finds its inputs in L2; the median is printed.
+// that no run finds its inputs in L2; the median is printed, then the tc/tc_v1 speed-up.
 // FLOPs: 4·B·H·T²·D with the real D (72, not the padded 80), halved when causal (the count
 // flash-attention's and torch's benchmarks use), so rows compare with attention_torch.py.
 //
@@ -20,6 +24,7 @@
 #include <vector>
 
 #include "kernels/cuda/attention.cu"
+#include "tests/bench/attention_tc_v1.cuh"
 
 enum { WARMUP = 3, REPEATS = 20, REPEATS_FP32 = 3 };
 
@@ -99,12 +104,21 @@ typedef struct {
     int64_t img_start, img_len;  // one image's soft tokens in every row; img_start < 0: none
 } shape;
 
+// nmse of got against ref over n outputs, and the count of NaNs in got.
+static double nmse_of(const std::vector<float> &got, const std::vector<float> &ref, size_t *nans) {
+    double num = 0, den = 0;
+    *nans = 0;
+    for (size_t i = 0; i < got.size(); i++) {
+        if (got[i] != got[i]) (*nans)++;
+        num += (double)(got[i] - ref[i]) * (got[i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+    }
+    return num / (den > 0 ? den : 1.0);
+}
+
 static int bench_shape(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_bytes) {
     const size_t nq = (size_t)s.B * s.T * s.H * s.D, nk = (size_t)s.B * s.T * s.Hkv * s.D;
     bf16 *q = rand_device(nq, 2.0f), *k = rand_device(nk, 2.0f), *v = rand_device(nk, 1.0f);
-    bf16 *out_tc = NULL, *out_fp32 = NULL;
-    BENCH_CHECK(cudaMalloc(&out_tc, nq * sizeof(bf16)));
-    BENCH_CHECK(cudaMalloc(&out_fp32, nq * sizeof(bf16)));
     int32_t *group = NULL;
     if (s.img_start >= 0) {
         std::vector<int32_t> h((size_t)(s.B * s.T), -1);
@@ -119,35 +133,44 @@ static int bench_shape(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_byte
     a.causal = s.causal;
     a.group = group;
 
-    // Validate: tc against fp32 over every output.
-    MG_CHECK(attention_forward_tc_launch(ctx, out_tc, q, k, v, &a));
-    MG_CHECK(attention_forward_fp32_launch(ctx, out_fp32, q, k, v, &a));
-    MG_CHECK(mg_cuda_sync(ctx));
-    const std::vector<float> got = download(out_tc, nq), ref = download(out_fp32, nq);
-    double num = 0, den = 0;
-    size_t nans = 0;
-    for (size_t i = 0; i < nq; i++) {
-        if (got[i] != got[i]) nans++;
-        num += (double)(got[i] - ref[i]) * (got[i] - ref[i]);
-        den += (double)ref[i] * ref[i];
+    struct version {
+        const char *name;
+        attention_launch_fn fn;
+        int reps;
+        bf16 *out;
+    } versions[] = {{"tc", attention_forward_tc_launch, REPEATS, NULL},
+                    {"tc_v1", attn_v1::attention_forward_tc_launch, REPEATS, NULL},
+                    {"fp32", attention_forward_fp32_launch, REPEATS_FP32, NULL}};
+    const int n_versions = (int)(sizeof versions / sizeof versions[0]), ref_version = n_versions - 1;
+
+    // Validate: each tensor-core version against fp32 over every output (outputs NaN-poisoned first).
+    for (version &ver : versions) {
+        BENCH_CHECK(cudaMalloc(&ver.out, nq * sizeof(bf16)));
+        BENCH_CHECK(cudaMemset(ver.out, 0xff, nq * sizeof(bf16)));  // 0xffff: a bf16 NaN
+        MG_CHECK(ver.fn(ctx, ver.out, q, k, v, &a));
     }
-    const double nmse = num / (den > 0 ? den : 1.0);
-    const int ok = nans == 0 && nmse <= 1e-4;
-    printf("# %s: tc vs fp32 nmse=%.2e nan=%zu: %s\n", s.name, nmse, nans, ok ? "OK" : "FAIL");
+    MG_CHECK(mg_cuda_sync(ctx));
+    const std::vector<float> ref = download(versions[ref_version].out, nq);
+    int ok = 1;
+    for (int vi = 0; vi < ref_version; vi++) {
+        size_t nans = 0;
+        const double nmse = nmse_of(download(versions[vi].out, nq), ref, &nans);
+        const int v_ok = nans == 0 && nmse <= 1e-4;
+        printf("# %s: %s vs fp32 nmse=%.2e nan=%zu: %s\n", s.name, versions[vi].name, nmse, nans,
+               v_ok ? "OK" : "FAIL");
+        ok &= v_ok;
+    }
 
     const double flop = 4.0 * s.B * s.H * (double)s.T * s.T * s.D * (s.causal ? 0.5 : 1.0);
-    const struct {
-        const char *version;
-        attention_launch_fn fn;
-        bf16 *out;
-        int reps;
-    } versions[] = {{"tc", attention_forward_tc_launch, out_tc, REPEATS},
-                    {"fp32", attention_forward_fp32_launch, out_fp32, REPEATS_FP32}};
-    for (const auto &ver : versions) {
-        const float ms = time_ms(ctx, ver.fn, ver.out, q, k, v, &a, ver.reps, flush, flush_bytes);
-        printf("%-5s | %-52s | %9.3f | %7.1f\n", ver.version, s.name, ms, flop / (ms * 1e-3) / 1e12);
+    float ms[3];
+    for (int vi = 0; vi < n_versions; vi++) {
+        const version &ver = versions[vi];
+        ms[vi] = time_ms(ctx, ver.fn, ver.out, q, k, v, &a, ver.reps, flush, flush_bytes);
+        printf("%-6s | %-52s | %9.3f | %7.1f\n", ver.name, s.name, ms[vi], flop / (ms[vi] * 1e-3) / 1e12);
     }
-    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(out_tc), cudaFree(out_fp32), cudaFree(group);
+    printf("# %s: tc is %.2fx tc_v1\n", s.name, ms[1] / ms[0]);
+    for (version &ver : versions) cudaFree(ver.out);
+    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(group);
     return ok;
 }
 
@@ -162,6 +185,7 @@ int main(void) {
         {"siglip B=8 H=16 T=4096 D=72", 8, 4096, 16, 16, 72, false, -1, 0},
         {"gemma B=32 H=8 Hkv=4 T=360 D=256 causal", 32, 360, 8, 4, 256, true, -1, 0},
         {"gemma B=32 H=8 Hkv=4 T=360 D=256 causal+image@6x256", 32, 360, 8, 4, 256, true, 6, 256},
+        {"gemma B=32 H=8 Hkv=4 T=293 D=256 causal+image@6x256", 32, 293, 8, 4, 256, true, 6, 256},
     };
     printf("version | shape | time ms | TFLOP/s\n");
     int all_ok = 1;

@@ -823,11 +823,14 @@ static void case_bad_args(mg_cuda_ctx *ctx) {
     const mg_status s5 = mg_cuda_qk_norm_rope_forward(ctx, NULL, NULL, NULL, NULL, &qa); /* odd D with rope */
     const mg_decode_args da = {.B = 1, .H = 2, .Hkv = 1, .D = 64, .scale = 0.125f, .Tmax = 8, .len = 9};
     const mg_status s6 = mg_cuda_attention_decode_forward(ctx, NULL, NULL, NULL, NULL, &da); /* len > Tmax */
+    a.D = 64;
+    a.scale = -0.125f;
+    const mg_status s7 = mg_cuda_attention_forward(ctx, NULL, NULL, NULL, NULL, &a); /* scale <= 0 */
     const int ok = s1 == MG_ERR_SHAPE && s2 == MG_ERR_UNSUPPORTED && s3 == MG_ERR_SHAPE && s4 == MG_ERR_SHAPE &&
-                   s5 == MG_ERR_SHAPE && s6 == MG_ERR_SHAPE;
+                   s5 == MG_ERR_SHAPE && s6 == MG_ERR_SHAPE && s7 == MG_ERR_ARG;
     printf("bad_arguments(attention H%%Hkv, attention D=300, rope odd D, im2col S%%p, qk_norm_rope odd D, "
-           "attention_decode len>Tmax): %s (statuses %d %d %d %d %d %d)\n",
-           ok ? "OK" : "FAIL", s1, s2, s3, s4, s5, s6);
+           "attention_decode len>Tmax, attention scale<0): %s (statuses %d %d %d %d %d %d %d)\n",
+           ok ? "OK" : "FAIL", s1, s2, s3, s4, s5, s6, s7);
     if (ok) test_passed_++; else test_failed_++;
 }
 
@@ -928,7 +931,7 @@ int main(void) {
     case_attention_decode(&ctx, 4, 8, 4, 256, 1200, 1100, 1024); /* Gemma decode, sliding window binds */
 
     /* Odd shapes on the tensor-core kernel (D padded to 32, 80, 64, 256, 64, 128 in shared
-     * memory), T not a multiple of the 64-row tiles, windows with and without causal, two images,
+     * memory), T not a multiple of the 64- or 128-row tiles, windows with and without causal, two images,
      * key padding (row 0's first queries see no key and must get zeros), GQA. */
     case_attention(&ctx, (attn_case){.B = 2, .T = 37, .H = 4, .Hkv = 2, .D = 16, .causal = 1, .img_start = -1,
                                      .want_queries = 1000});
@@ -944,6 +947,24 @@ int main(void) {
                                      .img_start = -1, .want_queries = 1000});
     case_attention(&ctx, (attn_case){.B = 2, .T = 300, .H = 4, .Hkv = 2, .D = 72, .causal = 1, .window = 50,
                                      .padding = 1, .img_start = 10, .img_len = 100, .want_queries = 200});
+    /* The tensor-core configurations (kernels/cuda/attention.cu): 128-row query tiles (DP = 32, 64,
+     * 80) with T not a multiple of 128 (warps whose rows are all past T, causal warps skipping
+     * tiles); K-tile skipping under causal + image groups with images at the start (query tiles
+     * ending inside image 0, spanning both images), at the end (D = 256: 32-key tiles), in the
+     * middle (D = 128); window + images on 128-row tiles; D = 24: P·V over 3 of DP = 32's 4 dim
+     * blocks. */
+    case_attention(&ctx, (attn_case){.B = 2, .T = 300, .H = 2, .Hkv = 1, .D = 64, .causal = 1, .img_start = -1,
+                                     .want_queries = 1000});
+    case_attention(&ctx, (attn_case){.B = 1, .T = 400, .H = 2, .Hkv = 2, .D = 64, .causal = 1, .img_start = 0,
+                                     .img_len = 150, .want_queries = 1000});
+    case_attention(&ctx, (attn_case){.B = 2, .T = 300, .H = 4, .Hkv = 2, .D = 256, .causal = 1, .padding = 1,
+                                     .img_start = 44, .img_len = 256, .want_queries = 200});
+    case_attention(&ctx, (attn_case){.B = 1, .T = 333, .H = 2, .Hkv = 1, .D = 128, .causal = 1, .img_start = 70,
+                                     .img_len = 100, .want_queries = 1000});
+    case_attention(&ctx, (attn_case){.B = 2, .T = 520, .H = 2, .Hkv = 1, .D = 72, .causal = 1, .window = 90,
+                                     .padding = 1, .img_start = 100, .img_len = 200, .want_queries = 400});
+    case_attention(&ctx, (attn_case){.B = 1, .T = 250, .H = 3, .Hkv = 1, .D = 24, .window = 40, .padding = 1,
+                                     .img_start = -1, .want_queries = 1000});
     /* The fp32 kernel: D = 5 (not a multiple of 8), and D = 72 with a misaligned q */
     case_attention(&ctx, (attn_case){.B = 1, .T = 33, .H = 2, .Hkv = 2, .D = 5, .causal = 1, .window = 3,
                                      .img_start = -1, .want_queries = 1000, .fp32_kernel = 1});
