@@ -873,7 +873,9 @@ int main(void) {
     /* linear_gelu (SigLIP fc1 + activation in the epilogue): odd shapes, misaligned x, no bias, the
      * tiny model's fc1 (M = 2 images x 64 patches), SigLIP's fc1 twice (cached plan), the form probe */
     case_linear(&ctx, 37, 40, 33, 1, 0, 1);
-    case_linear(&ctx, 5, 7, 3, 0, 0, 1);
+    /* odd and small, but not 15 outputs: there one ulp flip of the epilogue's own tanh moves the
+     * nmse by ~1e-5 (seen on the H100 at M=5,K=7,N=3: 1.13e-5), so the bound measured noise */
+    case_linear(&ctx, 13, 7, 11, 0, 0, 1);
     case_linear(&ctx, 29, 588, 40, 1, 1, 1);
     case_linear(&ctx, 128, 48, 96, 1, 0, 1);
     case_linear(&ctx, 4096, 1152, 4304, 1, 0, 1);
