@@ -230,7 +230,11 @@ static void case_linear(mg_cuda_ctx *ctx, int64_t M, int K, int N, int with_bias
     /* cuBLASLt's kernels for small shapes round the product to bf16 before the bias epilogue (seen
      * on the H100: 27% of outputs one bf16 step off at M=37,K=40,N=33, nmse 5e-6), as torch's
      * F.linear through the same library does; so the bit-match floor is lower for a GEMM. */
-    tc_finish(&tc, got, ref, (size_t)R * N, guard_bad, nans, TOL_FP32, MATCH_GEMM);
+    /* With the GELU epilogue, cuBLASLt's small-shape kernels also round the product to bf16 before
+     * the activation (as transformers' unfused fc1 -> gelu does), a second rounding this reference
+     * lacks: nmse 1.1e-5 at (5,7,3) and (13,7,11) on the H100, 1e-8 at SigLIP's shapes. 3e-5 still
+     * rejects the erf form (2e-4 away) and any real indexing error. */
+    tc_finish(&tc, got, ref, (size_t)R * N, guard_bad, nans, gelu ? 3e-5 : TOL_FP32, MATCH_GEMM);
     free(x); free(w); free(b); free(y); free(rows); free(ref); free(got);
 }
 
@@ -873,8 +877,7 @@ int main(void) {
     /* linear_gelu (SigLIP fc1 + activation in the epilogue): odd shapes, misaligned x, no bias, the
      * tiny model's fc1 (M = 2 images x 64 patches), SigLIP's fc1 twice (cached plan), the form probe */
     case_linear(&ctx, 37, 40, 33, 1, 0, 1);
-    /* odd and small, but not 15 outputs: there one ulp flip of the epilogue's own tanh moves the
-     * nmse by ~1e-5 (seen on the H100 at M=5,K=7,N=3: 1.13e-5), so the bound measured noise */
+    case_linear(&ctx, 5, 7, 3, 0, 0, 1);
     case_linear(&ctx, 13, 7, 11, 0, 0, 1);
     case_linear(&ctx, 29, 588, 40, 1, 1, 1);
     case_linear(&ctx, 128, 48, 96, 1, 0, 1);
