@@ -11,14 +11,15 @@ typedef struct {
     const char *summary;
 } command;
 
+/* In the order a user meets them: data, model, inference, evaluation, speed, debugging. */
 static const command COMMANDS[] = {
-    { "version", cmd_version, "print the version and the GPU this process sees" },
-    { "classify", cmd_classify, "class probabilities of images (one forward, the class digits' logits)" },
-    { "tokenize", cmd_tokenize, "print the token ids of a text or of the chat prompt" },
-    { "info", cmd_info, "check a model directory and print its architecture, sizes and GPU needs" },
     { "data", cmd_data, "BreakHis counts, splits and leakage; `data synth` writes a synthetic set" },
+    { "info", cmd_info, "check a model directory and print its architecture, sizes and GPU needs" },
+    { "classify", cmd_classify, "class probabilities of images (one forward, the class digits' logits)" },
     { "eval", cmd_eval, "accuracy, F1, ROC-AUC and patient rate of a model on a BreakHis selection" },
     { "bench", cmd_bench, "evaluation throughput: timed score-mode forwards of a synthetic batch" },
+    { "tokenize", cmd_tokenize, "print the token ids of a text or of the chat prompt" },
+    { "version", cmd_version, "print the version and the GPU this process sees" },
 };
 
 static void usage(FILE *f) {
