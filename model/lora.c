@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <math.h>
 #include <regex.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +17,7 @@
 
 #include "engine/json.h"
 #include "engine/safetensors.h"
+#include "model/binding_report.h"
 
 /* ---- the model's Linears --------------------------------------------------------------------- */
 
@@ -178,25 +178,6 @@ static mg_status parse_config(const char *path, const mg_json *j, mg_lora *lora,
 
 /* ---- tensors --------------------------------------------------------------------------------- */
 
-#define MAX_LISTED 12 /* lines listed in full: the message buffer holds 4 KiB */
-
-typedef struct {
-    char lines[MAX_LISTED][240];
-    int n, missing, duplicated, unexpected, shape;
-} problems;
-
-static void note(problems *p, int *counter, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void note(problems *p, int *counter, const char *fmt, ...) {
-    (*counter)++;
-    if (p->n < MAX_LISTED) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(p->lines[p->n], sizeof p->lines[0], fmt, ap);
-        va_end(ap);
-    }
-    p->n++;
-}
-
 /* The tensors found for one Linear of the model. */
 typedef struct {
     const mg_st_tensor *A, *B;
@@ -246,7 +227,7 @@ static void partner_key(const char *name, int which, char *out, size_t cap) {
 
 /* Checks one slot that holds at least one tensor; fills *mod (without pointers) when it is usable. */
 static void check_slot(const mg_config *cfg, const selection *sel, const mg_lora *lora, int index, const slot *s,
-                       problems *p, mg_lora_module *mod, int *usable, const char **bad_regex) {
+                       mg_binding_report *p, mg_lora_module *mod, int *usable, const char **bad_regex) {
     const mg_st_tensor *any = s->A ? s->A : s->B;
     const int L = cfg->n_layers;
     char module[512], key[600];
@@ -258,13 +239,13 @@ static void check_slot(const mg_config *cfg, const selection *sel, const mg_lora
         return;
     }
     if (!t || x) {
-        note(p, &p->unexpected, "unexpected  %s (module not selected by target_modules%s)", any->name,
+        mg_report_note(p, &p->unexpected, "unexpected  %s (module not selected by target_modules%s)", any->name,
              x ? "/exclude_modules" : "");
         return;
     }
     if (!s->A || !s->B) {
         partner_key(any->name, s->A ? 0 : 1, key, sizeof key);
-        note(p, &p->missing, "missing     %s (its partner %s is present)", key, any->name);
+        mg_report_note(p, &p->missing, "missing     %s (its partner %s is present)", key, any->name);
         return;
     }
     mod->comp = index / MG_LORA_N_KINDS < L ? MG_COMP_TEXT : MG_COMP_VISION;
@@ -282,7 +263,7 @@ static void check_slot(const mg_config *cfg, const selection *sel, const mg_lora
         char got[96] = "(";
         for (int d = 0; d < ab[w]->ndim; d++)
             snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? ", " : "", (long long)ab[w]->shape[d]);
-        note(p, &p->shape, "wrong shape %s %s), want (%lld, %lld) (r=%d, base weight (%d, %d))", ab[w]->name, got,
+        mg_report_note(p, &p->shape, "wrong shape %s %s), want (%lld, %lld) (r=%d, base weight (%d, %d))", ab[w]->name, got,
              (long long)want[w][0], (long long)want[w][1], mod->r, mod->out, mod->in);
         ok = 0;
     }
@@ -317,7 +298,7 @@ static mg_status bind_tensors(const mg_st_file *f, const mg_config *cfg, const s
     slot *slots = calloc((size_t)n_slots, sizeof *slots);
     mg_lora_module *mods = calloc((size_t)n_slots, sizeof *mods);
     int *usable = calloc((size_t)n_slots, sizeof *usable);
-    problems *p = calloc(1, sizeof *p);
+    mg_binding_report *p = calloc(1, sizeof *p);
     mg_status s = MG_OK;
     if (!slots || !mods || !usable || !p) {
         s = mg_fail(MG_ERR_OOM, NULL, "binding %s", f->path);
@@ -327,11 +308,11 @@ static mg_status bind_tensors(const mg_st_file *f, const mg_config *cfg, const s
         const mg_st_tensor *t = &f->tensors[i];
         int which, k = slot_of(cfg, t->name, &which);
         if (k < 0) {
-            note(p, &p->unexpected, "unexpected  %s (not the lora_A/lora_B of a Linear of this model)", t->name);
+            mg_report_note(p, &p->unexpected, "unexpected  %s (not the lora_A/lora_B of a Linear of this model)", t->name);
             continue;
         }
         const mg_st_tensor **dst = which ? &slots[k].B : &slots[k].A;
-        if (*dst) note(p, &p->duplicated, "duplicated  %s and %s (same module under two names)", (*dst)->name, t->name);
+        if (*dst) mg_report_note(p, &p->duplicated, "duplicated  %s and %s (same module under two names)", (*dst)->name, t->name);
         else *dst = t;
     }
     const char *bad_regex = NULL;
@@ -347,17 +328,9 @@ static mg_status bind_tensors(const mg_st_file *f, const mg_config *cfg, const s
         goto done;
     }
     if (p->n) {
-        char list[MAX_LISTED * 244 + 64];
-        size_t n = 0;
-        for (int i = 0; i < p->n && i < MAX_LISTED; i++) n += (size_t)snprintf(list + n, sizeof list - n, "\n  %s", p->lines[i]);
-        if (p->n > MAX_LISTED) snprintf(list + n, sizeof list - n, "\n  ... and %d more", p->n - MAX_LISTED);
-        s = mg_fail(p->missing ? MG_ERR_MISSING : p->shape && !p->duplicated && !p->unexpected ? MG_ERR_SHAPE
-                                                                                                : MG_ERR_FORMAT,
-                    "the adapter does not fit this model: check that it was trained on this base model "
-                    "(adapter_config.json base_model_name_or_path) and saved by PEFT save_pretrained",
-                    "%s: %d problem(s) binding the adapter to the model (%d missing, %d duplicated, %d unexpected, "
-                    "%d wrong shape):%s",
-                    f->path, p->n, p->missing, p->duplicated, p->unexpected, p->shape, list);
+        s = mg_report_fail(p, "the adapter does not fit this model: check that it was trained on this base model "
+                              "(adapter_config.json base_model_name_or_path) and saved by PEFT save_pretrained",
+                           f->path, "binding the adapter to the model");
         goto done;
     }
     if (n_usable == 0) {

@@ -3,10 +3,11 @@
  * parameter count, so the two cannot disagree. */
 #include "model/weights.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "model/binding_report.h"
 
 typedef struct {
     mg_component comp;
@@ -156,29 +157,10 @@ int mg_parse_tensor_name(const char *name, mg_component *comp, int *layer, char 
 
 /* ---- binding --------------------------------------------------------------------------------- */
 
-#define MAX_LISTED 20
-
-typedef struct {
-    char lines[MAX_LISTED][224];
-    int n, missing, duplicated, unexpected, shape;
-} problems;
-
 static void shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t n = (size_t)snprintf(buf, cap, "(");
     for (int d = 0; d < ndim && n < cap; d++) n += (size_t)snprintf(buf + n, cap - n, "%s%lld", d ? ", " : "", (long long)shape[d]);
     if (n < cap) snprintf(buf + n, cap - n, ")");
-}
-
-static void note(problems *p, int *counter, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void note(problems *p, int *counter, const char *fmt, ...) {
-    (*counter)++;
-    if (p->n < MAX_LISTED) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(p->lines[p->n], sizeof p->lines[0], fmt, ap);
-        va_end(ap);
-    }
-    p->n++;
 }
 
 static int same_shape(const mg_st_tensor *t, int ndim, const int64_t *shape) {
@@ -193,19 +175,19 @@ static const char *comp_prefix(mg_component c) {
 }
 
 /* `where` names the shard when there are several, "" otherwise. */
-static void check_tensor(const mg_config *cfg, table *t, const mg_st_tensor *x, const char *where, problems *p) {
+static void check_tensor(const mg_config *cfg, table *t, const mg_st_tensor *x, const char *where, mg_binding_report *p) {
     mg_component comp;
     int layer;
     char module[160], want[96], got[96];
     shape_str(got, sizeof got, x->ndim, x->shape);
     if (!mg_parse_tensor_name(x->name, &comp, &layer, module, sizeof module)) {
-        note(p, &p->unexpected, "unexpected  %s %s%s", x->name, got, where);
+        mg_report_note(p, &p->unexpected, "unexpected  %s %s%s", x->name, got, where);
         return;
     }
     if (comp == MG_COMP_TEXT && layer < 0 && !strcmp(module, "lm_head.weight")) {
         const int64_t head[2] = { cfg->vocab, cfg->hidden };  /* tied: accepted and ignored when it fits */
         shape_str(want, sizeof want, 2, head);
-        if (!same_shape(x, 2, head)) note(p, &p->shape, "wrong shape %s %s, want %s (tied head)", x->name, got, want);
+        if (!same_shape(x, 2, head)) mg_report_note(p, &p->shape, "wrong shape %s %s, want %s (tied head)", x->name, got, want);
         return;
     }
     if (comp == MG_COMP_VISION && layer < 0 && cfg->v_has_head && !strncmp(module, "head.", 5)) return;
@@ -214,13 +196,13 @@ static void check_tensor(const mg_config *cfg, table *t, const mg_st_tensor *x, 
         if (e->comp != comp || e->layer != layer || strcmp(e->module, module)) continue;
         shape_str(want, sizeof want, e->ndim, e->shape);
         if (e->found)
-            note(p, &p->duplicated, "duplicated  %s and %s (same tensor under two names)", e->found->name, x->name);
+            mg_report_note(p, &p->duplicated, "duplicated  %s and %s (same tensor under two names)", e->found->name, x->name);
         else if (!same_shape(x, e->ndim, e->shape))
-            note(p, &p->shape, "wrong shape %s %s, want %s", x->name, got, want);
+            mg_report_note(p, &p->shape, "wrong shape %s %s, want %s", x->name, got, want);
         e->found = x;
         return;
     }
-    note(p, &p->unexpected, "unexpected  %s %s%s", x->name, got, where);
+    mg_report_note(p, &p->unexpected, "unexpected  %s %s%s", x->name, got, where);
 }
 
 mg_status mg_weights_bind(const mg_checkpoint *ck, const mg_config *cfg, mg_weights *w) {
@@ -230,7 +212,7 @@ mg_status mg_weights_bind(const mg_checkpoint *ck, const mg_config *cfg, mg_weig
     t.e = calloc((size_t)t.n, sizeof *t.e);
     w->vision = calloc((size_t)cfg->v_layers, sizeof *w->vision);
     w->text = calloc((size_t)cfg->n_layers, sizeof *w->text);
-    problems *p = calloc(1, sizeof *p);
+    mg_binding_report *p = calloc(1, sizeof *p);
     if (!t.e || !w->vision || !w->text || !p) {
         free(t.e);
         free(p);
@@ -252,22 +234,16 @@ mg_status mg_weights_bind(const mg_checkpoint *ck, const mg_config *cfg, mg_weig
         shape_str(want, sizeof want, e->ndim, e->shape);
         if (e->layer >= 0)
             snprintf(layer, sizeof layer, "%slayers.%d.", e->comp == MG_COMP_VISION ? "encoder." : "", e->layer);
-        note(p, &p->missing, "missing     %s%s%s %s", comp_prefix(e->comp), layer, e->module, want);
+        mg_report_note(p, &p->missing, "missing     %s%s%s %s", comp_prefix(e->comp), layer, e->module, want);
     }
     mg_status s = MG_OK;
     if (p->n) {
-        char list[MAX_LISTED * 226 + 64];
-        size_t n = 0;
-        for (int i = 0; i < p->n && i < MAX_LISTED; i++) n += (size_t)snprintf(list + n, sizeof list - n, "\n  %s", p->lines[i]);
-        if (p->n > MAX_LISTED) snprintf(list + n, sizeof list - n, "\n  ... and %d more", p->n - MAX_LISTED);
-        s = mg_fail(p->missing ? MG_ERR_MISSING : p->shape && !p->duplicated && !p->unexpected ? MG_ERR_SHAPE
-                                                                                                : MG_ERR_FORMAT,
-                    "the weights do not match config.json: re-download the model directory, or check that config.json "
-                    "belongs to these safetensors",
-                    "%s: %d problem(s) binding %d tensor file(s) to the config (%d missing, %d duplicated, "
-                    "%d unexpected, %d wrong shape):%s",
-                    cfg->dir[0] ? cfg->dir : ck->n_files ? ck->files[0].path : "checkpoint", p->n, ck->n_files, p->missing, p->duplicated,
-                    p->unexpected, p->shape, list);
+        char what[MG_PATH_MAX + 64];
+        snprintf(what, sizeof what, "%s (%d tensor file(s))", cfg->dir[0] ? cfg->dir : ck->n_files ? ck->files[0].path : "checkpoint",
+                 ck->n_files);
+        s = mg_report_fail(p, "the weights do not match config.json: re-download the model directory, or check that "
+                              "config.json belongs to these safetensors",
+                           what, "binding the tensors to the config");
         mg_weights_free(w);
     } else {
         for (int i = 0; i < t.n; i++) *t.e[i].slot = t.e[i].found;

@@ -239,11 +239,11 @@ static void test_problems(const mg_checkpoint *ck) {
     g_cfg.v_has_head = false;
     free_names(&l);
 
-    /* a long list is capped at 20 lines */
+    /* a long list is capped at MG_REPORT_LINES (12) lines */
     load_saved_names(ck, &l);
     for (int i = l.n - 1; i >= 0; i--)
         if (strstr(l.name[i], "language_model.model.layers.")) drop_name(&l, l.name[i]);
-    const char *many[] = { "39 missing", "... and 19 more" };
+    const char *many[] = { "39 missing", "... and 27 more" };
     expect_bad("many missing", &l, MG_ERR_MISSING, many, 2);
     free_names(&l);
 }
