@@ -11,7 +11,6 @@
 #include "engine/cli/commands.h"
 #include "engine/json.h"
 #include "model/classifier.h"
-#include "model/lora.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -95,18 +94,11 @@ int cmd_classify(int argc, char **argv) {
 
     int rc = 0;
     const mg_backend *be = NULL;
-    char be_desc[512];
     mg_model m = { 0 };
     mg_classifier cl = { 0 };
     char *qtext = NULL;
     float *pixels = NULL, *logits = NULL;
-    if (mg_backend_open(force_cpu, &be, be_desc, sizeof be_desc) != MG_OK) {
-        rc = fail("cannot set up the GPU (--cpu runs without it)");
-        goto done;
-    }
-    fprintf(stderr, "medgem: using %s\n", be_desc);
-    if (mg_model_open(&m, be, dir) != MG_OK) { rc = fail("cannot load the model"); goto done; }
-    if (adapter && mg_model_apply_adapter(&m, adapter) != MG_OK) { rc = fail("cannot apply the adapter"); goto done; }
+    if ((rc = cli_open_model("classify", force_cpu, dir, adapter, &be, &m)) != 0) goto done;
     if (prompt_file && mg_prompt_read_file(prompt_file, &qtext) != MG_OK) { rc = fail("cannot read the prompt"); goto done; }
     opts.text = qtext;
     if (mg_classifier_init(&cl, &m, &opts) != MG_OK) { rc = fail("cannot load the tokenizer or build the prompt"); goto done; }

@@ -11,7 +11,6 @@
 #include "engine/cli/commands.h"
 #include "engine/json.h"
 #include "model/eval.h"
-#include "model/lora.h"
 
 static const char *USAGE =
     "usage: medgem eval --model DIR [--adapter DIR] --data PATH [selection] [options]\n"
@@ -157,7 +156,6 @@ int cmd_eval(int argc, char **argv) {
     mg_bh_index *ix = NULL;
     int64_t *idx = NULL, n = 0;
     const mg_backend *be = NULL;
-    char be_desc[512];
     mg_model m = { 0 };
     mg_classifier cl = { 0 };
     mg_eval_result r = { 0 };
@@ -165,13 +163,7 @@ int cmd_eval(int argc, char **argv) {
     /* the data first: a bad path or an empty selection fails before the model loads */
     if (mg_bh_index_open(data, eo.on_bad, &ix) != MG_OK) { rc = fail("cannot index the data"); goto done; }
     if (mg_bh_select(ix, &sel, &idx, &n) != MG_OK) { rc = fail("empty selection"); goto done; }
-    if (mg_backend_open(force_cpu, &be, be_desc, sizeof be_desc) != MG_OK) {
-        rc = fail("cannot set up the GPU (--cpu runs without it)");
-        goto done;
-    }
-    fprintf(stderr, "medgem: using %s\n", be_desc);
-    if (mg_model_open(&m, be, dir) != MG_OK) { rc = fail("cannot load the model"); goto done; }
-    if (adapter && mg_model_apply_adapter(&m, adapter) != MG_OK) { rc = fail("cannot apply the adapter"); goto done; }
+    if ((rc = cli_open_model("eval", force_cpu, dir, adapter, &be, &m)) != 0) goto done;
     if (prompt_file && mg_prompt_read_file(prompt_file, &qtext) != MG_OK) { rc = fail("cannot read the prompt"); goto done; }
     co.text = qtext;
     if (mg_classifier_init(&cl, &m, &co) != MG_OK) { rc = fail("cannot load the tokenizer or build the prompt"); goto done; }

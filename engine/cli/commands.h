@@ -3,6 +3,11 @@
 #ifndef MG_CLI_COMMANDS_H
 #define MG_CLI_COMMANDS_H
 
+#include <stdbool.h>
+
+#include "engine/backend.h"
+#include "model/medgem_model.h"
+
 int cmd_version(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
@@ -10,5 +15,11 @@ int cmd_info(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+
+/* engine/cli/cli_model.c: opens the backend (printing which on stderr), the model in dir and, when
+ * adapter is not NULL, merges that PEFT adapter. Returns 0, or 1 after printing the error as
+ * "medgem <cmd>: ..."; *be is then still safe to pass to mg_backend_close. */
+int cli_open_model(const char *cmd, bool force_cpu, const char *dir, const char *adapter, const mg_backend **be,
+                   mg_model *m);
 
 #endif
