@@ -1,7 +1,10 @@
 #include "data/image.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+
+#include "data/resize.h"
 
 /* the one translation unit holding stb_image's implementation */
 #define STB_IMAGE_IMPLEMENTATION
@@ -45,4 +48,32 @@ void mg_normalize_chw(const unsigned char *src, int h, int w, float *dst) {
     size_t plane = (size_t)h * (size_t)w;
     for (size_t i = 0; i < plane; i++)
         for (int c = 0; c < 3; c++) dst[(size_t)c * plane + i] = lut[src[3 * i + c]];
+}
+
+mg_status mg_image_load_pixels(const char *path, int S, float *dst) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return mg_fail(MG_ERR_IO, "check the image path", "cannot open image %s", path);
+    unsigned char *bytes = NULL;
+    size_t n = 0, cap = 0, got;
+    do {
+        if (n == cap) {
+            unsigned char *grown = realloc(bytes, cap = cap ? 2 * cap : 1 << 16);
+            if (!grown) { free(bytes); fclose(f); return mg_fail(MG_ERR_OOM, NULL, "reading %s", path); }
+            bytes = grown;
+        }
+        got = fread(bytes + n, 1, cap - n, f);
+        n += got;
+    } while (got > 0);
+    fclose(f);
+    mg_image im;
+    mg_status s = mg_image_decode(bytes, n, path, &im);
+    free(bytes);
+    if (s != MG_OK) return s;
+    unsigned char *resized = malloc((size_t)S * S * 3);
+    if (!resized) s = mg_fail(MG_ERR_OOM, NULL, "resizing %s", path);
+    if (s == MG_OK) s = mg_resize_bilinear(im.rgb, im.w, im.h, resized, S, S);
+    if (s == MG_OK) mg_normalize_chw(resized, S, S, dst);
+    free(resized);
+    mg_image_free(&im);
+    return s;
 }

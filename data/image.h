@@ -21,4 +21,8 @@ void mg_image_free(mg_image *im);
  * within one float32 ulp. src (S, S, 3) uint8 HWC -> dst (3, S, S) float CHW. */
 void mg_normalize_chw(const unsigned char *src, int h, int w, float *dst);
 
+/* The processor's whole path for one image file: read, decode, resize to S x S (Pillow bilinear,
+ * data/resize.h), normalise into dst (3, S, S). Errors name the path. */
+mg_status mg_image_load_pixels(const char *path, int S, float *dst);
+
 #endif

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "data/image.h"
-#include "data/resize.h"
 #include "engine/cli/commands.h"
 #include "engine/json.h"
 #include "model/classifier.h"
@@ -29,35 +28,6 @@ static void usage(FILE *f) {
 static int fail(const char *what) {
     fprintf(stderr, "medgem classify: %s\n%s\n", what, mg_last_error());
     return 1;
-}
-
-/* Reads, decodes, resizes to S x S (Pillow bilinear) and normalises one image into dst (3, S, S). */
-static mg_status load_pixels(const char *path, int S, float *dst) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return mg_fail(MG_ERR_IO, "check the image path", "cannot open image %s", path);
-    unsigned char *bytes = NULL;
-    size_t n = 0, cap = 0, got;
-    do {
-        if (n == cap) {
-            unsigned char *grown = realloc(bytes, cap = cap ? 2 * cap : 1 << 16);
-            if (!grown) { free(bytes); fclose(f); return mg_fail(MG_ERR_OOM, NULL, "reading %s", path); }
-            bytes = grown;
-        }
-        got = fread(bytes + n, 1, cap - n, f);
-        n += got;
-    } while (got > 0);
-    fclose(f);
-    mg_image im;
-    mg_status s = mg_image_decode(bytes, n, path, &im);
-    free(bytes);
-    if (s != MG_OK) return s;
-    unsigned char *resized = malloc((size_t)S * S * 3);
-    if (!resized) s = mg_fail(MG_ERR_OOM, NULL, "resizing %s", path);
-    if (s == MG_OK) s = mg_resize_bilinear(im.rgb, im.w, im.h, resized, S, S);
-    if (s == MG_OK) mg_normalize_chw(resized, S, S, dst);
-    free(resized);
-    mg_image_free(&im);
-    return s;
 }
 
 int cmd_classify(int argc, char **argv) {
@@ -113,7 +83,7 @@ int cmd_classify(int argc, char **argv) {
         goto done;
     }
     for (int64_t b = 0; b < B; b++)
-        if (load_pixels(images[b], (int)S, pixels + b * 3 * S * S) != MG_OK) { rc = fail("cannot read an image"); goto done; }
+        if (mg_image_load_pixels(images[b], (int)S, pixels + b * 3 * S * S) != MG_OK) { rc = fail("cannot read an image"); goto done; }
     if (mg_classifier_score(&cl, pixels, B, logits) != MG_OK) { rc = fail("forward failed"); goto done; }
 
     for (int64_t b = 0; b < B; b++) {
