@@ -10,6 +10,7 @@
 
 int cmd_version(int argc, char **argv);
 int cmd_classify(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_data(int argc, char **argv);

@@ -16,6 +16,7 @@ static const command COMMANDS[] = {
     { "data", cmd_data, "BreakHis counts, splits and leakage; `data synth` writes a synthetic set" },
     { "info", cmd_info, "check a model directory and print its architecture, sizes and GPU needs" },
     { "classify", cmd_classify, "class probabilities of images (one forward, the class digits' logits)" },
+    { "generate", cmd_generate, "free-text answers about images (greedy decoding with a KV cache)" },
     { "eval", cmd_eval, "accuracy, F1, ROC-AUC and patient rate of a model on a BreakHis selection" },
     { "bench", cmd_bench, "evaluation throughput: timed score-mode forwards of a synthetic batch" },
     { "tokenize", cmd_tokenize, "print the token ids of a text or of the chat prompt" },
