@@ -101,6 +101,12 @@ typedef struct mg_backend {
      * graph also rounds fc1's output before the GELU, so this is slightly closer to fp32 than it */
     void (*linear_gelu_forward)(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K,
                                 int N);
+    /* y[M,N] = r[M,N] + x[M,K] · w[N,K]ᵀ (+ b[N] when b != NULL) (SigLIP out_proj / fc2 and the
+     * residual add after each); y may alias r (the residual stream updated in place). fp32 from the
+     * GEMM through the add, one rounding to act_dtype: transformers' bf16 graph rounds the linear's
+     * output before the add, so this is slightly closer to fp32 than it */
+    void (*linear_residual_forward)(void *ctx, void *y, const void *x, const void *w, const void *b, const void *r,
+                                    int64_t M, int K, int N);
     /* cols[B*P, 3*p*p] from pixels[B,3,S,S], P = (S/p)², patch r*(S/p)+c, column ch*p*p + kh*p + kw */
     void (*im2col_forward)(void *ctx, void *cols, const void *pixels, int64_t B, int S, int p);
     /* x[B,P,C] += pos[P,C] */

@@ -29,7 +29,6 @@ typedef struct {
     void *qkv;      /* (M, 3*Cv) the fused q|k|v projection */
     void *q, *k, *v;/* (M, Cv) = (N, P, Hv, Dv) */
     void *att;      /* (M, Cv) attention output before out_proj */
-    void *o;        /* (M, Cv) out_proj / fc2 output */
     void *h;        /* (M, Fv) gelu_tanh(fc1 output) */
 } siglip_acts;
 
@@ -44,7 +43,6 @@ static size_t siglip_acts_layout(siglip_acts *s, char *base, const mg_config *cf
     s->k = mg_carve(base, &used, M * Cv, esize);
     s->v = mg_carve(base, &used, M * Cv, esize);
     s->att = mg_carve(base, &used, M * Cv, esize);
-    s->o = mg_carve(base, &used, M * Cv, esize);
     s->h = mg_carve(base, &used, M * cfg->v_intermediate, esize);
     return used;
 }
@@ -77,19 +75,17 @@ void mg_siglip_forward(const mg_backend *be, const mg_config *cfg, const mg_sigl
         const mg_siglip_layer *lw = &w->layers[l];
         /* layer_norm1 */
         be->layernorm_forward(be->ctx, s.xn, x, lw->ln1_w, lw->ln1_b, M, Cv, cfg->v_eps);
-        /* self_attn: q/k/v_proj as one GEMM split into q, k, v; attention with no mask; out_proj */
+        /* self_attn: q/k/v_proj as one GEMM split into q, k, v; attention with no mask */
         be->linear_forward(be->ctx, s.qkv, s.xn, lw->qkv_w, lw->qkv_b, M, Cv, 3 * Cv);
         be->qk_norm_rope_forward(be->ctx, s.q, s.k, s.v, s.qkv, &split);
         be->attention_forward(be->ctx, s.att, s.q, s.k, s.v, &attn);
-        be->linear_forward(be->ctx, s.o, s.att, lw->o_w, lw->o_b, M, Cv, Cv);
-        /* hidden_states = residual + attn */
-        be->add_forward(be->ctx, x, x, s.o, M * Cv);
+        /* out_proj, and hidden_states = residual + attn in the same GEMM (onto x in place) */
+        be->linear_residual_forward(be->ctx, x, s.att, lw->o_w, lw->o_b, x, M, Cv, Cv);
         /* layer_norm2, mlp: fc2(gelu_tanh(fc1(.))), fc1 and the activation in one GEMM (its epilogue) */
         be->layernorm_forward(be->ctx, s.xn, x, lw->ln2_w, lw->ln2_b, M, Cv, cfg->v_eps);
         be->linear_gelu_forward(be->ctx, s.h, s.xn, lw->fc1_w, lw->fc1_b, M, Cv, Fv);
-        be->linear_forward(be->ctx, s.o, s.h, lw->fc2_w, lw->fc2_b, M, Fv, Cv);
-        /* hidden_states = residual + mlp */
-        be->add_forward(be->ctx, x, x, s.o, M * Cv);
+        /* fc2, and hidden_states = residual + mlp in the same GEMM (onto x in place) */
+        be->linear_residual_forward(be->ctx, x, s.h, lw->fc2_w, lw->fc2_b, x, M, Fv, Cv);
     }
     /* post_layernorm */
     be->layernorm_forward(be->ctx, x, x, w->post_ln_w, w->post_ln_b, M, Cv, cfg->v_eps);

@@ -64,6 +64,33 @@ static void case_linear(int64_t M, int K, int N, int bias, int gelu) {
     free(x), free(w), free(b), free(ref);
 }
 
+/* linear_residual: y = r + x·wᵀ (+ b), written over r (the model's use) or into its own buffer. */
+static void case_linear_residual(int64_t M, int K, int N, int bias, int in_place) {
+    char what[128];
+    snprintf(what, sizeof what, "linear_residual_forward(M=%lld,K=%d,N=%d,bias=%d,in_place=%d)", (long long)M, K, N,
+             bias, in_place);
+    float *x = rand_vec(M * K, -1, 1), *w = rand_vec((int64_t)N * K, -1, 1), *b = rand_vec(N, -1, 1);
+    float *r0 = rand_vec(M * N, -4, 4), *r = out_new(M * N), *y = in_place ? r : out_new(M * N);
+    double *ref = ref_new(M * N);
+    for (int64_t i = 0; i < M * N; i++) r[i] = r0[i];
+    for (int64_t m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double acc = (double)r0[m * N + n] + (bias ? b[n] : 0);
+            for (int k = 0; k < K; k++) acc += (double)x[m * K + k] * w[(int64_t)n * K + k];
+            ref[m * N + n] = acc;
+        }
+    be->linear_residual_forward(be->ctx, y, x, w, bias ? b : NULL, r, M, K, N);
+    check_close(what, y, ref, M * N, TOL);
+    if (!in_place) {
+        int kept = 1; /* the residual is an input here: it must come back untouched */
+        for (int64_t i = 0; i < M * N; i++) kept &= r[i] == r0[i];
+        CHECK(kept, "%s changed its residual input", what);
+        out_free(what, y, M * N);
+    }
+    out_free(what, r, M * N);
+    free(x), free(w), free(b), free(r0), free(ref);
+}
+
 static void case_im2col(int64_t B, int S, int p) {
     char what[128];
     snprintf(what, sizeof what, "im2col_forward(B=%lld,S=%d,p=%d)", (long long)B, S, p);
@@ -415,6 +442,10 @@ int main(void) {
     case_linear(1, 257, 31, 1, 0);
     case_linear(7, 33, 19, 1, 1);  /* linear_gelu: K=33 sums reach the GELU's tails (|acc| up to ~6) */
     case_linear(3, 48, 97, 0, 1);
+    case_linear_residual(7, 33, 19, 1, 1);
+    case_linear_residual(13, 129, 5, 0, 1);
+    case_linear_residual(5, 65, 23, 1, 0);
+    case_linear_residual(1, 257, 31, 0, 0);
     case_im2col(1, 15, 5);
     case_im2col(3, 21, 7);
     case_add_rows(3, 9, 17);

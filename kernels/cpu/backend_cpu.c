@@ -48,6 +48,7 @@ static const mg_backend CPU = {
     .copy_in = cpu_copy_in,
     .linear_forward = mg_cpu_linear_forward,
     .linear_gelu_forward = mg_cpu_linear_gelu_forward,
+    .linear_residual_forward = mg_cpu_linear_residual_forward,
     .im2col_forward = mg_cpu_im2col_forward,
     .add_rows_forward = mg_cpu_add_rows_forward,
     .add_forward = mg_cpu_add_forward,

@@ -1,9 +1,9 @@
 /* The CPU reference ops: fp32 storage, fp32 math, plain loops (OpenMP over rows). Each is the
  * entry of the same name in the mg_backend table (engine/backend.h, where the contracts are
  * stated); the CUDA twins are mg_cuda_<op>_forward in kernels/cuda/<family>.cu. `ctx` is unused.
- * Family files: linear.c (linear, linear_gelu), im2col.c, add.c, layernorm.c, rmsnorm.c (rmsnorm, rmsnorm_add), rope.c,
- * qk_norm_rope.c, attention.c, attention_decode.c, gelu.c, avgpool.c, embedding.c (embedding,
- * gather_rows, scatter_rows). */
+ * Family files: linear.c (linear, linear_gelu, linear_residual), im2col.c, add.c, layernorm.c,
+ * rmsnorm.c (rmsnorm, rmsnorm_add), rope.c, qk_norm_rope.c, attention.c, attention_decode.c, gelu.c,
+ * avgpool.c, embedding.c (embedding, gather_rows, scatter_rows). */
 #ifndef MG_KERNELS_CPU_OPS_H
 #define MG_KERNELS_CPU_OPS_H
 
@@ -12,6 +12,8 @@
 void mg_cpu_linear_forward(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K, int N);
 void mg_cpu_linear_gelu_forward(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K,
                                 int N);
+void mg_cpu_linear_residual_forward(void *ctx, void *y, const void *x, const void *w, const void *b, const void *r,
+                                    int64_t M, int K, int N);
 void mg_cpu_im2col_forward(void *ctx, void *cols, const void *pixels, int64_t B, int S, int p);
 void mg_cpu_add_rows_forward(void *ctx, void *x, const void *pos, int64_t B, int64_t P, int C);
 void mg_cpu_add_forward(void *ctx, void *y, const void *a, const void *b, int64_t n);

@@ -139,6 +139,10 @@ static void linear(void *ctx, void *y, const void *x, const void *w, const void 
 static void linear_gelu(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K, int N) {
     OP(mg_cuda_linear_gelu_forward(CTX, y, x, w, b, M, K, N));
 }
+static void linear_residual(void *ctx, void *y, const void *x, const void *w, const void *b, const void *r, int64_t M,
+                            int K, int N) {
+    OP(mg_cuda_linear_residual_forward(CTX, y, x, w, b, r, M, K, N));
+}
 static void im2col(void *ctx, void *cols, const void *pixels, int64_t B, int S, int p) {
     OP(mg_cuda_im2col_forward(CTX, cols, pixels, B, S, p));
 }
@@ -233,6 +237,7 @@ extern "C" mg_status mg_backend_cuda_create(int device, mg_backend **out) {
     be->copy_in = cuda_be_copy_in;
     be->linear_forward = linear;
     be->linear_gelu_forward = linear_gelu;
+    be->linear_residual_forward = linear_residual;
     be->im2col_forward = im2col;
     be->add_rows_forward = add_rows;
     be->add_forward = add;

@@ -1,5 +1,7 @@
-// linear:      y[M,N] = x[M,K] · w[N,K]ᵀ (+ b[N]), all bf16 in memory, written with `=`.
-// linear_gelu: y[M,N] = gelu_tanh(x[M,K] · w[N,K]ᵀ (+ b[N]))  (SigLIP's fc1 and its activation)
+// linear:          y[M,N] = x[M,K] · w[N,K]ᵀ (+ b[N]), all bf16 in memory, written with `=`.
+// linear_gelu:     y[M,N] = gelu_tanh(x[M,K] · w[N,K]ᵀ (+ b[N]))  (SigLIP's fc1 and its activation)
+// linear_residual: y[M,N] = r[M,N] + x[M,K] · w[N,K]ᵀ (+ b[N])  (SigLIP's out_proj / fc2 and the
+//                  residual add after each); y may alias r.
 // cuBLASLt does the work: fp32 compute, the bias (and GELU) applied in fp32 by the epilogue, one
 // rounding to bf16 (what torch's F.linear does on bf16 CUDA tensors).
 //
@@ -10,6 +12,12 @@
 // linear_gelu drops one rounding that transformers' bf16 graph has: fc1's output is not rounded to
 // bf16 before the activation (fp32 all the way to the single final rounding), so it is slightly
 // closer to the fp32 model than torch's bf16 fc1 -> gelu.
+// linear_residual is cuBLASLt's D = alpha·A·B + beta·C with beta = 1 and C = r in D's layout: the
+// residual is read as bf16 and added in fp32 with the product and the bias, then one rounding.
+// transformers rounds out_proj's / fc2's output to bf16 before the add; this does not. cublasLt.h
+// names out-of-place results (D != C) as an algorithm capability
+// (CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT), so in place (C = D, the model's use) is what every
+// algorithm runs; a separate r is given only to an algorithm that reports the capability.
 //
 // cuBLASLt is column-major. Our row-major y[M,N] is the column-major matrix yᵀ (N×M, ld N), and
 // yᵀ = w · xᵀ: A = w, row-major [N,K] = column-major K×N (ld K) used transposed; B = x, row-major
@@ -17,9 +25,9 @@
 //
 // Plans: describing a GEMM and asking the heuristic for an algorithm costs tens of microseconds of
 // host time, as much as a small GEMM itself. A model runs a handful of shapes again and again, so
-// the descriptors, layouts and chosen algorithm are kept per (M, K, N, epilogue, alignments) in a small
-// table owned by the context (mg_gemm_plans); a steady-state call only sets the bias pointer and
-// launches. When the table is full the oldest plan is replaced.
+// the descriptors, layouts and chosen algorithm are kept per (M, K, N, epilogue, C operand,
+// alignments) in a small table owned by the context (mg_gemm_plans); a steady-state call only sets
+// the bias pointer and launches. When the table is full the oldest plan is replaced.
 #include <stdlib.h>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -30,13 +38,20 @@ extern "C" {
 
 enum { N_PLANS = 64 };  // distinct GEMM shapes kept; a forward uses about 12 (vision, projector, text, head)
 
-// What makes two GEMMs share a plan: the shape, the epilogue and the pointer alignments the
-// heuristic was told about (an algorithm chosen for 256-byte aligned buffers may not run on less).
+// Where the C of D = alpha·A·B + beta·C comes from: not read (beta = 0; C = D is passed), the output
+// itself (beta = 1, C = D: a residual updated in place), a separate residual (beta = 1, C != D, which
+// needs an algorithm with the out-of-place capability).
+typedef enum { C_UNREAD, C_IN_PLACE, C_SEPARATE } c_operand;
+
+// What makes two GEMMs share a plan: the shape, the epilogue, the C operand and the pointer
+// alignments the heuristic was told about (an algorithm chosen for 256-byte aligned buffers may not
+// run on less).
 typedef struct {
     int64_t M;
     int K, N;
     cublasLtEpilogue_t epi;  // DEFAULT, BIAS, GELU or GELU_BIAS
-    uint32_t align_w, align_x, align_y;
+    c_operand c;
+    uint32_t align_w, align_x, align_y, align_c;  // align_c = align_y unless c is C_SEPARATE
 } plan_key;
 
 // One described GEMM and the algorithm the heuristic picked for it.
@@ -85,11 +100,22 @@ static bool has_bias(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_BIAS 
 static bool has_gelu(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_GELU || e == CUBLASLT_EPILOGUE_GELU_BIAS; }
 
 static bool same_key(const plan_key *a, const plan_key *b) {
-    return a->M == b->M && a->K == b->K && a->N == b->N && a->epi == b->epi && a->align_w == b->align_w &&
-           a->align_x == b->align_x && a->align_y == b->align_y;
+    return a->M == b->M && a->K == b->K && a->N == b->N && a->epi == b->epi && a->c == b->c &&
+           a->align_w == b->align_w && a->align_x == b->align_x && a->align_y == b->align_y &&
+           a->align_c == b->align_c;
 }
 
-// Describes the GEMM of `key` into p and asks the heuristic for one algorithm. On failure p is
+// Whether `algo` can run a GEMM with this C operand: only C_SEPARATE needs a capability.
+static bool algo_takes_c(const cublasLtMatmulAlgo_t *algo, c_operand c) {
+    if (c != C_SEPARATE) return true;
+    int32_t out_of_place = 0;
+    size_t written = 0;
+    return cublasLtMatmulAlgoCapGetAttribute(algo, CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT, &out_of_place,
+                                             sizeof out_of_place, &written) == CUBLAS_STATUS_SUCCESS &&
+           out_of_place != 0;
+}
+
+// Describes the GEMM of `key` into p and asks the heuristic for its algorithm. On failure p is
 // left partly built; the caller releases it.
 static mg_status plan_build(mg_cuda_ctx *ctx, gemm_plan *p, const plan_key *key) {
     p->key = *key;
@@ -117,22 +143,30 @@ static mg_status plan_build(mg_cuda_ctx *ctx, gemm_plan *p, const plan_key *key)
     const cublasLtMatmulPreferenceAttributes_t attr[4] = {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
-    const uint32_t align[4] = {key->align_w, key->align_x, key->align_y, key->align_y};
+    const uint32_t align[4] = {key->align_w, key->align_x, key->align_c, key->align_y};
     cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                              sizeof ws);
     for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; i++)
         st = cublasLtMatmulPreferenceSetAttribute(pref, attr[i], &align[i], sizeof align[i]);
-    cublasLtMatmulHeuristicResult_t heur;
-    int found = 0;
+    // The best algorithm, or for a separate C the best of a few that takes one.
+    enum { N_CANDIDATES = 8 };
+    cublasLtMatmulHeuristicResult_t heur[N_CANDIDATES];
+    int found = 0, pick = -1;
     if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->op, p->a, p->b, p->c, p->c, pref, 1, &heur, &found);
+        st = cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->op, p->a, p->b, p->c, p->c, pref,
+                                            key->c == C_SEPARATE ? N_CANDIDATES : 1, heur, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     MG_CUBLAS_CHECK(st);
-    if (found == 0)
-        return mg_fail(MG_ERR_UNSUPPORTED, "report the shape; a separate bias kernel or padding K/N would avoid it",
-                       "cuBLASLt has no bf16 algorithm for linear M=%lld K=%d N=%d%s%s", (long long)M, K, N,
-                       has_bias(key->epi) ? " with bias" : "", has_gelu(key->epi) ? " and GELU" : "");
-    p->algo = heur.algo;
+    for (int i = 0; i < found && pick < 0; i++)
+        if (algo_takes_c(&heur[i].algo, key->c)) pick = i;
+    if (pick < 0)
+        return mg_fail(MG_ERR_UNSUPPORTED,
+                       key->c == C_SEPARATE ? "write the result over the residual (y == r)"
+                                            : "report the shape; a separate bias kernel or padding K/N would avoid it",
+                       "cuBLASLt has no bf16 algorithm for linear M=%lld K=%d N=%d%s%s%s", (long long)M, K, N,
+                       has_bias(key->epi) ? " with bias" : "", has_gelu(key->epi) ? " and GELU" : "",
+                       key->c == C_SEPARATE ? " adding a residual other than its output" : "");
+    p->algo = heur[pick].algo;
     p->used = 1;
     return MG_OK;
 }
@@ -164,18 +198,21 @@ static mg_status plan_get(mg_cuda_ctx *ctx, const plan_key *key, gemm_plan **out
 }
 
 // The launcher: takes the shape's plan, points the epilogue at this call's bias, runs it on the stream.
+// r: the residual to add (beta = 1), or NULL (beta = 0, C not read).
 static mg_status linear_forward_launch(mg_cuda_ctx *ctx, bf16 *y, const bf16 *x, const bf16 *w, const bf16 *b,
-                                       int64_t M, int K, int N, bool gelu) {
+                                       const bf16 *r, int64_t M, int K, int N, bool gelu) {
     const cublasLtEpilogue_t epi = gelu ? (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
                                         : (b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
-    const plan_key key = {M, K, N, epi, pointer_alignment(w), pointer_alignment(x), pointer_alignment(y)};
+    const bf16 *c = r ? r : y;
+    const plan_key key = {M, K, N, epi, !r ? C_UNREAD : r == y ? C_IN_PLACE : C_SEPARATE,
+                          pointer_alignment(w), pointer_alignment(x), pointer_alignment(y), pointer_alignment(c)};
     gemm_plan *p = NULL;
     MG_TRY(plan_get(ctx, &key, &p));
     // cublasLtMatmul reads the descriptor when it is called, so resetting the pointer for the next
     // call does not disturb a queued one.
     if (b) MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
-    const float alpha = 1.0f, beta = 0.0f;
-    MG_CUBLAS_CHECK(cublasLtMatmul(ctx->lt, p->op, &alpha, w, p->a, x, p->b, &beta, y, p->c, y, p->c, &p->algo,
+    const float alpha = 1.0f, beta = r ? 1.0f : 0.0f;
+    MG_CUBLAS_CHECK(cublasLtMatmul(ctx->lt, p->op, &alpha, w, p->a, x, p->b, &beta, c, p->c, y, p->c, &p->algo,
                                    ctx->lt_workspace, ctx->lt_workspace_bytes, ctx->stream));
     return MG_OK;
 }
@@ -190,11 +227,21 @@ static mg_status linear_check(const char *op, const void *y, const void *x, cons
 extern "C" mg_status mg_cuda_linear_forward(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, const void *b,
                                             int64_t M, int K, int N) {
     MG_TRY(linear_check("linear", y, x, w, M, K, N));
-    return linear_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, M, K, N, false);
+    return linear_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, NULL, M, K, N,
+                                 false);
 }
 
 extern "C" mg_status mg_cuda_linear_gelu_forward(mg_cuda_ctx *ctx, void *y, const void *x, const void *w,
                                                  const void *b, int64_t M, int K, int N) {
     MG_TRY(linear_check("linear_gelu", y, x, w, M, K, N));
-    return linear_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, M, K, N, true);
+    return linear_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, NULL, M, K, N,
+                                 true);
+}
+
+extern "C" mg_status mg_cuda_linear_residual_forward(mg_cuda_ctx *ctx, void *y, const void *x, const void *w,
+                                                     const void *b, const void *r, int64_t M, int K, int N) {
+    MG_TRY(linear_check("linear_residual", y, x, w, M, K, N));
+    if (!r) return mg_fail(MG_ERR_ARG, NULL, "linear_residual: r must be a device pointer (y may alias it)");
+    return linear_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, (const bf16 *)r,
+                                 M, K, N, false);
 }

@@ -28,6 +28,11 @@ mg_status mg_cuda_linear_forward(mg_cuda_ctx *ctx, void *y, const void *x, const
  * bias and the activation in fp32, one rounding to bf16 (no rounding between the GEMM and the GELU). */
 mg_status mg_cuda_linear_gelu_forward(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, const void *b,
                                       int64_t M, int K, int N);
+/* linear.cu: y[M,N] = r[M,N] + x[M,K] · w[N,K]ᵀ (+ b[N]), cuBLASLt with beta = 1 and C = r: the
+ * product, bias and residual summed in fp32, one rounding to bf16 (no rounding of the linear's
+ * output before the add); y may alias r. */
+mg_status mg_cuda_linear_residual_forward(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, const void *b,
+                                          const void *r, int64_t M, int K, int N);
 
 /* im2col.cu: cols[B*P, 3*p*p] from pixels[B,3,S,S] (bf16: rounded at upload, like
  * pixel_values.to(bf16)); P = (S/p)², patch index r*(S/p)+c, column ch*p*p + kh*p + kw. */

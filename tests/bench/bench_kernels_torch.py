@@ -8,7 +8,8 @@ On the GPU machine, from the repository root, with build/ carried:
 
 medgem's ops run through build/bench/libmgbench_kernels.so (ctypes) on torch-allocated tensors, on
 medgem's own stream wrapped as torch.cuda.ExternalStream. Per case:
-1. validate: fresh random bf16 inputs; medgem's output poisoned with NaN, then written by the op;
+1. validate: fresh random bf16 inputs; medgem's output poisoned with NaN (for linear_residual: the
+   residual it is written over), then written by the op;
    medgem and torch both compared with a float64 reference on 2048 sampled rows by
    ||out - ref|| / ||ref||; pass when medgem's error is <= 1.5 x torch's + 1e-3 and < 1e-2 and every
    element is finite (written). A failing case is reported and not timed.
@@ -18,7 +19,8 @@ medgem's own stream wrapped as torch.cuda.ExternalStream. Per case:
 Torch's equivalents are what transformers runs in bf16: F.linear; Gemma3RMSNorm (eager: fp32 norm,
 x (1 + w)); F.layer_norm; gelu_tanh(gate) * up; F.gelu(approximate="tanh"); a + b; and for medgem's fused
 fc1 + GELU (one cuBLASLt call, GELU_BIAS epilogue) the two calls transformers makes,
-F.gelu(F.linear(x, w, b), approximate="tanh").
+F.gelu(F.linear(x, w, b), approximate="tanh"); for the fused out_proj + residual (one cuBLASLt call,
+beta = 1, written over the residual in place as the model does) transformers' r + F.linear(x, w, b).
 Shapes: decoder rows M = batch x tokens, vision rows batch x 4096 patches, projector batch x 256.
 Prints one table (speedup = torch time / medgem time: > 1 means medgem is faster) and the two
 ceilings measured on the same GPU (device-to-device copy GB/s, 8192^3 bf16 matmul TF/s); writes
@@ -61,10 +63,12 @@ def cases(batch, tokens):
         ("text down_proj", "linear", lin(mt, FF, C, False)),
         ("vision patch embed", "linear", lin(mv, PATCH_K, CV, True)),
         ("vision q/k/v/out_proj", "linear", lin(mv, CV, CV, True)),
+        ("vision out_proj + residual (fused)", "linear_residual", lin(mv, CV, CV, True)),
         ("vision qkv fused (not used yet)", "linear", lin(mv, CV, 3 * CV, True)),
         ("vision fc1", "linear", lin(mv, CV, FV, True)),
         ("vision fc1 + gelu (fused)", "linear_gelu", lin(mv, CV, FV, True)),
         ("vision fc2", "linear", lin(mv, FV, CV, True)),
+        ("vision fc2 + residual (fused)", "linear_residual", lin(mv, FV, CV, True)),
         ("projector", "linear", lin(mp, CV, C, False)),
         ("text rmsnorm (hidden)", "rmsnorm", {"M": mt, "C": C}),
         ("text q_norm (per head)", "rmsnorm", {"M": mt * H, "C": D}),
@@ -88,6 +92,7 @@ class Medgem:
         sig = {"mgb_open": (P, [I]), "mgb_close": (None, [P]), "mgb_stream": (P, [P]), "mgb_sync": (I, [P]),
                "mgb_error": (ctypes.c_char_p, []), "mgb_device_name": (ctypes.c_char_p, [P]),
                "mgb_linear": (I, [P, P, P, P, P, I64, I, I]), "mgb_linear_gelu": (I, [P, P, P, P, P, I64, I, I]),
+               "mgb_linear_residual": (I, [P, P, P, P, P, P, I64, I, I]),
                "mgb_rmsnorm": (I, [P, P, P, P, I64, I, FL]),
                "mgb_layernorm": (I, [P, P, P, P, P, I64, I, FL]), "mgb_geglu": (I, [P, P, P, I64, I]),
                "mgb_gelu": (I, [P, P, P, I64]), "mgb_add": (I, [P, P, P, P, I64])}
@@ -119,7 +124,7 @@ def gelu_tanh64(x):
 def build(op, d, mg, gen, dev):
     """Inputs, the torch and medgem calls, the float64 reference on chosen rows, and the work done."""
     rnd = lambda *shape, scale=1.0: (torch.randn(*shape, generator=gen, device=dev) * scale).to(torch.bfloat16)  # noqa: E731
-    if op in ("linear", "linear_gelu"):
+    if op in ("linear", "linear_gelu", "linear_residual"):
         M, K, N = d["M"], d["K"], d["N"]
         x, w = rnd(M, K), rnd(N, K, scale=K ** -0.5)
         b = rnd(N, scale=0.1) if d["bias"] else None
@@ -129,6 +134,12 @@ def build(op, d, mg, gen, dev):
         if op == "linear":
             return {**common, "torch": lambda: F.linear(x, w, b),
                     "medgem": lambda y: mg.call("mgb_linear", y, x, w, b, M, K, N), "ref": lin64}
+        if op == "linear_residual":  # medgem's y starts as r ("init") and is updated in place
+            r = rnd(M, N)
+            return {**common, "bytes": common["bytes"] + 2.0 * M * N, "init": r,
+                    "torch": lambda: r + F.linear(x, w, b),
+                    "medgem": lambda y: mg.call("mgb_linear_residual", y, x, w, b, y, M, K, N),
+                    "ref": lambda rows: r[rows].double() + lin64(rows)}
         return {**common, "torch": lambda: F.gelu(F.linear(x, w, b), approximate="tanh"),
                 "medgem": lambda y: mg.call("mgb_linear_gelu", y, x, w, b, M, K, N),
                 "ref": lambda r: gelu_tanh64(lin64(r))}
@@ -172,7 +183,8 @@ def rel_l2(got, ref):
 
 def validate(case, mg):
     y_torch = case["torch"]()
-    y_mg = torch.full(case["shape"], float("nan"), dtype=torch.bfloat16, device=y_torch.device)
+    y_mg = (case["init"].clone() if "init" in case
+            else torch.full(case["shape"], float("nan"), dtype=torch.bfloat16, device=y_torch.device))
     torch.cuda.synchronize()
     with torch.cuda.stream(mg.stream):
         case["medgem"](y_mg)
@@ -223,7 +235,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=32, help="images per eval batch")
     ap.add_argument("--tokens", type=int, default=360, help="prompt tokens per image")
-    ap.add_argument("--only", default="", help="comma-separated ops (linear,linear_gelu,rmsnorm,layernorm,geglu,gelu,add)")
+    ap.add_argument("--only", default="", help="comma-separated ops (linear,linear_gelu,linear_residual,rmsnorm,layernorm,geglu,gelu,add)")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
@@ -249,7 +261,7 @@ def main():
         case = build(op, d, mg, gen, dev)
         r = {"case": name, "op": op, "dims": case["dims"], **validate(case, mg)}
         if r["ok"]:
-            y = torch.empty(case["shape"], dtype=torch.bfloat16, device=dev)
+            y = case["init"].clone() if "init" in case else torch.empty(case["shape"], dtype=torch.bfloat16, device=dev)
             r["medgem_ms"], r["medgem_b2b_ms"] = time_calls(lambda: case["medgem"](y), mg.stream, flush, args.warmup, args.reps)
             mg.sync()
             r["torch_ms"], r["torch_b2b_ms"] = time_calls(case["torch"], torch.cuda.current_stream(), flush,

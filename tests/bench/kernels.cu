@@ -52,6 +52,12 @@ int mgb_linear_gelu(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, con
     return mg_cuda_linear_gelu_forward(ctx, y, x, w, b, M, K, N);
 }
 
+// y[M,N] = r[M,N] + x[M,K] · w[N,K]ᵀ (+ b[N]) in one GEMM (beta = 1, C = r); y may alias r.
+int mgb_linear_residual(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, const void *b, const void *r,
+                        int64_t M, int K, int N) {
+    return mg_cuda_linear_residual_forward(ctx, y, x, w, b, r, M, K, N);
+}
+
 // Gemma RMSNorm y[M,C] = x * rsqrt(mean(x²) + eps) * (1 + w[C]).
 int mgb_rmsnorm(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, int64_t M, int C, float eps) {
     return mg_cuda_rmsnorm_forward(ctx, y, x, w, M, C, eps);

@@ -238,6 +238,67 @@ static void case_linear(mg_cuda_ctx *ctx, int64_t M, int K, int N, int with_bias
     free(x); free(w); free(b); free(y); free(rows); free(ref); free(got);
 }
 
+/* linear_residual: y = r + x·wᵀ (+ b), the reference rounded once (no rounding of the linear's output
+ * before the add, ops.h). in_place: y is r's buffer (the model's use, C = D); otherwise r is a
+ * separate input (C != D), which must come back unchanged. misalign: x one element off, as above. */
+static void case_linear_residual(mg_cuda_ctx *ctx, int64_t M, int K, int N, int with_bias, int misalign,
+                                 int in_place) {
+    tcase tc;
+    tc_begin(&tc, ctx, "linear_residual_forward(shape=[M=%lld,K=%d,N=%d],bias=%d%s%s)", (long long)M, K, N,
+             with_bias, misalign ? ",x_misaligned" : "", in_place ? ",in_place" : ",r_separate");
+    const size_t n = (size_t)M * N;
+    uint16_t *x = rand_bf16((size_t)M * K + 1, 1.0), *w = rand_bf16((size_t)N * K, 1.0 / sqrt(K)),
+             *b = rand_bf16((size_t)N, 1.0), *r = rand_bf16(n, 1.0);
+    uint16_t *dx = dev_from(&tc, x, ((size_t)M * K + 1) * 2), *dw = dev_from(&tc, w, (size_t)N * K * 2);
+    void *db = with_bias ? dev_from(&tc, b, (size_t)N * 2) : NULL;
+    uint16_t *dr = dev_out(&tc, n, r), *dy = in_place ? dr : dev_out(&tc, n, NULL);
+    if (misalign && dx) {
+        dx++;
+        memmove(x, x + 1, (size_t)M * K * 2);
+    }
+    if (!tc.broken)
+        tc_status(&tc, mg_cuda_linear_residual_forward(ctx, dy, dx, dw, db, dr, M, K, N),
+                  "mg_cuda_linear_residual_forward");
+    uint16_t *y = xmalloc(n * 2);
+    int guard_bad;
+    size_t nans;
+    out_fetch(&tc, dy, n, y, &guard_bad, &nans);
+    if (!in_place && !tc.broken) { /* the separate residual is an input: unchanged, guards intact */
+        uint16_t *r_after = xmalloc(n * 2);
+        int r_guard_bad;
+        size_t r_nans, changed = 0;
+        out_fetch(&tc, dr, n, r_after, &r_guard_bad, &r_nans);
+        for (size_t i = 0; i < n; i++) changed += r_after[i] != r[i];
+        guard_bad += r_guard_bad;
+        if (changed && !tc.broken) {
+            tc.broken = 1;
+            snprintf(tc.err, sizeof tc.err, "the residual input r changed at %zu of %zu elements", changed, n);
+        }
+        free(r_after);
+    }
+
+    int64_t *rows = xmalloc((size_t)(M + 1) * sizeof *rows);
+    const int64_t R = sample_rows(M, 48, rows);
+    double *ref = xmalloc((size_t)R * N * sizeof *ref);
+    uint16_t *got = xmalloc((size_t)R * N * 2);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < R; i++) {
+        const uint16_t *xr = x + rows[i] * K;
+        for (int c = 0; c < N; c++) {
+            const uint16_t *wc = w + (int64_t)c * K;
+            double acc = bf(r[rows[i] * N + c]) + (with_bias ? bf(b[c]) : 0.0);
+            for (int k = 0; k < K; k++) acc += bf(xr[k]) * bf(wc[k]);
+            ref[i * N + c] = rb(acc);
+            got[i * N + c] = y[rows[i] * N + c];
+        }
+    }
+    /* Bounds as for linear (TOL_FP32, MATCH_GEMM): if the small-shape kernels round the product to
+     * bf16 before the epilogue here too, that rounding error is the linear case's (nmse 5e-6 of an
+     * output with r's variance added, so smaller here) and the bit-match stays near linear's 0.73. */
+    tc_finish(&tc, got, ref, (size_t)R * N, guard_bad, nans, TOL_FP32, MATCH_GEMM);
+    free(x); free(w); free(b); free(r); free(y); free(rows); free(ref); free(got);
+}
+
 /* Which GELU the GEMM epilogue computes: w = identity, so y[m,n] = gelu(x[m,n] + b[n]) with every
  * sum exact, at x + b in [-5.5, -1.5], where the tanh form and the exact erf form differ by 2-40%
  * (nmse between them ~2e-4 here; rounding alone ~1e-6). Compared with the tanh form, the erf
@@ -885,6 +946,21 @@ int main(void) {
     case_linear(&ctx, 4096, 1152, 4304, 1, 0, 1);
     case_linear(&ctx, 37, 40, 33, 1, 0, 0); /* same shape without GELU again: its own plan, no activation */
     case_linear_gelu_form(&ctx);
+    /* linear_residual (SigLIP out_proj / fc2 + residual): odd shapes in place, without bias, x
+     * misaligned, r separate from y (the out-of-place algorithm filter); SigLIP out_proj twice
+     * (cached plan) and fc2 in place, out_proj with r separate; then the plain linear of out_proj's
+     * shape again: its own plan, beta = 0 */
+    case_linear_residual(&ctx, 37, 40, 33, 1, 0, 1);
+    case_linear_residual(&ctx, 5, 7, 3, 0, 0, 1);
+    case_linear_residual(&ctx, 29, 588, 40, 1, 1, 1);
+    case_linear_residual(&ctx, 37, 40, 33, 1, 0, 0);
+    case_linear_residual(&ctx, 64, 72, 48, 0, 0, 0);
+    case_linear_residual(&ctx, 4096, 1152, 1152, 1, 0, 1);
+    case_linear_residual(&ctx, 4096, 1152, 1152, 1, 0, 1);
+    case_linear_residual(&ctx, 4096, 4304, 1152, 1, 0, 1);
+    case_linear_residual(&ctx, 4096, 4304, 1152, 1, 1, 1);
+    case_linear_residual(&ctx, 4096, 1152, 1152, 1, 0, 0);
+    case_linear(&ctx, 4096, 1152, 1152, 1, 0, 0);
 
     case_im2col(&ctx, 2, 28, 14);
     case_im2col(&ctx, 3, 15, 5);
