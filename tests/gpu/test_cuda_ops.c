@@ -292,10 +292,11 @@ static void case_linear_residual(mg_cuda_ctx *ctx, int64_t M, int K, int N, int 
             got[i * N + c] = y[rows[i] * N + c];
         }
     }
-    /* Bounds as for linear (TOL_FP32, MATCH_GEMM): if the small-shape kernels round the product to
-     * bf16 before the epilogue here too, that rounding error is the linear case's (nmse 5e-6 of an
-     * output with r's variance added, so smaller here) and the bit-match stays near linear's 0.73. */
-    tc_finish(&tc, got, ref, (size_t)R * N, guard_bad, nans, TOL_FP32, MATCH_GEMM);
+    /* Measured on the H100: cuBLASLt's in-place kernels (C = D) round the product to bf16 before
+     * adding C, as transformers' unfused out_proj -> add does: nmse 6.3e-6 to 1.3e-5 (the fc2 shape
+     * with x misaligned) against 3.4e-9 with r separate (one rounding). 3e-5 allows that second
+     * rounding, as for linear_gelu, and still rejects any indexing error or a missing residual. */
+    tc_finish(&tc, got, ref, (size_t)R * N, guard_bad, nans, 3e-5, MATCH_GEMM);
     free(x); free(w); free(b); free(r); free(y); free(rows); free(ref); free(got);
 }
 
