@@ -124,9 +124,6 @@ typedef struct mg_backend {
                                 int C, float eps);
     /* q[B,T,H,D], k,v[B,T,Hkv,D] from qkv[B,T,(H+2Hkv)*D] (mg_qkv_args) */
     void (*qk_norm_rope_forward)(void *ctx, void *q, void *k, void *v, const void *qkv, const mg_qkv_args *a);
-    /* x[B,T,H,D] rotated in place, half-split; inv_freq_i = theta^(-2i/D) / factor; pos[B,T] */
-    void (*rope_forward)(void *ctx, void *x, const int32_t *pos, int64_t B, int64_t T, int H, int D, float theta,
-                         float factor);
     /* out[B,T,H,D] = softmax(mask(q·kᵀ·scale)) · v from q[B,T,H,D], k,v[B,T,Hkv,D] */
     void (*attention_forward)(void *ctx, void *out, const void *q, const void *k, const void *v,
                               const mg_attention_args *a);

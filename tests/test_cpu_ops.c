@@ -178,30 +178,6 @@ static void case_rmsnorm(int64_t M, int C, float scale) {
     free(x), free(w), free(ref);
 }
 
-static void case_rope(int64_t B, int64_t T, int H, int D, float theta, float factor) {
-    char what[128];
-    snprintf(what, sizeof what, "rope_forward(B=%lld,T=%lld,H=%d,D=%d,theta=%g,factor=%g)", (long long)B,
-             (long long)T, H, D, theta, factor);
-    const int64_t n = B * T * H * D;
-    float *x0 = rand_vec(n, -1, 1), *x = out_new(n);
-    int32_t *pos = malloc((size_t)(B * T) * sizeof(int32_t));
-    double *ref = ref_new(n);
-    for (int64_t i = 0; i < B * T; i++) pos[i] = (int32_t)(i % T) + (int32_t)(i / T) * 3; /* per-row offsets */
-    for (int64_t i = 0; i < n; i++) x[i] = x0[i];
-    be->rope_forward(be->ctx, x, pos, B, T, H, D, theta, factor);
-    for (int64_t bt = 0; bt < B * T; bt++)
-        for (int h = 0; h < H; h++)
-            for (int i = 0; i < D / 2; i++) {
-                const double ang = pos[bt] * pow(theta, -2.0 * i / D) / factor;
-                const float *xh = x0 + (bt * H + h) * D;
-                ref[(bt * H + h) * D + i] = xh[i] * cos(ang) - xh[i + D / 2] * sin(ang);
-                ref[(bt * H + h) * D + i + D / 2] = xh[i + D / 2] * cos(ang) + xh[i] * sin(ang);
-            }
-    check_close(what, x, ref, n, 2 * TOL); /* fp32 angles: pos * inv_freq carries ~pos ulps */
-    out_free(what, x, n);
-    free(x0), free(pos), free(ref);
-}
-
 /* rmsnorm_add: h = residual + rmsnorm(x), written over the residual (the decoder's use). */
 static void case_rmsnorm_add(int64_t M, int C) {
     char what[128];
@@ -256,7 +232,7 @@ static void case_qk_norm_rope(int64_t B, int64_t T, int H, int Hkv, int D, int n
                 dst[i + D / 2] = n[i + D / 2] * cos(ang) + n[i] * sin(ang);
             }
         }
-    /* fp32 angles carry ~pos ulps, as in rope_forward; a plain split is a copy */
+    /* fp32 angles carry ~pos ulps; a plain split is a copy */
     check_close(what, q, ref_q, nq, norm_rope ? 2 * TOL : EXACT);
     check_close(what, k, ref_k, nk, norm_rope ? 2 * TOL : EXACT);
     check_close(what, v, ref_v, nk, EXACT);
@@ -455,8 +431,6 @@ int main(void) {
     case_layernorm(5, 251, 30);  /* a large mean: the two-pass variance matters */
     case_rmsnorm(11, 37, 1);
     case_rmsnorm(3, 259, 100);
-    case_rope(2, 13, 3, 18, 10000, 1);
-    case_rope(1, 37, 5, 34, 1e6f, 8);
     case_rmsnorm_add(7, 45);
     case_qk_norm_rope(2, 5, 4, 2, 18, 1, 10000, 1);
     case_qk_norm_rope(1, 7, 3, 1, 34, 1, 1e6f, 8);

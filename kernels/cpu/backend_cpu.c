@@ -56,7 +56,6 @@ static const mg_backend CPU = {
     .rmsnorm_forward = mg_cpu_rmsnorm_forward,
     .rmsnorm_add_forward = mg_cpu_rmsnorm_add_forward,
     .qk_norm_rope_forward = mg_cpu_qk_norm_rope_forward,
-    .rope_forward = mg_cpu_rope_forward,
     .attention_forward = mg_cpu_attention_forward,
     .attention_decode_forward = mg_cpu_attention_decode_forward,
     .gelu_forward = mg_cpu_gelu_forward,

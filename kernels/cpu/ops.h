@@ -2,7 +2,7 @@
  * entry of the same name in the mg_backend table (engine/backend.h, where the contracts are
  * stated); the CUDA twins are mg_cuda_<op>_forward in kernels/cuda/<family>.cu. `ctx` is unused.
  * Family files: linear.c (linear, linear_gelu, linear_residual), im2col.c, add.c, layernorm.c,
- * rmsnorm.c (rmsnorm, rmsnorm_add), rope.c, qk_norm_rope.c, attention.c, attention_decode.c, gelu.c,
+ * rmsnorm.c (rmsnorm, rmsnorm_add), qk_norm_rope.c, attention.c, attention_decode.c, gelu.c,
  * avgpool.c, embedding.c (embedding, gather_rows, scatter_rows). */
 #ifndef MG_KERNELS_CPU_OPS_H
 #define MG_KERNELS_CPU_OPS_H
@@ -23,8 +23,6 @@ void mg_cpu_rmsnorm_forward(void *ctx, void *y, const void *x, const void *w, in
 void mg_cpu_rmsnorm_add_forward(void *ctx, void *h, const void *residual, const void *x, const void *w, int64_t M,
                                 int C, float eps);
 void mg_cpu_qk_norm_rope_forward(void *ctx, void *q, void *k, void *v, const void *qkv, const mg_qkv_args *a);
-void mg_cpu_rope_forward(void *ctx, void *x, const int32_t *pos, int64_t B, int64_t T, int H, int D, float theta,
-                         float factor);
 void mg_cpu_attention_forward(void *ctx, void *out, const void *q, const void *k, const void *v,
                               const mg_attention_args *a);
 void mg_cpu_attention_decode_forward(void *ctx, void *out, const void *q, const void *kc, const void *vc,

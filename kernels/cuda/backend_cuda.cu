@@ -163,10 +163,6 @@ static void rmsnorm_add(void *ctx, void *h, const void *residual, const void *x,
 static void qk_norm_rope(void *ctx, void *q, void *k, void *v, const void *qkv, const mg_qkv_args *a) {
     OP(mg_cuda_qk_norm_rope_forward(CTX, q, k, v, qkv, a));
 }
-static void rope(void *ctx, void *x, const int32_t *pos, int64_t B, int64_t T, int H, int D, float theta,
-                 float factor) {
-    OP(mg_cuda_rope_forward(CTX, x, pos, B, T, H, D, theta, factor));
-}
 static void attention(void *ctx, void *out, const void *q, const void *k, const void *v, const mg_attention_args *a) {
     OP(mg_cuda_attention_forward(CTX, out, q, k, v, a));
 }
@@ -245,7 +241,6 @@ extern "C" mg_status mg_backend_cuda_create(int device, mg_backend **out) {
     be->rmsnorm_forward = rmsnorm;
     be->rmsnorm_add_forward = rmsnorm_add;
     be->qk_norm_rope_forward = qk_norm_rope;
-    be->rope_forward = rope;
     be->attention_forward = attention;
     be->attention_decode_forward = attention_decode;
     be->gelu_forward = gelu;

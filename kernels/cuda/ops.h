@@ -56,16 +56,9 @@ mg_status mg_cuda_rmsnorm_forward(mg_cuda_ctx *ctx, void *y, const void *x, cons
 mg_status mg_cuda_rmsnorm_add_forward(mg_cuda_ctx *ctx, void *h, const void *residual, const void *x, const void *w,
                                       int64_t M, int C, float eps);
 
-/* rope.cu: x[B,T,H,D] rotated in place, half-split; pos[B,T] int32;
- * inv_freq_i = (1 / theta^(2i/D)) / factor and angle = pos * inv_freq_i in fp32; cos and sin
- * rounded to bf16; x'_i = x_i c - x_{i+D/2} s, x'_{i+D/2} = x_{i+D/2} c + x_i s with each product
- * and the sum rounded to bf16 (spec/model.md §5.4). D even. */
-mg_status mg_cuda_rope_forward(mg_cuda_ctx *ctx, void *x, const int32_t *pos, int64_t B, int64_t T, int H, int D,
-                               float theta, float factor);
-
 /* qk_norm_rope.cu: q[B,T,H,D], k,v[B,T,Hkv,D] from the fused projection qkv[B,T,(H+2Hkv)*D]
  * (engine/backend.h mg_qkv_args, device pointers): with norm_rope, q/k get Gemma's RMSNorm (rounded
- * to bf16) then RoPE with the rounding points of rope.cu, v is copied; without it, plain copies.
+ * to bf16) then RoPE (fp32 angle, cos/sin rounded to bf16, bf16 products and sum), v is copied; without it, plain copies.
  * D even and <= 256 with norm_rope. */
 mg_status mg_cuda_qk_norm_rope_forward(mg_cuda_ctx *ctx, void *q, void *k, void *v, const void *qkv,
                                        const mg_qkv_args *a);

@@ -7,8 +7,9 @@
 //              x'_{i+D/2} = bf16( bf16(n_{i+D/2} c) + bf16(n_i s) )
 //              v copied
 //   otherwise: q, k, v are plain copies (SigLIP)
-// The rounding points are exactly those of rmsnorm.cu followed by rope.cu (torch's bf16 graph:
-// the norm returns a bf16 tensor, cos/sin are cast to bf16, each product and the sum are bf16).
+// The rounding points are torch's bf16 graph: the norm returns a bf16 tensor (as rmsnorm.cu), cos/sin
+// are cast to bf16, and each product and the sum are bf16 (Gemma 3: local layers theta 1e4, factor 1;
+// global layers theta 1e6, factor 8).
 // Written with `=`; the outputs never alias qkv.
 #include "kernels/cuda/cuda_common.cuh"
 
@@ -55,7 +56,9 @@ static __global__ void qk_norm_rope_forward_kernel(bf16 *q, bf16 *k, bf16 *v, co
         if (i >= half) continue;
         const float n1 = round_bf16(x1[r] * rstd * (1.0f + ld_bf16(w + i)));
         const float n2 = round_bf16(x2[r] * rstd * (1.0f + ld_bf16(w + i + half)));
-        // inv_freq as transformers' fp32 buffer: the power in double, rounded once (rope.cu says why)
+        // inv_freq as transformers' fp32 buffer: the power in double, rounded once, is the correctly
+        // rounded fp32 value torch computes on the CPU; CUDA's powf may be an ulp off, which can flip
+        // a bf16 cos/sin at large positions
         const float expo = (float)(2 * i) / (float)D;
         const float inv_freq = (1.0f / (float)pow((double)a.theta, (double)expo)) / a.factor;
         const float angle = p * inv_freq;
