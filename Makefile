@@ -2,7 +2,8 @@
 #   make            build/medgem, build/libmedgem.a, build/libmedgem.so (+ build/lib/*.so it needs)
 #   make deps       apt-get the Debian packages the build needs
 #   make test       build and run every test that needs no GPU (CI runs this)
-#   make test-gpu   GPU tests (run on the device machine)
+#   make test-gpu   build and run the GPU tests (on a machine with a GPU and the build deps; where
+#                   only build/ was copied, run sh tests/gpu/run_on_device.sh instead: no rebuild)
 #   make clean
 
 # ---- options -------------------------------------------------------------------------------
