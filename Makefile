@@ -2,8 +2,8 @@
 #   make            build/medgem, build/libmedgem.a, build/libmedgem.so (+ build/lib/*.so it needs)
 #   make deps       apt-get the Debian packages the build needs
 #   make test       build and run every test that needs no GPU (CI runs this)
-#   make test-gpu   build and run the GPU tests (on a machine with a GPU and the build deps; where
-#                   only build/ was copied, run sh tests/gpu/run_on_device.sh instead: no rebuild)
+#   make test-gpu   build and run the GPU tests; `make test-gpu PREBUILT=yes` runs the binaries already
+#                   in build/ (a GPU machine that got build/ copied and has no build deps)
 #   make clean
 
 # ---- options -------------------------------------------------------------------------------
@@ -14,6 +14,11 @@ OPT ?= -O2
 # SANITIZE=address|undefined|address,undefined builds into its own folder (build/san-address, ...)
 # so sanitized and plain objects never mix: `make SANITIZE=address test`.
 SANITIZE ?=
+# PREBUILT=yes: test-gpu runs what is in build/ without rebuilding (and without needing nvcc).
+PREBUILT ?= no
+ifneq ($(filter-out yes no,$(PREBUILT)),)
+  $(error PREBUILT must be yes or no)
+endif
 comma := ,
 ifneq ($(filter-out address undefined address$(comma)undefined,$(SANITIZE)),)
   $(error SANITIZE must be empty, address, undefined or address,undefined)
@@ -27,7 +32,7 @@ BUILD = build$(if $(SANITIZE),/san-$(subst $(comma),-,$(SANITIZE)),)
 # ---- dependency detection --------------------------------------------------------------------
 ifeq ($(wildcard $(NVCC)),)
   $(info ✗ CUDA toolkit not found (set CUDA_HOME); run `make deps` or install CUDA 13)
-  $(error nvcc is required to build medgem)
+  $(if $(filter no,$(PREBUILT)),$(error nvcc is required to build medgem))
 else
   $(info ✓ CUDA at $(CUDA_HOME))
 endif
@@ -111,7 +116,7 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libmedgem.a $(BUILD)/lib/libsentencepiece.s
 test: all $(TESTS)
 	@sh tests/run_tests.sh $(TESTS)
 
-test-gpu: all $(GPU_TESTS)
+test-gpu: $(if $(filter yes,$(PREBUILT)),,all $(GPU_TESTS))
 	@sh tests/run_tests.sh $(GPU_TESTS)
 
 # Kernel lab (STYLE habit 10): tests/bench/<op>.cu includes its production kernel and times it;
