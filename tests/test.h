@@ -9,6 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+
+#include "engine/dtype.h"
+#include "engine/safetensors.h"
 
 static int test_passed_, test_failed_;
 
@@ -46,6 +50,30 @@ static inline int check_close_(const char *file, int line, const char *what, con
     return ok;
 }
 #define check_close(what, got, ref, n, tol) check_close_(__FILE__, __LINE__, what, got, ref, n, tol)
+
+/* Runs cmd; returns its exit status (-1 if it did not exit) and its stdout in *out (malloc'd). */
+static inline int test_run(const char *cmd, char **out) {
+    FILE *p = popen(cmd, "r");
+    size_t n = 0, cap = 1 << 16, got;
+    char *buf = malloc(cap);
+    while (p && (got = fread(buf + n, 1, cap - n - 1, p)) > 0)
+        if ((n += got) + 1 == cap) buf = realloc(buf, cap *= 2);
+    buf[n] = 0;
+    int st = p ? pclose(p) : -1;
+    *out = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A fixture tensor of small integers stored as floats (ids, labels, token types) as int32. */
+static inline int32_t *test_fixture_ints(const mg_st_tensor *t) {
+    const int64_t n = mg_st_numel(t);
+    float *f = malloc((size_t)n * sizeof(float));
+    int32_t *v = malloc((size_t)n * sizeof(int32_t));
+    mg_to_f32(f, t->data, t->dtype, (size_t)n);
+    for (int64_t i = 0; i < n; i++) v[i] = (int32_t)f[i];
+    free(f);
+    return v;
+}
 
 static inline int test_finish(void) {
     printf("RESULT %d passed, %d failed\n", test_passed_, test_failed_);

@@ -27,20 +27,6 @@
 
 enum { K_TEXT, K_BOS, K_SOT, K_EOT, K_BOI, K_EOI, K_IMAGE };
 
-/* Runs cmd, returns its exit status (-1 if it did not exit) and its stdout in a malloc'd string. */
-static int run(const char *cmd, char **out) {
-    FILE *p = popen(cmd, "r");
-    size_t n = 0, cap = 1 << 16;
-    char *buf = malloc(cap);
-    size_t got;
-    while (p && (got = fread(buf + n, 1, cap - n - 1, p)) > 0)
-        if ((n += got) + 1 == cap) buf = realloc(buf, cap *= 2);
-    buf[n] = 0;
-    int st = p ? pclose(p) : -1;
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* The kind of each id, runs of one kind collapsed: kinds[0..*n); returns the image-token count. */
 static int kind_runs(const int *ids, int T, const int special[6], int *kinds, int *n) {
     int images = 0;
@@ -120,7 +106,7 @@ static void check_prompt_layout(void) {
 
 static void check_cli_json(void) {
     char *out;
-    const int rc = run(MEDGEM "bench --model " MODEL " --cpu --batch 3 --tokens 40 --iters 1 --warmup 0 --json", &out);
+    const int rc = test_run(MEDGEM "bench --model " MODEL " --cpu --batch 3 --tokens 40 --iters 1 --warmup 0 --json", &out);
     CHECK(rc == 0, "medgem bench --json exits 0 (got %d)", rc);
     mg_json *j = NULL;
     CHECK(mg_json_parse(out, strlen(out), "bench output", &j) == MG_OK, "output is one JSON object: %s", out);
@@ -153,23 +139,23 @@ static void check_cli_json(void) {
     free(out);
 
     /* the text form names the numbers a reader looks for */
-    CHECK(run(MEDGEM "bench --model " MODEL " --cpu --batch 2 --tokens 30 --iters 2", &out) == 0, "text form exits 0");
+    CHECK(test_run(MEDGEM "bench --model " MODEL " --cpu --batch 2 --tokens 30 --iters 2", &out) == 0, "text form exits 0");
     CHECK(strstr(out, "images/s") && strstr(out, "ms per batch") && strstr(out, "weights"), "text form: %s", out);
     free(out);
 }
 
 static void check_bad_input(void) {
     char *out;
-    CHECK(run(MEDGEM "bench --model " MODEL " --cpu --tokens 20 --iters 1 2>&1", &out) == 1 &&
+    CHECK(test_run(MEDGEM "bench --model " MODEL " --cpu --tokens 20 --iters 1 2>&1", &out) == 1 &&
               strstr(out, "20 tokens") && strstr(out, "HINT:"),
           "a prompt shorter than the image block fails with a hint: %s", out);
     free(out);
-    CHECK(run(MEDGEM "bench --model tests/no-such-model --cpu --iters 1 2>&1", &out) == 1 &&
+    CHECK(test_run(MEDGEM "bench --model tests/no-such-model --cpu --iters 1 2>&1", &out) == 1 &&
               strstr(out, "no-such-model"), "a missing model directory is named: %s", out);
     free(out);
-    CHECK(run(MEDGEM "bench --model " MODEL " --cpu --batch 0 2>&1", &out) == 2, "--batch 0 is a usage error");
+    CHECK(test_run(MEDGEM "bench --model " MODEL " --cpu --batch 0 2>&1", &out) == 2, "--batch 0 is a usage error");
     free(out);
-    CHECK(run(MEDGEM "bench --model " MODEL " --frobnicate 1 2>&1", &out) == 2 && strstr(out, "frobnicate"),
+    CHECK(test_run(MEDGEM "bench --model " MODEL " --frobnicate 1 2>&1", &out) == 2 && strstr(out, "frobnicate"),
           "an unknown option is named: %s", out);
     free(out);
 }

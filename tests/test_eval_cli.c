@@ -29,20 +29,6 @@ typedef struct {
     double probs[K], logits[K];
 } csv_row;
 
-/* Runs cmd, returns its exit status (-1 if it did not exit) and its stdout in a malloc'd string. */
-static int run(const char *cmd, char **out) {
-    FILE *p = popen(cmd, "r");
-    size_t n = 0, cap = 1 << 16;
-    char *buf = malloc(cap);
-    size_t got;
-    while (p && (got = fread(buf + n, 1, cap - n - 1, p)) > 0)
-        if ((n += got) + 1 == cap) buf = realloc(buf, cap *= 2);
-    buf[n] = 0;
-    int st = p ? pclose(p) : -1;
-    *out = buf;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static int read_csv(const char *path, csv_row *rows) {
     FILE *f = fopen(path, "r");
     if (!f) return -1;
@@ -105,7 +91,7 @@ static void compare_with_classify(const char *opt, const csv_row *rows, int n_ro
     const int n = n_rows < 4 ? n_rows : 4;
     int len = snprintf(cmd, sizeof cmd, MEDGEM "classify --json --model " MODEL " %s--image", opt);
     for (int i = 0; i < n; i++) len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %s", rows[i].path);
-    CHECK(run(cmd, &out) == 0, "%s", cmd);
+    CHECK(test_run(cmd, &out) == 0, "%s", cmd);
     double worst = 0;
     int lines = 0;
     for (char *save, *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save), lines++) {
@@ -138,7 +124,7 @@ int main(void) {
     /* what `medgem data` selects by default (the guide's selection, test split) */
     char *out;
     snprintf(cmd, sizeof cmd, MEDGEM "data --data %s --json", data);
-    CHECK(run(cmd, &out) == 0, "%s", cmd);
+    CHECK(test_run(cmd, &out) == 0, "%s", cmd);
     mg_json *dj = NULL;
     mg_json_parse(out, strlen(out), "medgem data", &dj);
     const int64_t selected = (int64_t)mg_json_get_number(mg_json_get(dj, "test"), "images", -1);
@@ -148,7 +134,7 @@ int main(void) {
 
     static csv_row score[MAX_ROWS], gen[MAX_ROWS];
     snprintf(cmd, sizeof cmd, MEDGEM "eval --cpu --model " MODEL " --data %s --batch 5 --json --csv %s/score.csv", data, dir);
-    CHECK(run(cmd, &out) == 0, "%s", cmd);
+    CHECK(test_run(cmd, &out) == 0, "%s", cmd);
     snprintf(cmd, sizeof cmd, "%s/score.csv", dir);
     const int n_score = read_csv(cmd, score);
     check_json("eval score", out, selected, score, n_score);
@@ -157,7 +143,7 @@ int main(void) {
 
     snprintf(cmd, sizeof cmd, MEDGEM "eval --model " MODEL " --data %s --mode generate --max-new-tokens 2 --json --csv %s/gen.csv",
              data, dir);
-    CHECK(run(cmd, &out) == 0, "%s", cmd);
+    CHECK(test_run(cmd, &out) == 0, "%s", cmd);
     snprintf(cmd, sizeof cmd, "%s/gen.csv", dir);
     const int n_gen = read_csv(cmd, gen);
     check_json("eval generate", out, selected, gen, n_gen);
@@ -173,7 +159,7 @@ int main(void) {
     compare_with_classify("", score, n_score);
     static csv_row adapted[MAX_ROWS];
     snprintf(cmd, sizeof cmd, MEDGEM "eval --model " MODEL " --adapter " ADAPTER " --data %s --csv %s/adapted.csv", data, dir);
-    CHECK(run(cmd, &out) == 0, "%s", cmd);
+    CHECK(test_run(cmd, &out) == 0, "%s", cmd);
     free(out);
     snprintf(cmd, sizeof cmd, "%s/adapted.csv", dir);
     const int n_adapted = read_csv(cmd, adapted);
@@ -187,7 +173,7 @@ int main(void) {
     const char *bad[2][2] = { { "/nonexistent/breakhis", "cannot open" }, { empty, "is empty" } };
     for (int i = 0; i < 2; i++) {
         snprintf(cmd, sizeof cmd, MEDGEM "eval --model " MODEL " --data %s --json 2>&1", bad[i][0]);
-        const int rc = run(cmd, &out);
+        const int rc = test_run(cmd, &out);
         CHECK(rc == 1 && strstr(out, bad[i][1]) && strstr(out, "HINT"), "%s: exit %d, %s", bad[i][0], rc, out);
         free(out);
     }

@@ -25,17 +25,6 @@
 #define SAVED "build/lora_saved" /* kept for tests/golden/check_adapter.py (PEFT loads it) */
 #define TOL 1e-4
 
-/* An F32 fixture tensor of integers (ids, labels) as int32. */
-static int32_t *ints(const mg_st_tensor *t) {
-    const int64_t n = mg_st_numel(t);
-    float *f = malloc((size_t)n * sizeof(float));
-    int32_t *v = malloc((size_t)n * sizeof(int32_t));
-    mg_to_f32(f, t->data, t->dtype, (size_t)n);
-    for (int64_t i = 0; i < n; i++) v[i] = (int32_t)f[i];
-    free(f);
-    return v;
-}
-
 /* max |got - ref| / max |ref|, the measure check_close uses. */
 static double rel_error(const float *got, const double *ref, int64_t n) {
     double d = 0, m = 0;
@@ -66,7 +55,7 @@ static void forward_all(mg_model *m, const mg_st_file *fx, float *logits) {
     const mg_st_tensor *px = mg_st_find(fx, "pixel_values"), *ids_t = mg_st_find(fx, "input_ids"),
                        *tt_t = mg_st_find(fx, "token_type_ids");
     const int64_t B = ids_t->shape[0], T = ids_t->shape[1];
-    int32_t *ids = ints(ids_t), *tt = ints(tt_t), *rows = malloc((size_t)(B * T) * sizeof(int32_t));
+    int32_t *ids = test_fixture_ints(ids_t), *tt = test_fixture_ints(tt_t), *rows = malloc((size_t)(B * T) * sizeof(int32_t));
     float *pixels = malloc((size_t)mg_st_numel(px) * sizeof(float));
     mg_to_f32(pixels, px->data, px->dtype, (size_t)mg_st_numel(px));
     for (int64_t i = 0; i < B * T; i++) rows[i] = (int32_t)i;
@@ -92,7 +81,7 @@ static void test_against_peft(mg_model *m, const mg_st_file *fx) {
     mg_to_f32(ref32, lt->data, lt->dtype, (size_t)n);
     mg_to_f32(&ref_loss, loss_t->data, loss_t->dtype, 1);
     for (int64_t i = 0; i < n; i++) ref[i] = ref32[i];
-    int32_t *labels = ints(lab_t);
+    int32_t *labels = test_fixture_ints(lab_t);
 
     forward_all(m, fx, got);
     const double base_err = rel_error(got, ref, n);

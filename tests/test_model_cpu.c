@@ -44,17 +44,6 @@ static void check_stage(void *user, const char *stage, const void *x, int64_t n)
     free(got), free(ref32), free(ref);
 }
 
-/* An F32 fixture tensor of integers (ids, token types) as int32. */
-static int32_t *ints(const mg_st_tensor *t) {
-    const int64_t n = mg_st_numel(t);
-    float *f = malloc((size_t)n * sizeof(float));
-    int32_t *v = malloc((size_t)n * sizeof(int32_t));
-    mg_to_f32(f, t->data, t->dtype, (size_t)n);
-    for (int64_t i = 0; i < n; i++) v[i] = (int32_t)f[i];
-    free(f);
-    return v;
-}
-
 int main(void) {
     mg_model m;
     mg_st_file fx;
@@ -70,7 +59,7 @@ int main(void) {
     if (!(px && ids_t && tt_t && ids_t->ndim == 2)) return test_finish();
 
     const int64_t B = ids_t->shape[0], T = ids_t->shape[1], N = px->shape[0], V = m.cfg.vocab;
-    int32_t *ids = ints(ids_t), *tt = ints(tt_t), *rows = malloc((size_t)(B * T) * sizeof(int32_t));
+    int32_t *ids = test_fixture_ints(ids_t), *tt = test_fixture_ints(tt_t), *rows = malloc((size_t)(B * T) * sizeof(int32_t));
     float *pixels = malloc((size_t)mg_st_numel(px) * sizeof(float)), *logits = malloc((size_t)(B * T * V) * sizeof(float));
     mg_to_f32(pixels, px->data, px->dtype, (size_t)mg_st_numel(px));
     for (int64_t i = 0; i < B * T; i++) rows[i] = (int32_t)i;

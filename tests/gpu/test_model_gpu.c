@@ -61,15 +61,6 @@ static float *floats(const mg_st_tensor *t) {
     mg_to_f32(f, t->data, t->dtype, (size_t)mg_st_numel(t));
     return f;
 }
-static int32_t *ints(const mg_st_tensor *t) {
-    const int64_t n = mg_st_numel(t);
-    float *f = floats(t);
-    int32_t *v = xmalloc((size_t)n * sizeof(int32_t));
-    for (int64_t i = 0; i < n; i++) v[i] = (int32_t)f[i];
-    free(f);
-    return v;
-}
-
 /* ‖got − ref‖₂ / ‖ref‖₂ and max |got − ref|, in double. */
 static double rel_l2(const float *got, const float *ref, int64_t n, double *max_abs) {
     double d2 = 0, r2 = 0, mx = 0;
@@ -96,7 +87,7 @@ static int batch_load(const mg_st_file *fx, const char *name, batch *b) {
                        *tt = mg_st_find(fx, "token_type_ids");
     CHECK(px && ids && tt && ids->ndim == 2, "%s needs pixel_values, input_ids [B,T], token_type_ids", name);
     if (!(px && ids && tt && ids->ndim == 2)) return 0;
-    *b = (batch){ .B = ids->shape[0], .T = ids->shape[1], .N = px->shape[0], .ids = ints(ids), .types = ints(tt),
+    *b = (batch){ .B = ids->shape[0], .T = ids->shape[1], .N = px->shape[0], .ids = test_fixture_ints(ids), .types = test_fixture_ints(tt),
                   .pixels = floats(px) };
     return 1;
 }
