@@ -1,6 +1,9 @@
 /* The model set-up that classify and eval share: the backend (the GPU unless --cpu), the model,
  * and the PEFT adapter merged in when one is given. */
 #include <stdio.h>
+#include <stdlib.h>
+
+#include "data/image.h"
 
 #include "engine/cli/commands.h"
 #include "model/lora.h"
@@ -15,4 +18,15 @@ int cli_open_model(const char *cmd, bool force_cpu, const char *dir, const char 
     if (!what) return 0;
     fprintf(stderr, "medgem %s: %s\n%s\n", cmd, what, mg_last_error());
     return 1;
+}
+
+float *cli_load_images(const char *cmd, const char *const *paths, int n, int S) {
+    const size_t per = (size_t)3 * S * S;
+    float *pixels = malloc((size_t)n * per * sizeof(float));
+    mg_status s = pixels ? MG_OK : mg_fail(MG_ERR_OOM, "give fewer images at once", "a batch of %d images", n);
+    for (int b = 0; s == MG_OK && b < n; b++) s = mg_image_load_pixels(paths[b], S, pixels + b * per);
+    if (s == MG_OK) return pixels;
+    fprintf(stderr, "medgem %s: cannot read the images\n%s\n", cmd, mg_last_error());
+    free(pixels);
+    return NULL;
 }

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/image.h"
 #include "engine/cli/commands.h"
 #include "engine/json.h"
 #include "model/classifier.h"
@@ -75,15 +74,9 @@ int cmd_classify(int argc, char **argv) {
 
     /* the batch: every image with the same prompt, scored at its last position */
     const int64_t B = n_img, S = m.cfg.image_size;
-    pixels = malloc((size_t)(B * 3 * S * S) * sizeof(float));
+    if (!(pixels = cli_load_images("classify", images, n_img, (int)S))) { rc = 1; goto done; }
     logits = malloc((size_t)(B * MG_BREAKHIS_NCLASSES) * sizeof(float));
-    if (!pixels || !logits) {
-        mg_fail(MG_ERR_OOM, "classify fewer images at once", "batch of %d images", n_img);
-        rc = fail("out of memory");
-        goto done;
-    }
-    for (int64_t b = 0; b < B; b++)
-        if (mg_image_load_pixels(images[b], (int)S, pixels + b * 3 * S * S) != MG_OK) { rc = fail("cannot read an image"); goto done; }
+    if (!logits) { mg_fail(MG_ERR_OOM, "classify fewer images at once", "batch of %d images", n_img); rc = fail("out of memory"); goto done; }
     if (mg_classifier_score(&cl, pixels, B, logits) != MG_OK) { rc = fail("forward failed"); goto done; }
 
     for (int64_t b = 0; b < B; b++) {

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "data/image.h"
 #include "engine/cli/commands.h"
 #include "engine/json.h"
 #include "model/classifier.h"
@@ -80,10 +79,7 @@ int cmd_generate(int argc, char **argv) {
     if (mg_classifier_init(&cl, &m, &opts) != MG_OK) { rc = fail("cannot load the tokenizer or build the prompt"); goto done; }
 
     const int64_t B = n_img, S = m.cfg.image_size;
-    pixels = malloc((size_t)(B * 3 * S * S) * sizeof(float));
-    if (!pixels) { mg_fail(MG_ERR_OOM, "answer fewer images at once", "batch of %d images", n_img); rc = fail("out of memory"); goto done; }
-    for (int64_t b = 0; b < B; b++)
-        if (mg_image_load_pixels(images[b], (int)S, pixels + b * 3 * S * S) != MG_OK) { rc = fail("cannot read an image"); goto done; }
+    if (!(pixels = cli_load_images("generate", images, n_img, (int)S))) { rc = 1; goto done; }
     if (mg_classifier_generate(&cl, pixels, B, max_new, preds, answers, NULL) != MG_OK) { rc = fail("generation failed"); goto done; }
 
     for (int64_t b = 0; b < B; b++) {

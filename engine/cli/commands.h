@@ -23,4 +23,8 @@ int cmd_bench(int argc, char **argv);
 int cli_open_model(const char *cmd, bool force_cpu, const char *dir, const char *adapter, const mg_backend **be,
                    mg_model *m);
 
+/* engine/cli/cli_model.c: each image file as the processor would give it, in a new (n, 3, S, S)
+ * buffer; NULL after printing the error as "medgem <cmd>: ...". */
+float *cli_load_images(const char *cmd, const char *const *paths, int n, int S);
+
 #endif
