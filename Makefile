@@ -62,7 +62,7 @@ LDLIBS   = -L$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -lsentencepiece -lz -
 RPATH    = -Wl,-rpath,'$$ORIGIN/lib' -Wl,-rpath,'$$ORIGIN/../lib' -Wl,-rpath,'$$ORIGIN/../../lib' -Wl,-rpath,$(CUDA_HOME)/lib64
 
 # ---- sources ---------------------------------------------------------------------------------
-LIB_C   = $(wildcard engine/*.c model/*.c kernels/cpu/*.c tokenizer/*.c data/*.c)
+LIB_C   = $(wildcard engine/*.c engine/jobs/*.c model/*.c kernels/cpu/*.c tokenizer/*.c data/*.c)
 LIB_CXX = $(wildcard tokenizer/*.cpp)
 LIB_CU  = $(wildcard kernels/cuda/*.cu)
 CLI_C   = $(wildcard engine/cli/*.c)

@@ -72,6 +72,32 @@ typedef struct {
     int window;    /* sliding window; 0 = none */
 } mg_decode_args;
 
+/* One LoRA branch on top of a frozen linear (PEFT lora/layer.py Linear.forward, spec/model.md §8.1):
+ *   xd = dropout(x)        (training only: element i of x kept iff mg_dropout_keep(seed, i, p), kept
+ *                           values scaled by 1/(1-p); p == 0: xd is x itself and is not written)
+ *   u  = xd · Aᵀ           u[M,r], A[r,K]
+ *   y[:, :N] += scale · u · Bᵀ   B[N,r]; y's rows are ldy apart (a column slice of a fused output:
+ *                           q, k or v inside q|k|v, gate or up inside gate|up)
+ * A and B are given in act_dtype (the device copy of the fp32 master weights). */
+typedef struct {
+    int64_t M;        /* rows */
+    int K, r, N;      /* in-features, rank, out-features */
+    int64_t ldy;      /* row stride of y and dy, >= N */
+    float scale;      /* alpha / r (PEFT's scaling) */
+    float dropout;    /* p in [0, 1); 0 = no dropout (evaluation) */
+    uint64_t seed;    /* dropout mask seed (engine/dropout.h), the same in a recompute */
+} mg_lora_args;
+
+/* One AdamW step over a flat fp32 vector (torch.optim.AdamW, decoupled weight decay):
+ *   g = grad * grad_scale;  p *= 1 - lr*wd;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g²
+ *   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps);  param_act = p in act_dtype */
+typedef struct {
+    int64_t n;
+    float lr, beta1, beta2, eps, weight_decay;
+    int step;         /* t, 1-based */
+    float grad_scale; /* gradient clipping factor min(1, max_norm / norm), 1 when not clipping */
+} mg_adamw_args;
+
 typedef struct mg_backend {
     const char *name;   /* "cpu" or "cuda" */
     const char *device; /* what runs the ops: "host", "NVIDIA H100 80GB HBM3" */
@@ -92,6 +118,12 @@ typedef struct mg_backend {
     void (*download)(void *ctx, float *dst, const void *src, int64_t n);
     /* raw bytes host -> device (index tensors) */
     void (*copy_in)(void *ctx, void *dst, const void *src, size_t nbytes);
+    /* raw bytes device -> host (fp32 gradients, the loss); waits for the queued work before it */
+    void (*copy_out)(void *ctx, void *dst, const void *src, size_t nbytes);
+    /* raw bytes device -> device (saved layer inputs) */
+    void (*copy)(void *ctx, void *dst, const void *src, size_t nbytes);
+    /* dst[0..nbytes) = 0 */
+    void (*zero)(void *ctx, void *dst, size_t nbytes);
 
     /* ---- ops (kernels/cpu/<family>.c, kernels/cuda/<family>.cu) ---- */
     /* y[M,N] = x[M,K] · w[N,K]ᵀ (+ b[N] when b != NULL) */
@@ -144,6 +176,53 @@ typedef struct mg_backend {
     void (*gather_rows_forward)(void *ctx, void *y, const void *x, const int32_t *rows, int64_t R, int C);
     /* y[rows[r]] = src[r] for r < R, other rows of y untouched (the image soft-token merge) */
     void (*scatter_rows_forward)(void *ctx, void *y, const void *src, const int32_t *rows, int64_t R, int C);
+    /* the LoRA branch (mg_lora_args): xd (M,K) when dropout > 0, u (M,r) = xd·Aᵀ, y += scale·u·Bᵀ */
+    void (*lora_forward)(void *ctx, void *y, void *u, void *xd, const void *x, const void *A, const void *B,
+                         const mg_lora_args *a);
+
+    /* ---- training (engine/tape.c replays these; every one ACCUMULATES into its gradient outputs:
+     * dx += ..., so a gradient reached by two paths needs no extra add; the caller zeroes them) ---- */
+    /* dx[M,K] += dy[M,N] · w[N,K] (a frozen linear's input gradient; weights get none) */
+    void (*linear_backward)(void *ctx, void *dx, const void *dy, const void *w, int64_t M, int K, int N);
+    /* LoRA's leaves and input (xd, u as the forward left them; du (M,r) fp32 scratch):
+     *   dB[N,r] += scale · dyᵀ·u;  du = scale · dy·B;  dA[r,K] += duᵀ·xd;  dx += dropout_mask(du·A)
+     * dA, dB fp32; dx, dy act_dtype (dy rows ldy apart) */
+    void (*lora_backward)(void *ctx, void *dx, float *dA, float *dB, float *du, const void *dy, const void *x,
+                          const void *xd, const void *u, const void *A, const void *B, const mg_lora_args *a);
+    /* dx[n] += dy[n] · gelu_tanh'(x[n]) */
+    void (*gelu_backward)(void *ctx, void *dx, const void *dy, const void *x, int64_t n);
+    /* y = gelu_tanh(gate) * up:  dgu[:, :F] += dy·up·gelu_tanh'(gate),  dgu[:, F:] += dy·gelu_tanh(gate) */
+    void (*geglu_backward)(void *ctx, void *dgu, const void *dy, const void *gu, int64_t M, int F);
+    /* LayerNorm's input gradient (w, b frozen), mean and variance recomputed from x */
+    void (*layernorm_backward)(void *ctx, void *dx, const void *dy, const void *x, const void *w, int64_t M, int C,
+                               float eps);
+    /* Gemma RMSNorm's input gradient (w frozen), rsqrt recomputed from x */
+    void (*rmsnorm_backward)(void *ctx, void *dx, const void *dy, const void *x, const void *w, int64_t M, int C,
+                             float eps);
+    /* dqkv[B,T,(H+2Hkv)*D] += the gradient of qk_norm_rope_forward given dq, dk, dv and the forward's qkv */
+    void (*qk_norm_rope_backward)(void *ctx, void *dqkv, const void *dq, const void *dk, const void *dv,
+                                  const void *qkv, const mg_qkv_args *a);
+    /* dq[B,T,H,D], dk, dv[B,T,Hkv,D] += the gradients of attention_forward (same mask) given dout and
+     * the forward's q, k, v and out (softmax statistics are recomputed) */
+    void (*attention_backward)(void *ctx, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                               const void *k, const void *v, const void *out, const mg_attention_args *a);
+    /* dx[B,G*G,C] += dy[B,(G/k)²,C] / k² at each pooled patch */
+    void (*avgpool_backward)(void *ctx, void *dx, const void *dy, int64_t B, int G, int k, int C);
+    /* gather_rows' input gradient: dx[rows[r]] += dy[r] (rows distinct) */
+    void (*gather_rows_backward)(void *ctx, void *dx, const void *dy, const int32_t *rows, int64_t R, int C);
+    /* scatter_rows' source gradient: dsrc[r] += dy[rows[r]] */
+    void (*scatter_rows_backward)(void *ctx, void *dsrc, const void *dy, const int32_t *rows, int64_t R, int C);
+    /* Causal-LM cross-entropy on R rows of logits[R,V] (act_dtype, upcast to fp32 like transformers):
+     *   loss[0] += Σ_r (logsumexp(logits[r]) - logits[r, t_r])   over rows with t_r = targets[r] >= 0
+     *   dlogits[r] = grad_scale · (softmax(logits[r]) - onehot(t_r)), a zero row when t_r < 0
+     * loss is one fp32 on the device; dlogits may alias logits (overwritten with `=`). */
+    void (*cross_entropy_backward)(void *ctx, void *dlogits, float *loss, const void *logits, const int32_t *targets,
+                                   int64_t R, int V, float grad_scale);
+    /* out[0] += Σ x[i]² (fp32 on the device; the global gradient norm) */
+    void (*sumsq)(void *ctx, float *out, const float *x, int64_t n);
+    /* one AdamW step (mg_adamw_args) on fp32 param/grad/m/v, refreshing param_act (act_dtype) */
+    void (*adamw_step)(void *ctx, float *param, const float *grad, float *m, float *v, void *param_act,
+                       const mg_adamw_args *a);
 } mg_backend;
 
 /* The fp32 CPU reference backend (kernels/cpu/backend_cpu.c). Never NULL. */
