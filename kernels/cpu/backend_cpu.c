@@ -30,6 +30,21 @@ static void cpu_copy_in(void *ctx, void *dst, const void *src, size_t nbytes) {
     memcpy(dst, src, nbytes);
 }
 
+static void cpu_copy_out(void *ctx, void *dst, const void *src, size_t nbytes) {
+    (void)ctx;
+    memcpy(dst, src, nbytes); /* nothing is queued on the CPU: the data is there */
+}
+
+static void cpu_copy(void *ctx, void *dst, const void *src, size_t nbytes) {
+    (void)ctx;
+    memcpy(dst, src, nbytes);
+}
+
+static void cpu_zero(void *ctx, void *dst, size_t nbytes) {
+    (void)ctx;
+    memset(dst, 0, nbytes);
+}
+
 static mg_status cpu_sync(void *ctx) {
     (void)ctx;
     return MG_OK; /* every op has finished when it returns and none can fail */
@@ -46,6 +61,9 @@ static const mg_backend CPU = {
     .upload = cpu_upload,
     .download = cpu_download,
     .copy_in = cpu_copy_in,
+    .copy_out = cpu_copy_out,
+    .copy = cpu_copy,
+    .zero = cpu_zero,
     .linear_forward = mg_cpu_linear_forward,
     .linear_gelu_forward = mg_cpu_linear_gelu_forward,
     .linear_residual_forward = mg_cpu_linear_residual_forward,
@@ -64,6 +82,21 @@ static const mg_backend CPU = {
     .embedding_forward = mg_cpu_embedding_forward,
     .gather_rows_forward = mg_cpu_gather_rows_forward,
     .scatter_rows_forward = mg_cpu_scatter_rows_forward,
+    .lora_forward = mg_cpu_lora_forward,
+    .linear_backward = mg_cpu_linear_backward,
+    .lora_backward = mg_cpu_lora_backward,
+    .gelu_backward = mg_cpu_gelu_backward,
+    .geglu_backward = mg_cpu_geglu_backward,
+    .layernorm_backward = mg_cpu_layernorm_backward,
+    .rmsnorm_backward = mg_cpu_rmsnorm_backward,
+    .qk_norm_rope_backward = mg_cpu_qk_norm_rope_backward,
+    .attention_backward = mg_cpu_attention_backward,
+    .avgpool_backward = mg_cpu_avgpool_backward,
+    .gather_rows_backward = mg_cpu_gather_rows_backward,
+    .scatter_rows_backward = mg_cpu_scatter_rows_backward,
+    .cross_entropy_backward = mg_cpu_cross_entropy_backward,
+    .sumsq = mg_cpu_sumsq,
+    .adamw_step = mg_cpu_adamw_step,
 };
 
 const mg_backend *mg_backend_cpu(void) { return &CPU; }
