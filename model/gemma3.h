@@ -10,6 +10,8 @@
 #include "model/arena.h"
 #include "model/weights.h"
 
+struct mg_lora_device; /* model/lora_device.h: an unmerged adapter the forward adds */
+
 /* Called with each stage's output (a device tensor of n elements) when the caller asks, e.g.
  * to compare against transformers dumps. stage: "vision_out", "hidden_3", "logits", ... */
 typedef struct {
@@ -60,14 +62,24 @@ typedef struct {
 
 void mg_gemma3_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *w, mg_gemma3_weights *gw);
 
-/* Bytes of scratch mg_gemma3_forward needs for M = B*T tokens (one layer's activations). */
-size_t mg_gemma3_scratch_bytes(const mg_config *cfg, int64_t M, size_t esize);
+/* Bytes of scratch mg_gemma3_forward needs for M = B*T tokens (one layer's activations, with the
+ * LoRA branches' when lora != NULL). */
+size_t mg_gemma3_scratch_bytes(const mg_config *cfg, const struct mg_lora_device *lora, int64_t M, size_t esize);
 
 /* x[B, T, C]: in, the input embeddings; out, the final-normed hidden states. With tok->cache the
  * tokens' keys and values are kept for later decode steps (tok->decode needs them for 0..past-1). scratch holds
  * mg_gemma3_scratch_bytes on the same backend, 256-byte aligned. Reports "hidden_<l>" (output of
  * layer l) and "final_norm_out" to obs when obs != NULL. */
-void mg_gemma3_forward(const mg_backend *be, const mg_config *cfg, const mg_gemma3_weights *w, void *x,
-                       const mg_gemma3_tokens *tok, const mg_observer *obs, void *scratch);
+void mg_gemma3_forward(const mg_backend *be, const mg_config *cfg, const mg_gemma3_weights *w,
+                       const struct mg_lora_device *lora, void *x, const mg_gemma3_tokens *tok, const mg_observer *obs,
+                       void *scratch);
+
+/* Training: layer l alone, x_out[B,T,C] = layer(x_in) (distinct buffers), with every activation in
+ * its own buffer of scratch (mg_gemma3_layer_train_bytes) so that a tape can differentiate it. The
+ * LoRA branches (lora, unmerged) use lora->dropout and lora->seed. */
+size_t mg_gemma3_layer_train_bytes(const mg_config *cfg, const struct mg_lora_device *lora, int64_t M, size_t esize);
+void mg_gemma3_layer_train(const mg_backend *be, const mg_config *cfg, const mg_gemma3_weights *w,
+                           const struct mg_lora_device *lora, int l, const mg_gemma3_tokens *tok, const void *x_in,
+                           void *x_out, void *scratch);
 
 #endif

@@ -83,6 +83,22 @@ mg_status mg_lora_save(const char *dir, const mg_lora *lora, const mg_config *cf
 
 void mg_lora_free(mg_lora *lora);
 
+/* Which Linears an adapter covers: on[comp][kind] for MG_COMP_TEXT and MG_COMP_VISION. */
+typedef struct {
+    bool on[2][MG_LORA_N_KINDS];
+} mg_lora_targets;
+
+/* "all-linear" (PEFT's: every Linear of both towers, not the head or the projector), "text",
+ * "vision", or a comma list of leaf names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj,
+ * down_proj, out_proj, fc1, fc2; q/k/v_proj select both towers, as PEFT's suffix match does). */
+mg_status mg_lora_parse_targets(const char *spec, mg_lora_targets *t);
+
+/* A fresh adapter with PEFT's init (init_lora_weights=True): A ~ U(-1/sqrt(in), 1/sqrt(in))
+ * (kaiming_uniform_ with a = sqrt(5)) drawn from a seeded counter-based stream, B = 0; scale
+ * alpha / r. Modules in mg_lora order. */
+mg_status mg_lora_create(mg_lora *lora, const mg_config *cfg, const mg_lora_targets *t, int r, double alpha,
+                         double dropout, uint64_t seed);
+
 /* Merges the adapter into the model's weights like PEFT merge_and_unload (safe_merge=False):
  *   W ← W + (B·A)·scale
  * with B·A and the scaling computed in fp32 on the host, added in fp32 and stored in the backend's

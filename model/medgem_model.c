@@ -1,6 +1,8 @@
 /* MedGemma composition (modeling_gemma3.py Gemma3Model.forward + Gemma3ForConditionalGeneration). */
 #include "model/medgem_model.h"
 
+#include "model/model_tokens.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,92 +61,6 @@ void mg_model_free(mg_model *m) {
     memset(m, 0, sizeof *m);
 }
 
-/* How a run uses the decoder's KV cache. */
-typedef struct {
-    int64_t t_max; /* > 0: keep the keys/values of up to t_max positions per row (prefill and decode) */
-    bool decode;   /* one text token per row at position `past`, attending to the cache */
-    int64_t past;  /* decode: positions already cached */
-} run_mode;
-
-/* Host-side checks of everything the ops take on trust. In a decode step every id is text, the
- * image token included (transformers feeds a generated <image_soft_token> back as an embedding). */
-static mg_status check_input(const mg_config *cfg, const mg_model_input *in, const mg_model_head *head,
-                             const run_mode *mode, int64_t *n_soft) {
-    const int64_t M = in->B * in->T;
-    if (in->B <= 0 || in->T <= 0) return mg_fail(MG_ERR_ARG, NULL, "empty batch: B=%lld T=%lld", (long long)in->B,
-                                                 (long long)in->T);
-    *n_soft = 0;
-    for (int64_t i = 0; i < M; i++) {
-        if (in->ids[i] < 0 || in->ids[i] >= cfg->vocab)
-            return mg_fail(MG_ERR_ARG, "token ids must come from this model's tokenizer",
-                           "token id %d at (b=%lld, t=%lld) is outside the vocabulary [0, %d)", in->ids[i],
-                           (long long)(i / in->T), (long long)(i % in->T), cfg->vocab);
-        *n_soft += !mode->decode && in->ids[i] == cfg->image_token_id;
-    }
-    if (*n_soft != in->n_images * cfg->mm_tokens_per_image)
-        return mg_fail(MG_ERR_ARG, "each image needs exactly mm_tokens_per_image <image_soft_token> placeholders",
-                       "%lld image placeholder tokens for %lld images of %d soft tokens", (long long)*n_soft,
-                       (long long)in->n_images, cfg->mm_tokens_per_image);
-    for (int64_t r = 0; r < head->R; r++)
-        if (head->rows[r] < 0 || head->rows[r] >= M)
-            return mg_fail(MG_ERR_ARG, NULL, "logit row %d is outside the batch's %lld positions", head->rows[r],
-                           (long long)M);
-    for (int i = 0; head->vocab && i < head->n_vocab; i++)
-        if (head->vocab[i] < 0 || head->vocab[i] >= cfg->vocab)
-            return mg_fail(MG_ERR_ARG, NULL, "scored token id %d is outside the vocabulary [0, %d)", head->vocab[i],
-                           cfg->vocab);
-    return MG_OK;
-}
-
-/* The int32 per-token arrays, built on the host and copied to the device in one block. */
-typedef struct {
-    int32_t *pos;        /* (B, T) positions past..past+T-1 (cache_position) */
-    int32_t *group;      /* (B, T) image index of a soft token within its row, -1 for text */
-    int32_t *valid;      /* (B, T) attention_mask */
-    int32_t *ids;        /* (B, T) */
-    int32_t *cache_rows; /* (B, T) b*t_max + position: where each token's keys go in the cache (empty without) */
-    int32_t *soft_rows;  /* (n_soft) flattened positions of the image placeholders, in order */
-    int32_t *head_rows;  /* (R) */
-    int32_t *vocab;      /* (n_vocab) */
-} token_arrays;
-
-/* Lays the arrays out from base (NULL: only sizes them); returns the bytes needed. */
-static size_t token_arrays_layout(token_arrays *t, int32_t *base, int64_t M, int64_t n_cache, int64_t n_soft,
-                                  int64_t R, int64_t n_vocab) {
-    int32_t **slot[] = { &t->pos, &t->group, &t->valid, &t->ids, &t->cache_rows, &t->soft_rows, &t->head_rows,
-                         &t->vocab };
-    const int64_t count[] = { M, M, M, M, n_cache, n_soft, R, n_vocab };
-    int64_t used = 0;
-    for (size_t i = 0; i < sizeof count / sizeof count[0]; i++) {
-        *slot[i] = base ? base + used : NULL;
-        used += count[i];
-    }
-    return (size_t)used * sizeof(int32_t);
-}
-
-static void fill_token_arrays(token_arrays *t, const mg_config *cfg, const mg_model_input *in,
-                              const mg_model_head *head, const run_mode *mode) {
-    int64_t k = 0;
-    for (int64_t b = 0; b < in->B; b++) {
-        int32_t image = -1;
-        for (int64_t i = b * in->T; i < (b + 1) * in->T; i++) {
-            const int64_t position = mode->past + (i - b * in->T);
-            const int is_soft = !mode->decode &&
-                                (in->token_type ? in->token_type[i] == 1 : in->ids[i] == cfg->image_token_id);
-            const int prev_soft = i > b * in->T && t->group[i - 1] >= 0;
-            if (is_soft && !prev_soft) image++; /* a new run of soft tokens starts a new image */
-            t->pos[i] = (int32_t)position;
-            t->group[i] = is_soft ? image : -1;
-            t->valid[i] = in->attn_mask ? in->attn_mask[i] : 1;
-            t->ids[i] = in->ids[i];
-            if (mode->t_max) t->cache_rows[i] = (int32_t)(b * mode->t_max + position);
-            if (!mode->decode && in->ids[i] == cfg->image_token_id) t->soft_rows[k++] = (int32_t)i;
-        }
-    }
-    memcpy(t->head_rows, head->rows, (size_t)head->R * sizeof(int32_t));
-    if (head->vocab) memcpy(t->vocab, head->vocab, (size_t)head->n_vocab * sizeof(int32_t));
-}
-
 /* Every device buffer of one forward, carved from m->work. */
 typedef struct {
     void *cache_k, *cache_v; /* (L, B, t_max, Hkv, D) the KV cache, first so that decode steps find it in place */
@@ -160,9 +76,9 @@ typedef struct {
 } forward_bufs;
 
 /* Lays the buffers out from base (NULL: only sizes them); returns the bytes needed. */
-static size_t forward_layout(forward_bufs *f, char *base, const mg_config *cfg, size_t esize, size_t tok_bytes,
-                             int64_t B, int64_t t_max, int64_t M, int64_t N, int64_t R, int64_t n_vocab_rows,
-                             int nv) {
+static size_t forward_layout(forward_bufs *f, char *base, const mg_config *cfg, const struct mg_lora_device *lora,
+                             size_t esize, size_t tok_bytes, int64_t B, int64_t t_max, int64_t M, int64_t N, int64_t R,
+                             int64_t n_vocab_rows, int nv) {
     const int64_t G = cfg->image_size / cfg->patch_size, C = cfg->hidden;
     size_t used = 0;
     f->cache_k = mg_carve(base, &used, mg_gemma3_cache_elems(cfg, B, t_max), esize);
@@ -175,9 +91,9 @@ static size_t forward_layout(forward_bufs *f, char *base, const mg_config *cfg, 
     f->hrows = mg_carve(base, &used, R * C, esize);
     f->ev = mg_carve(base, &used, n_vocab_rows * C, esize);
     f->logits = mg_carve(base, &used, R * nv, esize);
-    size_t scratch = mg_gemma3_scratch_bytes(cfg, M, esize);
+    size_t scratch = mg_gemma3_scratch_bytes(cfg, lora, M, esize);
     if (N) {
-        const size_t vis = mg_siglip_scratch_bytes(cfg, N, esize), proj = mg_projector_scratch_bytes(cfg, N, esize);
+        const size_t vis = mg_siglip_scratch_bytes(cfg, lora, N, esize), proj = mg_projector_scratch_bytes(cfg, N, esize);
         scratch = scratch > vis ? scratch : vis;
         scratch = scratch > proj ? scratch : proj;
     }
@@ -187,7 +103,7 @@ static size_t forward_layout(forward_bufs *f, char *base, const mg_config *cfg, 
 
 /* One run of the model: a plain forward, a prefill that keeps the KV cache, or a decode step. */
 static mg_status model_run(mg_model *m, const mg_model_input *in, const mg_model_head *head, const mg_observer *obs,
-                           const run_mode *mode) {
+                           const mg_run_mode *mode) {
     const mg_backend *be = m->be;
     const mg_config *cfg = &m->cfg;
     const int64_t B = in->B, T = in->T, M = B * T, N = in->n_images, R = head->R;
@@ -195,16 +111,16 @@ static mg_status model_run(mg_model *m, const mg_model_input *in, const mg_model
     const int nv = head->vocab ? head->n_vocab : cfg->vocab;
     const size_t es = mg_dtype_size(be->act_dtype);
     int64_t n_soft = 0;
-    MG_TRY(check_input(cfg, in, head, mode, &n_soft));
+    MG_TRY(mg_check_input(cfg, in, head, mode, &n_soft));
 
     /* the per-token int arrays: built on the host, one copy to the device */
-    token_arrays host, dev;
+    mg_token_arrays host, dev;
     const int64_t n_cache = mode->t_max ? M : 0, n_vocab = head->vocab ? nv : 0;
-    const size_t tok_bytes = token_arrays_layout(&host, NULL, M, n_cache, n_soft, R, n_vocab);
+    const size_t tok_bytes = mg_token_arrays_layout(&host, NULL, M, n_cache, n_soft, R, n_vocab);
     /* the device buffers: one allocation, kept while later runs fit in it; a decode step must find
      * the prefill's cache where it left it, so it never reallocates */
     forward_bufs f;
-    const size_t need = forward_layout(&f, NULL, cfg, es, tok_bytes, B, mode->t_max, M, N, R, n_vocab, nv);
+    const size_t need = forward_layout(&f, NULL, cfg, m->lora, es, tok_bytes, B, mode->t_max, M, N, R, n_vocab, nv);
     if (mode->decode && need > m->work_bytes)
         return mg_fail(MG_ERR_ARG, "score at most as many rows per decode step as in the prefill",
                        "decode step needs %zu bytes of activations, the prefill reserved %zu", need, m->work_bytes);
@@ -219,17 +135,17 @@ static mg_status model_run(mg_model *m, const mg_model_input *in, const mg_model
     }
     int32_t *host_base = malloc(tok_bytes);
     if (!host_base) return mg_fail(MG_ERR_OOM, NULL, "token arrays for B=%lld T=%lld", (long long)B, (long long)T);
-    forward_layout(&f, m->work, cfg, es, tok_bytes, B, mode->t_max, M, N, R, n_vocab, nv);
-    token_arrays_layout(&host, host_base, M, n_cache, n_soft, R, n_vocab);
-    token_arrays_layout(&dev, f.tok, M, n_cache, n_soft, R, n_vocab);
-    fill_token_arrays(&host, cfg, in, head, mode);
+    forward_layout(&f, m->work, cfg, m->lora, es, tok_bytes, B, mode->t_max, M, N, R, n_vocab, nv);
+    mg_token_arrays_layout(&host, host_base, M, n_cache, n_soft, R, n_vocab);
+    mg_token_arrays_layout(&dev, f.tok, M, n_cache, n_soft, R, n_vocab);
+    mg_fill_token_arrays(&host, cfg, in, head, mode);
     be->copy_in(be->ctx, f.tok, host_base, tok_bytes);
     free(host_base);
 
     if (N) {
         /* get_image_features: vision_tower(pixel_values).last_hidden_state */
         be->upload(be->ctx, f.pixels, in->pixels, MG_F32, N * 3 * (int64_t)cfg->image_size * cfg->image_size);
-        mg_siglip_forward(be, cfg, &m->vision, f.vis, f.pixels, N, f.scratch);
+        mg_siglip_forward(be, cfg, &m->vision, m->lora, f.vis, f.pixels, N, f.scratch);
         if (obs) obs->fn(obs->user, "vision_out", f.vis, N * G * G * cfg->v_hidden);
         /* multi_modal_projector */
         mg_projector_forward(be, cfg, &m->projector, f.soft, f.vis, N, f.scratch);
@@ -244,7 +160,7 @@ static mg_status model_run(mg_model *m, const mg_model_input *in, const mg_model
     const mg_gemma3_tokens tok = { .B = B, .T = T, .pos = dev.pos, .key_valid = in->attn_mask ? dev.valid : NULL,
                                    .group = dev.group, .cache = mode->t_max ? &cache : NULL,
                                    .cache_rows = dev.cache_rows, .decode = mode->decode, .past = mode->past };
-    mg_gemma3_forward(be, cfg, &m->text, f.x, &tok, obs, f.scratch);
+    mg_gemma3_forward(be, cfg, &m->text, m->lora, f.x, &tok, obs, f.scratch);
     /* lm_head (tied to embed_tokens) at the requested rows, over the requested vocab columns */
     be->gather_rows_forward(be->ctx, f.hrows, f.x, dev.head_rows, R, C);
     if (head->vocab) be->gather_rows_forward(be->ctx, f.ev, m->text.embed, dev.vocab, nv, C);
@@ -258,7 +174,7 @@ static mg_status model_run(mg_model *m, const mg_model_input *in, const mg_model
 }
 
 mg_status mg_model_forward(mg_model *m, const mg_model_input *in, const mg_model_head *head, const mg_observer *obs) {
-    const run_mode plain = { 0 };
+    const mg_run_mode plain = { 0 };
     return model_run(m, in, head, obs, &plain);
 }
 
@@ -269,7 +185,7 @@ mg_status mg_model_prefill(mg_model *m, const mg_model_input *in, const mg_model
     if (in->attn_mask)
         return mg_fail(MG_ERR_ARG, "give every row the same prompt length (no padding)",
                        "cached decoding does not mask padded keys");
-    const run_mode prefill = { .t_max = t_max };
+    const mg_run_mode prefill = { .t_max = t_max };
     return model_run(m, in, head, NULL, &prefill);
 }
 
@@ -279,6 +195,6 @@ mg_status mg_model_decode_step(mg_model *m, const int32_t *ids, const mg_model_h
         return mg_fail(MG_ERR_ARG, "prefill with a larger t_max", "the KV cache's %lld positions are all used",
                        (long long)m->kv.Tmax);
     const mg_model_input in = { .B = m->kv.B, .T = 1, .ids = ids };
-    const run_mode step = { .t_max = m->kv.Tmax, .decode = true, .past = m->kv_len };
+    const mg_run_mode step = { .t_max = m->kv.Tmax, .decode = true, .past = m->kv_len };
     return model_run(m, &in, head, NULL, &step);
 }

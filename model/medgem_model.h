@@ -24,6 +24,7 @@ typedef struct {
     mg_gemma3_cache kv;       /* the decoder's keys/values from mg_model_prefill, at the start of `work`;
                                * kv.B == 0 when there is none (any other forward discards it) */
     int64_t kv_len;           /* positions of each row filled in kv */
+    const struct mg_lora_device *lora; /* an unmerged adapter every forward adds (model/lora_device.h); NULL: none */
     mg_siglip_weights vision;
     mg_projector_weights projector;
     mg_gemma3_weights text;

@@ -15,7 +15,7 @@ typedef struct {
 
 void mg_projector_load(mg_weight_arena *a, const mg_weights *w, mg_projector_weights *pw);
 
-/* Bytes of scratch mg_projector_forward needs for N images (the pooled tokens). */
+/* Bytes of scratch mg_projector_forward needs for N images (the pooled and the normed tokens). */
 size_t mg_projector_scratch_bytes(const mg_config *cfg, int64_t N, size_t esize);
 
 /* out[N, mm, C] from the vision output x[N, P, Cv] (device pointers); scratch holds

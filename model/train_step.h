@@ -1,0 +1,44 @@
+/* One training micro-batch of MedGemma with an unmerged LoRA adapter: forward, causal-LM loss,
+ * backward into the adapter's fp32 gradients (spec/model.md §8).
+ *
+ * Memory (STYLE habit 11): the forward keeps only each layer's input (text (L+1)·M·C, vision
+ * (Lv+1)·N·P·Cv values); backward recomputes one layer at a time through the autograd tape
+ * (engine/tape.h), replays it and discards it, from the head down to the first vision layer.
+ * The head sees only the labelled rows: they are gathered before the final norm, and their
+ * logits over the whole vocabulary exist one chunk of rows at a time.
+ *
+ * Loss: labels (B, T) as transformers takes them (-100 = ignored); position t predicts
+ * labels[t+1] (the shift). The step adds Σ CE over its labelled positions to *loss_sum and
+ * grad_scale · dΣCE/dθ to the adapter's gradients, so a caller that passes grad_scale =
+ * 1 / (labelled tokens of the whole accumulation window) gets transformers' Trainer normalisation. */
+#ifndef MG_TRAIN_STEP_H
+#define MG_TRAIN_STEP_H
+
+#include "engine/tape.h"
+#include "model/lora_device.h"
+#include "model/medgem_model.h"
+
+typedef struct {
+    mg_model *m;
+    mg_lora_device *lora;
+    mg_tape *tape;
+    void *work;        /* one allocation for every buffer of a step, grown to the largest batch seen */
+    size_t work_bytes;
+    size_t peak_bytes; /* the largest work allocation so far */
+} mg_trainer;
+
+/* Binds a trainer to a model and an adapter on the same backend (the model must not have the
+ * adapter merged; the trainer sets m->lora while it runs a step). */
+mg_status mg_trainer_create(mg_trainer *t, mg_model *m, mg_lora_device *lora);
+void mg_trainer_free(mg_trainer *t);
+
+/* Labelled positions of labels (B, T) after the shift: positions t < T-1 with labels[t+1] != -100. */
+int64_t mg_count_targets(const int32_t *labels, int64_t B, int64_t T);
+
+/* Runs one micro-batch (in: ids, pixels, token_type, attn_mask as for mg_model_forward) and
+ * accumulates into the adapter's gradients (+=); *loss_sum += Σ CE (fp32 per token, summed in
+ * double on the host). Bad input is an error naming the position; nothing is accumulated then. */
+mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *labels, float grad_scale,
+                        double *loss_sum);
+
+#endif
