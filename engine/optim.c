@@ -32,7 +32,8 @@ double mg_lr_at(mg_schedule s, double lr, int step, int warmup_steps, int total_
 }
 
 mg_status mg_adamw_update(const mg_backend *be, float *params, float *grads, float *m, float *v, void *act, int64_t n,
-                          float *scratch, const mg_adamw_config *c, double lr, int step, double *grad_norm) {
+                          float *scratch, double grad_scale, const mg_adamw_config *c, double lr, int step,
+                          double *grad_norm) {
     /* the norm is read back to the host (the clipping factor and the log need it): one small sync
      * per optimizer update */
     be->zero(be->ctx, scratch, sizeof(float));
@@ -40,7 +41,7 @@ mg_status mg_adamw_update(const mg_backend *be, float *params, float *grads, flo
     float sq = 0;
     be->copy_out(be->ctx, &sq, scratch, sizeof sq);
     MG_TRY(be->sync(be->ctx));
-    const double norm = sqrt((double)sq);
+    const double norm = sqrt((double)sq) * grad_scale;
     *grad_norm = norm;
     if (!isfinite(norm))
         return mg_fail(MG_ERR_NUMERIC, "lower --lr or --max-grad-norm; the last checkpoint is intact",
@@ -48,7 +49,7 @@ mg_status mg_adamw_update(const mg_backend *be, float *params, float *grads, flo
     const double clip = c->max_grad_norm > 0 ? fmin(1.0, c->max_grad_norm / (norm + 1e-6)) : 1.0;
     const mg_adamw_args a = { .n = n, .lr = (float)lr, .beta1 = (float)c->beta1, .beta2 = (float)c->beta2,
                               .eps = (float)c->eps, .weight_decay = (float)c->weight_decay, .step = step,
-                              .grad_scale = (float)clip };
+                              .grad_scale = (float)(grad_scale * clip) };
     be->adamw_step(be->ctx, params, grads, m, v, act, &a);
     be->zero(be->ctx, grads, (size_t)n * sizeof(float));
     return be->sync(be->ctx);

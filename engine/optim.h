@@ -24,12 +24,15 @@ typedef struct {
     double max_grad_norm;                   /* clip_grad_norm_ threshold; <= 0: no clipping */
 } mg_adamw_config;
 
-/* One update of params[n] from grads[n] (both fp32 on be), m, v its moments, act its act_dtype
- * copy, scratch one fp32 on be: the global gradient norm (reported in *grad_norm), clipping as torch's clip_grad_norm_
- * (scale min(1, max_norm / (norm + 1e-6))), AdamW at lr for update number step (1-based), then the
- * gradients are zeroed for the next accumulation. A non-finite norm fails with MG_ERR_NUMERIC
+/* One update of params[n] from grad_scale * grads[n] (both fp32 on be; grad_scale = 1 / the
+ * labelled tokens of the accumulation window turns summed losses into transformers' mean), m, v
+ * its moments, act its act_dtype copy, scratch one fp32 on be: the global gradient norm
+ * (reported in *grad_norm), clipping as torch's clip_grad_norm_ (scale min(1, max_norm /
+ * (norm + 1e-6))), AdamW at lr for update number step (1-based), then the gradients are zeroed
+ * for the next accumulation. A non-finite norm fails with MG_ERR_NUMERIC
  * and leaves params, moments and gradients untouched. */
 mg_status mg_adamw_update(const mg_backend *be, float *params, float *grads, float *m, float *v, void *act, int64_t n,
-                          float *scratch, const mg_adamw_config *c, double lr, int step, double *grad_norm);
+                          float *scratch, double grad_scale, const mg_adamw_config *c, double lr, int step,
+                          double *grad_norm);
 
 #endif

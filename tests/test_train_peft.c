@@ -134,7 +134,7 @@ int main(void) {
         }
         double norm;
         if (s == MG_OK)
-            s = mg_adamw_update(m.be, dev.params, dev.grads, dev.m, dev.v, dev.act, dev.n_params, dev.scratch, &adam,
+            s = mg_adamw_update(m.be, dev.params, dev.grads, dev.m, dev.v, dev.act, dev.n_params, dev.scratch, 1.0, &adam,
                                 1e-3, step, &norm);
     }
     CHECK(s == MG_OK, "five AdamW steps: %s", mg_last_error());

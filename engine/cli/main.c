@@ -18,6 +18,7 @@ static const command COMMANDS[] = {
     { "classify", cmd_classify, "class probabilities of images (one forward, the class digits' logits)" },
     { "generate", cmd_generate, "free-text answers about images (greedy decoding with a KV cache)" },
     { "eval", cmd_eval, "accuracy, F1, ROC-AUC and patient rate of a model on a BreakHis selection" },
+    { "train", cmd_train, "LoRA fine-tuning on a BreakHis selection (the guide's settings by default)" },
     { "bench", cmd_bench, "evaluation throughput: timed score-mode forwards of a synthetic batch" },
     { "tokenize", cmd_tokenize, "print the token ids of a text or of the chat prompt" },
     { "version", cmd_version, "print the version and the GPU this process sees" },

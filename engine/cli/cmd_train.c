@@ -1,0 +1,190 @@
+/* medgem train: LoRA fine-tuning on a BreakHis selection (engine/jobs/train.h), with a progress
+ * bar on stderr, train_log.jsonl and the adapter in --out, checkpoints, --resume, and Ctrl-C
+ * writing a checkpoint before exiting with status 130. */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "data/splits.h"
+#include "engine/cli/commands.h"
+#include "engine/jobs/train.h"
+
+static const char *USAGE =
+    "usage: medgem train --model DIR --data PATH --out DIR [selection] [options]\n"
+    "  --model DIR            Hugging Face model directory (config.json, safetensors, tokenizer.model)\n"
+    "  --data PATH            BreakHis: the Kaggle folder (Folds.csv), BreaKHis_v1.tar.gz, or a folder tree\n"
+    "  --out DIR              train_log.jsonl, adapter/ (PEFT format), checkpoint-<step>/\n"
+    "  selection              --fold 1-5, --mag 40|100|200|400|all, --balance binary|class|none, --seed N\n"
+    "                         (default: the guide's: fold 1, 100X, binary balance, seed 42; trains on the\n"
+    "                         train split, evaluates on the test split)\n"
+    "  adapter                --adapter DIR (start from a PEFT adapter; default: a fresh one, PEFT's init)\n"
+    "                         --lora-r 8, --lora-alpha 16, --lora-dropout 0.1,\n"
+    "                         --lora-targets all-linear|text|vision|NAME,... (default all-linear)\n"
+    "  optimisation           --epochs 5, --batch 1 (micro-batch), --grad-accum 8, --max-steps 0 (0: all epochs),\n"
+    "                         --lr 5e-4, --weight-decay 0, --warmup-ratio 0.03, --max-grad-norm 0.3 (0: none),\n"
+    "                         --schedule cosine|linear|constant, --loss-on seed|answer (seed: the guide's labels)\n"
+    "  --single-bos           one BOS and the final newline (TRL's path) instead of the guide's stripped text\n"
+    "  --prompt-file F        the user text after the image (default: the guide's 8-class prompt)\n"
+    "  --eval-every N         evaluate the test split every N epochs, score mode, adapter unmerged (1; 0: never)\n"
+    "  --eval-batch N         images per evaluation forward (8)\n"
+    "  --save-every N         checkpoint every N optimizer updates (0: only on Ctrl-C)\n"
+    "  --resume DIR           continue from a checkpoint-<step> folder (same --batch, --grad-accum, --seed)\n"
+    "  --threads N            image decoding threads (2)\n"
+    "  --on-bad-image skip|fail  an unreadable image is left out and counted (default), or stops the run\n"
+    "  --json                 print the summary as one JSON object\n"
+    "  --cpu                  run on the fp32 CPU reference backend even when a GPU is available\n";
+
+static volatile sig_atomic_t stop_requested;
+static void on_sigint(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+static int fail(const char *what) {
+    fprintf(stderr, "\nmedgem train: %s\n%s\n", what, mg_last_error());
+    return 1;
+}
+
+static void progress_bar(void *user, const mg_train_progress *p) {
+    (void)user;
+    const int width = 24, filled = (int)(width * (int64_t)p->step / (p->total_steps > 0 ? p->total_steps : 1));
+    fprintf(stderr, "\repoch %d/%d [%.*s%*s] %d/%d loss %.4f lr %.2e gnorm %.3f %.2f img/s ETA %.0f s ", p->epoch,
+            p->epochs, filled, "========================", width - filled, "", p->step, p->total_steps, p->loss, p->lr,
+            p->grad_norm, p->images_per_s, p->eta_s);
+    fflush(stderr);
+}
+
+static void print_eval(void *user, int epoch, const mg_eval_result *r) {
+    (void)user;
+    fprintf(stderr, "\nepoch %d evaluation: %lld images, accuracy %.4f, F1 weighted %.4f, binary accuracy %.4f, "
+                    "ROC-AUC %.4f\n",
+            epoch, (long long)r->n, r->metrics.accuracy, r->metrics.f1_weighted, r->metrics.bin_accuracy,
+            r->metrics.auc);
+}
+
+/* Parses one train option into o; returns 1 when the flag is one, with *bad set for a bad value. */
+static int train_option(const char *a, const char *v, mg_train_opts *o, int *bad) {
+    char *end = NULL;
+    const double x = strtod(v, &end);
+    const int num = end && end != v && *end == 0, integer = num && x == floor(x) && fabs(x) < 1e9;
+    *bad = 0;
+    if (!strcmp(a, "--adapter")) o->adapter = v;
+    else if (!strcmp(a, "--lora-targets")) o->lora_targets = v;
+    else if (!strcmp(a, "--prompt-file")) o->prompt_text = v; /* read by the caller */
+    else if (!strcmp(a, "--resume")) o->resume = v;
+    else if (!strcmp(a, "--schedule")) *bad = mg_schedule_parse(v, &o->schedule) != MG_OK;
+    else if (!strcmp(a, "--loss-on")) {
+        *bad = strcmp(v, "seed") && strcmp(v, "answer");
+        o->loss_on = !strcmp(v, "answer") ? MG_LOSS_ON_ANSWER : MG_LOSS_ON_SEED;
+    } else if (!strcmp(a, "--on-bad-image")) {
+        *bad = strcmp(v, "skip") && strcmp(v, "fail");
+        o->on_bad = o->eval.on_bad = !strcmp(v, "fail") ? MG_BAD_FAIL : MG_BAD_SKIP;
+    } else {
+        struct { const char *flag; int *i; double *d; } nums[] = {
+            { "--lora-r", &o->lora_r, NULL },         { "--lora-alpha", NULL, &o->lora_alpha },
+            { "--lora-dropout", NULL, &o->lora_dropout }, { "--epochs", &o->epochs, NULL },
+            { "--batch", &o->batch, NULL },           { "--grad-accum", &o->grad_accum, NULL },
+            { "--max-steps", &o->max_steps, NULL },   { "--lr", NULL, &o->lr },
+            { "--weight-decay", NULL, &o->weight_decay }, { "--warmup-ratio", NULL, &o->warmup_ratio },
+            { "--max-grad-norm", NULL, &o->max_grad_norm }, { "--eval-every", &o->eval_every, NULL },
+            { "--eval-batch", &o->eval.batch, NULL }, { "--save-every", &o->save_every, NULL },
+            { "--threads", &o->threads, NULL },
+        };
+        for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+            if (strcmp(a, nums[i].flag)) continue;
+            if (nums[i].i) *bad = !integer, *nums[i].i = (int)x;
+            else *bad = !num, *nums[i].d = x;
+            return 1;
+        }
+        return 0;
+    }
+    return 1;
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *dir = NULL, *data = NULL, *prompt_file = NULL;
+    bool json = false, force_cpu = false;
+    mg_bh_selection sel = mg_bh_selection_default(MG_BH_SPLIT_TRAIN);
+    mg_train_opts o = mg_train_defaults();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        mg_status st;
+        int bad;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(USAGE, stdout); return 0; }
+        if (!strcmp(a, "--json")) { json = true; continue; }
+        if (!strcmp(a, "--cpu")) { force_cpu = true; continue; }
+        if (!strcmp(a, "--single-bos")) { o.guide_path = false; continue; }
+        if (!v) { fprintf(stderr, "medgem train: %s needs a value (or is unknown)\n\n%s", a, USAGE); return 2; }
+        i++;
+        if (!strcmp(a, "--seed")) o.seed = strtoull(v, NULL, 10); /* also the selection's, below */
+        if (!strcmp(a, "--split")) { fprintf(stderr, "medgem train: trains on the train split and evaluates on the test split; --split does not apply\n"); return 2; }
+        if (mg_bh_selection_option(a, v, &sel, &st)) {
+            if (st != MG_OK) { fprintf(stderr, "medgem train: %s\n", mg_last_error()); return 2; }
+        } else if (!strcmp(a, "--model")) dir = v;
+        else if (!strcmp(a, "--data")) data = v;
+        else if (!strcmp(a, "--out")) o.out_dir = v;
+        else if (train_option(a, v, &o, &bad)) {
+            if (!strcmp(a, "--prompt-file")) prompt_file = v, o.prompt_text = NULL;
+            if (bad) { fprintf(stderr, "medgem train: bad value '%s' for %s\n\n%s", v, a, USAGE); return 2; }
+        } else { fprintf(stderr, "medgem train: unknown option '%s'\n\n%s", a, USAGE); return 2; }
+    }
+    if (!dir || !data || !o.out_dir) {
+        fprintf(stderr, "medgem train: give --model DIR, --data PATH and --out DIR\n\n%s", USAGE);
+        return 2;
+    }
+    if (isatty(STDERR_FILENO)) o.progress = progress_bar;
+    o.on_eval = print_eval;
+    o.stop = &stop_requested;
+    o.eval.threads = o.threads;
+
+    int rc = 0;
+    mg_bh_index *ix = NULL;
+    int64_t *train = NULL, *test = NULL, n_train = 0, n_test = 0;
+    const mg_backend *be = NULL;
+    mg_model m = { 0 };
+    char *qtext = NULL;
+    mg_train_result r = { 0 };
+    /* the data first: a bad path or an empty selection fails before the model loads */
+    if (mg_bh_index_open(data, o.on_bad, &ix) != MG_OK) { rc = fail("cannot index the data"); goto done; }
+    if (mg_bh_select(ix, &sel, &train, &n_train) != MG_OK) { rc = fail("no training images"); goto done; }
+    sel.split = MG_BH_SPLIT_TEST;
+    if (o.eval_every > 0 && mg_bh_select(ix, &sel, &test, &n_test) != MG_OK) { rc = fail("no test images"); goto done; }
+    if (prompt_file && mg_prompt_read_file(prompt_file, &qtext) != MG_OK) { rc = fail("cannot read the prompt"); goto done; }
+    o.prompt_text = qtext;
+    if ((rc = cli_open_model("train", force_cpu, dir, NULL, &be, &m)) != 0) goto done;
+    fprintf(stderr, "medgem train: %lld training images, %lld test images; weights %.1f MiB on %s\n",
+            (long long)n_train, (long long)n_test, (double)m.arena_bytes / (1 << 20), be->name);
+    struct sigaction sa = { .sa_handler = on_sigint };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    const mg_status s = mg_train_run(&m, ix, train, n_train, test, n_test, &o, &r);
+    signal(SIGINT, SIG_DFL);
+    if (o.progress) fputc('\n', stderr);
+    if (s != MG_OK) { rc = fail(r.checkpoint[0] ? "training stopped (the last checkpoint is intact)" : "training failed"); goto done; }
+    const double peak = (double)(m.arena_bytes + r.peak_bytes + r.lora_bytes) / (1 << 20);
+    if (json)
+        printf("{\"steps\": %d, \"interrupted\": %s, \"loss\": %.6f, \"seconds\": %.3f, \"images\": %lld, "
+               "\"images_per_s\": %.3f, \"peak_mib\": %.1f, \"checkpoint\": \"%s\"}\n",
+               r.steps, r.interrupted ? "true" : "false", r.last_loss, r.seconds, (long long)r.images,
+               r.seconds > 0 ? r.images / r.seconds : 0.0, peak, r.checkpoint);
+    fprintf(stderr, "medgem train: %d updates, last loss %.4f, %lld images in %.1f s (%.2f images/s), "
+                    "peak %.1f MiB on %s (weights %.1f + activations %.1f + LoRA state %.1f)\n",
+            r.steps, r.last_loss, (long long)r.images, r.seconds, r.seconds > 0 ? r.images / r.seconds : 0.0, peak,
+            be->name, (double)m.arena_bytes / (1 << 20), (double)r.peak_bytes / (1 << 20),
+            (double)r.lora_bytes / (1 << 20));
+    if (r.interrupted) {
+        fprintf(stderr, "medgem train: interrupted; resume with --resume %s\n", r.checkpoint);
+        rc = 130;
+    } else {
+        fprintf(stderr, "medgem train: adapter written to %s/adapter\n", o.out_dir);
+    }
+done:
+    mg_model_free(&m);
+    mg_backend_close(be);
+    free(qtext), free(train), free(test);
+    if (ix) mg_bh_index_free(ix);
+    return rc;
+}

@@ -1,0 +1,378 @@
+/* The LoRA training loop (engine/jobs/train.h): data order -> micro-batches -> mg_train_step ->
+ * AdamW updates, with logs, evaluations and checkpoints. */
+#include "engine/jobs/train.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "data/prefetch.h"
+#include "data/rng.h"
+#include "engine/atomic_file.h"
+#include "engine/dropout.h"
+#include "engine/json.h"
+#include "model/train_step.h"
+
+mg_train_opts mg_train_defaults(void) {
+    mg_eval_opts eval = mg_eval_defaults();
+    return (mg_train_opts){ .lora_r = 8, .lora_alpha = 16, .lora_dropout = 0.1, .lora_targets = "all-linear",
+                            .epochs = 5, .batch = 1, .grad_accum = 8, .lr = 5e-4, .weight_decay = 0,
+                            .warmup_ratio = 0.03, .max_grad_norm = 0.3, .schedule = MG_SCHED_COSINE, .seed = 42,
+                            .loss_on = MG_LOSS_ON_SEED, .guide_path = true, .eval_every = 1, .eval = eval,
+                            .threads = 2, .on_bad = MG_BAD_SKIP };
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* ---- where the run stands (state.json of a checkpoint) ----------------------------------------- */
+
+typedef struct {
+    int step;      /* optimizer updates done */
+    int epoch;     /* 0-based epoch in progress */
+    int64_t micro; /* micro-batches of that epoch consumed */
+} run_position;
+
+static mg_status mkdir_p(const char *dir) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return mg_fail(MG_ERR_ARG, NULL, "path too long: %s", dir);
+    for (char *p = buf + 1;; p++) {
+        const char c = *p;
+        if (c != '/' && c != 0) continue;
+        *p = 0;
+        if (mkdir(buf, 0755) && errno != EEXIST)
+            return mg_fail(MG_ERR_IO, "check the --out path and its permissions", "cannot create %s: %s", buf,
+                           strerror(errno));
+        *p = c;
+        if (!c) return MG_OK;
+    }
+}
+
+static void remove_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char path[4352];
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+/* Writes checkpoint-<step>: the adapter (PEFT format), optimizer.safetensors, then state.json,
+ * which marks the checkpoint complete; then removes the previous one. */
+static mg_status save_checkpoint(const mg_train_opts *o, const mg_config *cfg, mg_lora *lora, const mg_lora_device *dev,
+                                 const run_position *pos, int total, int warmup, char *last, size_t last_cap) {
+    char dir[4096], path[4352];
+    snprintf(dir, sizeof dir, "%s/checkpoint-%d", o->out_dir, pos->step);
+    MG_TRY(mkdir_p(dir));
+    const size_t bytes = (size_t)dev->n_params * sizeof(float);
+    float *m = malloc(bytes), *v = malloc(bytes);
+    mg_status s = m && v ? MG_OK : mg_fail(MG_ERR_OOM, NULL, "optimizer state of %lld parameters", (long long)dev->n_params);
+    if (s == MG_OK) s = mg_lora_device_download(dev, lora->params, m, v);
+    if (s == MG_OK) s = mg_lora_save(dir, lora, cfg);
+    if (s == MG_OK) {
+        const int64_t shape[1] = { dev->n_params };
+        const mg_st_entry e[2] = { { "exp_avg", MG_F32, 1, shape, m }, { "exp_avg_sq", MG_F32, 1, shape, v } };
+        snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+        s = mg_st_write(path, e, 2, NULL, 0);
+    }
+    free(m), free(v);
+    if (s != MG_OK) return mg_fail_context(s, "writing checkpoint %s: ", dir);
+    char json[1024];
+    const int n = snprintf(json, sizeof json,
+                           "{\"step\": %d, \"epoch\": %d, \"micro_batch\": %lld, \"total_steps\": %d, "
+                           "\"warmup_steps\": %d, \"seed\": %llu, \"batch\": %d, \"grad_accum\": %d, \"lr\": %.9g, "
+                           "\"schedule\": \"%s\", \"epochs\": %d, \"lora_dropout\": %.9g}\n",
+                           pos->step, pos->epoch, (long long)pos->micro, total, warmup, (unsigned long long)o->seed,
+                           o->batch, o->grad_accum, o->lr, mg_schedule_name(o->schedule), o->epochs, o->lora_dropout);
+    snprintf(path, sizeof path, "%s/state.json", dir);
+    MG_TRY(mg_write_file_atomic(path, json, (size_t)n));
+    if (last[0] && strcmp(last, dir)) remove_dir(last);
+    snprintf(last, last_cap, "%s", dir);
+    return MG_OK;
+}
+
+/* Reads a checkpoint's state.json and checks that the run it continues has the same shape. */
+static mg_status read_position(const char *dir, const mg_train_opts *o, run_position *pos) {
+    char path[4352];
+    snprintf(path, sizeof path, "%s/state.json", dir);
+    mg_json *j;
+    mg_status s = mg_json_parse_file(path, &j);
+    if (s != MG_OK)
+        return mg_fail_context(s, "--resume %s is not a complete checkpoint (state.json is written last): ", dir);
+    pos->step = (int)mg_json_get_number(j, "step", -1);
+    pos->epoch = (int)mg_json_get_number(j, "epoch", -1);
+    pos->micro = (int64_t)mg_json_get_number(j, "micro_batch", -1);
+    const int batch = (int)mg_json_get_number(j, "batch", -1), ga = (int)mg_json_get_number(j, "grad_accum", -1);
+    const double seed = mg_json_get_number(j, "seed", -1);
+    mg_json_free(j);
+    if (pos->step < 0 || pos->epoch < 0 || pos->micro < 0)
+        return mg_fail(MG_ERR_FORMAT, "resume from a checkpoint-<step> folder medgem wrote", "%s lacks step/epoch/micro_batch",
+                       path);
+    if (batch != o->batch || ga != o->grad_accum || seed != (double)o->seed)
+        return mg_fail(MG_ERR_ARG, "resume with the --batch, --grad-accum and --seed of the interrupted run",
+                       "%s was written with batch %d, grad_accum %d, seed %.0f; this run has %d, %d, %llu", path, batch,
+                       ga, seed, o->batch, o->grad_accum, (unsigned long long)o->seed);
+    return MG_OK;
+}
+
+static mg_status load_moments(const char *dir, mg_lora_device *dev) {
+    char path[4352];
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    mg_st_file f;
+    MG_TRY(mg_st_open(path, &f));
+    const mg_st_tensor *m = mg_st_find(&f, "exp_avg"), *v = mg_st_find(&f, "exp_avg_sq");
+    mg_status s = MG_OK;
+    if (!m || !v || m->dtype != MG_F32 || v->dtype != MG_F32 || mg_st_numel(m) != dev->n_params ||
+        mg_st_numel(v) != dev->n_params)
+        s = mg_fail(MG_ERR_SHAPE, "resume with the adapter settings of the interrupted run",
+                    "%s: exp_avg / exp_avg_sq must be F32 of %lld elements", path, (long long)dev->n_params);
+    else
+        mg_lora_device_upload(dev, dev->host->params, (const float *)m->data, (const float *)v->data);
+    if (s == MG_OK) s = dev->be->sync(dev->be->ctx);
+    mg_st_close(&f);
+    return s;
+}
+
+/* ---- the log ---------------------------------------------------------------------------------- */
+
+static void log_eval(FILE *log, int epoch, int step, const mg_eval_result *r) {
+    const mg_metrics *m = &r->metrics;
+    fprintf(log,
+            "{\"eval\": {\"epoch\": %d, \"step\": %d, \"images\": %lld, \"accuracy\": %.6f, \"f1_weighted\": %.6f, "
+            "\"f1_macro\": %.6f, \"binary_accuracy\": %.6f, \"binary_f1\": %.6f, \"auc\": %.6f, "
+            "\"patient_rate\": %.6f, \"seconds\": %.3f}}\n",
+            epoch, step, (long long)r->n, m->accuracy, m->f1_weighted, m->f1_macro, m->bin_accuracy,
+            m->bin_f1_positive, isnan(m->auc) ? -1.0 : m->auc, isnan(m->patient_rate) ? -1.0 : m->patient_rate,
+            r->seconds);
+    fflush(log);
+}
+
+/* ---- the loop --------------------------------------------------------------------------------- */
+
+typedef struct {
+    mg_prompt prompt[MG_BREAKHIS_NCLASSES]; /* the training-form prompt answering each class */
+    int T;
+    int32_t *ids, *tt, *labels;            /* (batch, T) a micro-batch's */
+} train_prompts;
+
+static mg_status build_prompts(train_prompts *tp, const mg_classifier *c, const mg_train_opts *o, int max_batch) {
+    char *text = NULL;
+    if (!o->prompt_text) MG_TRY(mg_prompt_default_text(MG_BREAKHIS_CLASSES, MG_BREAKHIS_NCLASSES, &text));
+    mg_status s = MG_OK;
+    for (int k = 0; k < MG_BREAKHIS_NCLASSES && s == MG_OK; k++) {
+        char answer[2] = { (char)('0' + k), 0 };
+        const mg_prompt_opts po = { .text = o->prompt_text ? o->prompt_text : text, .answer = answer,
+                                    .guide_path = o->guide_path, .loss_on = o->loss_on,
+                                    .max_tokens = c->model->cfg.max_positions };
+        s = mg_prompt_build(c->spm, &c->chat, &po, &tp->prompt[k]);
+        if (s == MG_OK && k > 0 && tp->prompt[k].n != tp->prompt[0].n)
+            s = mg_fail(MG_ERR_UNSUPPORTED, "use a tokenizer where each class digit is one token",
+                        "the training prompts of classes 0 and %d differ in length (%d vs %d tokens)", k,
+                        tp->prompt[0].n, tp->prompt[k].n);
+    }
+    free(text);
+    if (s != MG_OK) return s;
+    tp->T = tp->prompt[0].n;
+    const size_t n = (size_t)max_batch * (size_t)tp->T;
+    tp->ids = malloc(n * sizeof(int32_t)), tp->tt = malloc(n * sizeof(int32_t)), tp->labels = malloc(n * sizeof(int32_t));
+    if (!tp->ids || !tp->tt || !tp->labels) return mg_fail(MG_ERR_OOM, NULL, "token arrays of a micro-batch");
+    return MG_OK;
+}
+
+static void free_prompts(train_prompts *tp) {
+    for (int k = 0; k < MG_BREAKHIS_NCLASSES; k++) mg_prompt_free(&tp->prompt[k]);
+    free(tp->ids), free(tp->tt), free(tp->labels);
+}
+
+/* The adapter to train: a checkpoint's, a given one, or a fresh one. */
+static mg_status open_adapter(const mg_train_opts *o, const mg_config *cfg, mg_lora *lora) {
+    const char *dir = o->resume ? o->resume : o->adapter;
+    if (dir) {
+        MG_TRY(mg_lora_load(dir, cfg, lora));
+        lora->dropout = o->lora_dropout;
+        return MG_OK;
+    }
+    mg_lora_targets t;
+    MG_TRY(mg_lora_parse_targets(o->lora_targets, &t));
+    return mg_lora_create(lora, cfg, &t, o->lora_r, o->lora_alpha, o->lora_dropout, o->seed);
+}
+
+static mg_status check_opts(const mg_train_opts *o, int64_t n_train) {
+    if (!o->out_dir) return mg_fail(MG_ERR_ARG, "give --out DIR", "training needs an output directory");
+    if (n_train < 1) return mg_fail(MG_ERR_ARG, "check the selection (fold, magnification)", "no training images");
+    if (o->epochs < 1 || o->batch < 1 || o->grad_accum < 1 || o->threads < 1 || o->max_steps < 0 ||
+        o->save_every < 0 || o->eval_every < 0)
+        return mg_fail(MG_ERR_ARG, NULL,
+                       "--epochs, --batch, --grad-accum and --threads take positive integers, --max-steps, "
+                       "--save-every and --eval-every non-negative ones");
+    if (!(o->lr > 0) || o->weight_decay < 0 || o->warmup_ratio < 0 || o->warmup_ratio > 1 || o->lora_dropout < 0 ||
+        o->lora_dropout >= 1)
+        return mg_fail(MG_ERR_ARG, NULL, "--lr must be > 0, --weight-decay >= 0, --warmup-ratio and --lora-dropout in [0, 1)");
+    return MG_OK;
+}
+
+mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train, int64_t n_train, const int64_t *test,
+                       int64_t n_test, const mg_train_opts *o, mg_train_result *res) {
+    memset(res, 0, sizeof *res);
+    MG_TRY(check_opts(o, n_train));
+    MG_TRY(mkdir_p(o->out_dir));
+    const double t0 = now_s();
+    const mg_backend *be = m->be;
+    const int64_t n_batches = (n_train + o->batch - 1) / o->batch;
+    const int per_epoch = (int)((n_batches + o->grad_accum - 1) / o->grad_accum);
+    const int total = o->max_steps > 0 ? o->max_steps : o->epochs * per_epoch;
+    const int epochs = o->max_steps > 0 ? (total + per_epoch - 1) / per_epoch : o->epochs;
+    const int warmup = mg_warmup_steps(o->warmup_ratio, total);
+    const mg_adamw_config adam = { .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = o->weight_decay,
+                                   .max_grad_norm = o->max_grad_norm };
+
+    run_position pos = { 0 };
+    mg_lora lora = { 0 };
+    mg_lora_device dev = { 0 };
+    mg_trainer tr = { 0 };
+    mg_classifier cl = { 0 };
+    train_prompts tp = { 0 };
+    int64_t *order = malloc((size_t)n_train * sizeof *order);
+    FILE *log = NULL;
+    mg_loader *ld = NULL;
+    char path[4352];
+    mg_status s = order ? MG_OK : mg_fail(MG_ERR_OOM, NULL, "data order of %lld images", (long long)n_train);
+    if (s == MG_OK && o->resume) s = read_position(o->resume, o, &pos);
+    if (s == MG_OK) s = open_adapter(o, &m->cfg, &lora);
+    if (s == MG_OK) s = mg_lora_device_create(&dev, be, &m->cfg, &lora, true);
+    if (s == MG_OK && o->resume) s = load_moments(o->resume, &dev);
+    if (s == MG_OK) s = mg_trainer_create(&tr, m, &dev);
+    const mg_classifier_opts co = { .text = o->prompt_text, .guide_path = o->guide_path };
+    if (s == MG_OK) s = mg_classifier_init(&cl, m, &co);
+    if (s == MG_OK) s = build_prompts(&tp, &cl, o, o->batch);
+    if (s == MG_OK) {
+        snprintf(path, sizeof path, "%s/train_log.jsonl", o->out_dir);
+        if (!(log = fopen(path, o->resume ? "a" : "w")))
+            s = mg_fail(MG_ERR_IO, "check the --out directory", "cannot write %s: %s", path, strerror(errno));
+    }
+    res->lora_bytes = (size_t)dev.n_params * (4 * sizeof(float) + mg_dtype_size(be->act_dtype));
+    res->steps = pos.step;
+    const int start_step = pos.step;
+    m->lora = &dev; /* evaluations run with the adapter unmerged */
+
+    const mg_loader_opts lo = { .batch = o->batch, .image_size = m->cfg.image_size, .threads = o->threads,
+                                .on_bad = o->on_bad };
+    for (int epoch = pos.epoch; s == MG_OK && epoch < epochs && pos.step < total; epoch++) {
+        /* this epoch's order: a function of (seed, epoch), so a resumed run sees the same */
+        memcpy(order, train, (size_t)n_train * sizeof *order);
+        mg_rng rng = mg_rng_seed(o->seed, 1000 + (uint64_t)epoch);
+        mg_rng_shuffle(&rng, order, n_train);
+        const int64_t first = epoch == pos.epoch ? pos.micro : 0;
+        pos.epoch = epoch, pos.micro = first;
+        if ((s = mg_loader_create(ix, order + first * o->batch, n_train - first * o->batch, &lo, &ld)) != MG_OK) break;
+        double window_loss = 0;
+        int64_t window_targets = 0, window_micro = 0;
+        const mg_batch *b;
+        while (pos.step < total && (s = mg_loader_next(ld, &b)) == MG_OK && b->n > 0) {
+            /* the micro-batch: each image's prompt answers its class */
+            const int T = tp.T;
+            for (int64_t i = 0; i < b->n; i++) {
+                const mg_prompt *p = &tp.prompt[b->labels[i]];
+                for (int t = 0; t < T; t++)
+                    tp.ids[i * T + t] = p->ids[t], tp.tt[i * T + t] = p->token_type_ids[t], tp.labels[i * T + t] = p->labels[t];
+            }
+            const mg_model_input in = { .B = b->n, .T = T, .ids = tp.ids, .token_type = tp.tt, .pixels = b->pixels,
+                                        .n_images = b->n };
+            dev.dropout = (float)o->lora_dropout;
+            dev.seed = mg_hash64(o->seed ^ mg_hash64((uint64_t)epoch * (uint64_t)n_batches + (uint64_t)pos.micro));
+            s = mg_train_step(&tr, &in, tp.labels, 1.0f, &window_loss);
+            dev.dropout = 0;
+            if (s != MG_OK) break;
+            window_targets += mg_count_targets(tp.labels, b->n, T);
+            res->images += b->n;
+            pos.micro++, window_micro++;
+            if (window_micro < o->grad_accum && pos.micro < n_batches) continue;
+
+            /* the update, normalised like transformers' Trainer: the window's summed loss over its tokens */
+            const double lr = mg_lr_at(o->schedule, o->lr, pos.step, warmup, total);
+            const double loss = window_loss / (double)window_targets;
+            double norm = 0;
+            if (!isfinite(loss)) {
+                s = mg_fail(MG_ERR_NUMERIC, "lower --lr; the last checkpoint is intact",
+                            "the loss of update %d (epoch %d) is %g", pos.step + 1, epoch + 1, loss);
+                break;
+            }
+            s = mg_adamw_update(be, dev.params, dev.grads, dev.m, dev.v, dev.act, dev.n_params, dev.scratch,
+                                1.0 / (double)window_targets, &adam, lr, pos.step + 1, &norm);
+            if (s != MG_OK) break;
+            pos.step++;
+            res->steps = pos.step, res->last_loss = loss;
+            const double secs = now_s() - t0;
+            fprintf(log,
+                    "{\"step\": %d, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.9g, \"grad_norm\": %.6f, "
+                    "\"images_per_s\": %.3f, \"seconds\": %.3f}\n",
+                    pos.step, epoch + (double)pos.micro / (double)n_batches, loss, lr, norm, res->images / secs, secs);
+            fflush(log);
+            if (o->progress) {
+                const int done_here = pos.step - start_step;
+                const mg_train_progress p = { .epoch = epoch + 1, .epochs = epochs, .step = pos.step,
+                                              .total_steps = total, .loss = loss, .lr = lr, .grad_norm = norm,
+                                              .images_per_s = res->images / secs, .seconds = secs,
+                                              .eta_s = secs / done_here * (total - pos.step) };
+                o->progress(o->user, &p);
+            }
+            window_loss = 0, window_targets = 0, window_micro = 0;
+            const bool stop = o->stop && *o->stop;
+            if (stop || (o->save_every && pos.step % o->save_every == 0)) {
+                run_position at = pos;
+                if (at.micro == n_batches) at.epoch++, at.micro = 0; /* the epoch is complete */
+                s = save_checkpoint(o, &m->cfg, &lora, &dev, &at, total, warmup, res->checkpoint,
+                                    sizeof res->checkpoint);
+                if (s != MG_OK) break;
+            }
+            if (stop) {
+                res->interrupted = true;
+                break;
+            }
+        }
+        mg_loader_free(ld), ld = NULL;
+        if (s != MG_OK || res->interrupted) break;
+        /* evaluation of the test split, adapter unmerged, no dropout */
+        const bool last = epoch + 1 == epochs || pos.step == total;
+        if (n_test > 0 && o->eval_every > 0 && ((epoch + 1) % o->eval_every == 0 || last)) {
+            mg_eval_result r;
+            if ((s = mg_eval_run(&cl, ix, test, n_test, &o->eval, &r)) != MG_OK) break;
+            log_eval(log, epoch + 1, pos.step, &r);
+            if (o->on_eval) o->on_eval(o->user, epoch + 1, &r);
+            mg_eval_result_free(&r);
+        }
+        pos.micro = 0;
+    }
+    /* the trained adapter, in PEFT's format */
+    if (s == MG_OK && !res->interrupted) {
+        snprintf(path, sizeof path, "%s/adapter", o->out_dir);
+        s = mkdir_p(path);
+        if (s == MG_OK) s = mg_lora_device_download(&dev, lora.params, NULL, NULL);
+        if (s == MG_OK) s = mg_lora_save(path, &lora, &m->cfg);
+    }
+    res->peak_bytes = tr.peak_bytes;
+    res->seconds = now_s() - t0;
+    m->lora = NULL;
+    if (log) fclose(log);
+    mg_loader_free(ld);
+    free_prompts(&tp);
+    mg_classifier_free(&cl);
+    mg_trainer_free(&tr);
+    mg_lora_device_free(&dev);
+    mg_lora_free(&lora);
+    free(order);
+    return s;
+}

@@ -1,0 +1,88 @@
+/* LoRA fine-tuning on a BreakHis selection: the loop behind `medgem train`, callable from C (and by
+ * `medgem run`). The guide's recipe by default (spec/seed-pipeline.md steps 7-9, spec/model.md §8):
+ * training-form prompts (the image, the guide's question, the class digit as the answer), causal-LM
+ * loss on the seed labels, 5 epochs of batch 1 x 8 accumulated, AdamW lr 5e-4 with cosine
+ * decay after 3% warmup, gradient norm clipped at 0.3, an evaluation of the test split after each
+ * epoch (score mode, adapter unmerged).
+ *
+ * Outputs in out_dir: train_log.jsonl (one line per optimizer update, one per evaluation),
+ * adapter/ (PEFT format, at the end), and checkpoint-<step>/ every save_every updates and when
+ * stopped: a PEFT adapter directory plus optimizer.safetensors (AdamW moments) and state.json
+ * (the position in the run), written file by file atomically with state.json last; the previous
+ * checkpoint is removed only after the new one is complete. Resuming from one reproduces the
+ * uninterrupted run's updates exactly on the same backend: the data order and the dropout masks
+ * are functions of (seed, epoch, micro-batch), not of a stream that would need saving. */
+#ifndef MG_JOBS_TRAIN_H
+#define MG_JOBS_TRAIN_H
+
+#include <signal.h>
+
+#include "engine/optim.h"
+#include "model/eval.h"
+
+/* What the progress callback sees after each optimizer update. */
+typedef struct {
+    int epoch, epochs;       /* 1-based epoch */
+    int step, total_steps;   /* updates done, updates in the run */
+    double loss;             /* mean CE over this update's labelled tokens */
+    double lr, grad_norm;    /* the update's learning rate and pre-clipping gradient norm */
+    double images_per_s;     /* over the run so far (this process) */
+    double seconds, eta_s;
+} mg_train_progress;
+
+typedef struct {
+    /* the adapter */
+    const char *adapter;       /* start from this PEFT adapter; NULL: a fresh one (PEFT's init) */
+    int lora_r;                /* 8 */
+    double lora_alpha;         /* 16 */
+    double lora_dropout;       /* 0.1, on the LoRA input only */
+    const char *lora_targets;  /* "all-linear" */
+    /* the optimisation */
+    int epochs;                /* 5 */
+    int batch;                 /* micro-batch, 1 */
+    int grad_accum;            /* 8 */
+    int max_steps;             /* > 0: stop after this many updates (the schedule spans them) */
+    double lr;                 /* 5e-4 */
+    double weight_decay;       /* 0 */
+    double warmup_ratio;       /* 0.03 */
+    double max_grad_norm;      /* 0.3; <= 0: no clipping */
+    mg_schedule schedule;      /* cosine */
+    uint64_t seed;             /* 42: data order, fresh adapter, dropout */
+    mg_loss_on loss_on;        /* MG_LOSS_ON_SEED (the guide's labels) */
+    bool guide_path;           /* the guide's stripped training text with two BOS (true) */
+    const char *prompt_text;   /* the question; NULL: the guide's 8-class prompt */
+    /* evaluation */
+    int eval_every;            /* evaluate the test split every N epochs (1); 0: never */
+    mg_eval_opts eval;
+    /* outputs and control */
+    const char *out_dir;       /* required; created if missing */
+    int save_every;            /* checkpoint every N updates (0: only when stopped) */
+    const char *resume;        /* a checkpoint-<step> directory to continue */
+    int threads;               /* image decoding workers (2) */
+    mg_bad_policy on_bad;
+    void (*progress)(void *user, const mg_train_progress *p); /* may be NULL */
+    void (*on_eval)(void *user, int epoch, const mg_eval_result *r); /* may be NULL */
+    void *user;
+    volatile sig_atomic_t *stop; /* when it becomes non-zero: checkpoint after the current update and return */
+} mg_train_opts;
+
+/* The guide's settings (above). */
+mg_train_opts mg_train_defaults(void);
+
+typedef struct {
+    int steps;                 /* updates done in all (resumed ones included) */
+    bool interrupted;          /* stopped through opts.stop; checkpoint holds the state */
+    char checkpoint[4096];     /* the last checkpoint written ("" if none) */
+    double last_loss;
+    double seconds;            /* wall time of this call */
+    int64_t images;            /* training images seen by this call */
+    size_t peak_bytes;         /* the largest activation allocation of a step */
+    size_t lora_bytes;         /* adapter parameters, gradients and AdamW moments on the backend */
+} mg_train_result;
+
+/* Trains m (whose weights stay untouched: the adapter runs unmerged) on records train[0..n_train)
+ * of ix, evaluating on test[0..n_test) (n_test may be 0). */
+mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train, int64_t n_train, const int64_t *test,
+                       int64_t n_test, const mg_train_opts *o, mg_train_result *res);
+
+#endif
