@@ -13,78 +13,7 @@
 
 #include "engine/optim.h"
 #include "model/train_step.h"
-#include "tests/test.h"
-
-#define MODEL_DIR "tests/golden/tiny"
-#define ADAPTER "tests/golden/lora_adapter"
-#define FIXTURE "tests/golden/lora_fp32.safetensors"
-
-typedef struct {
-    mg_model_input in;
-    int32_t *ids, *tt, *labels;
-    float *pixels;
-} batch;
-
-static int load_batch(const mg_st_file *fx, batch *b) {
-    const mg_st_tensor *px = mg_st_find(fx, "pixel_values"), *ids = mg_st_find(fx, "input_ids"),
-                       *tt = mg_st_find(fx, "token_type_ids"), *lab = mg_st_find(fx, "labels");
-    CHECK(px && ids && tt && lab, "%s has the training batch", FIXTURE);
-    if (!(px && ids && tt && lab)) return 0;
-    b->ids = test_fixture_ints(ids), b->tt = test_fixture_ints(tt), b->labels = test_fixture_ints(lab);
-    b->pixels = malloc((size_t)mg_st_numel(px) * sizeof(float));
-    mg_to_f32(b->pixels, px->data, px->dtype, (size_t)mg_st_numel(px));
-    b->in = (mg_model_input){ .B = ids->shape[0], .T = ids->shape[1], .ids = b->ids, .token_type = b->tt,
-                              .pixels = b->pixels, .n_images = px->shape[0] };
-    return 1;
-}
-
-/* PEFT's adapter key of a module's A (which 0) or B (1), with prefix "grad." or "final.". */
-static void key_of(const mg_lora_module *mod, int which, const char *prefix, char *out, size_t cap) {
-    snprintf(out, cap, "%sbase_model.model.model.%s.layers.%d.%s.lora_%c.weight", prefix,
-             mod->comp == MG_COMP_TEXT ? "language_model" : "vision_tower.encoder", mod->layer,
-             mg_lora_module_name(mod->comp, mod->kind), which ? 'B' : 'A');
-}
-
-/* max |got - ref| / max |ref| */
-static double rel_err(const float *got, const float *ref, int64_t n) {
-    double d = 0, m = 0;
-    for (int64_t i = 0; i < n; i++) d = fmax(d, fabs((double)got[i] - ref[i])), m = fmax(m, fabs((double)ref[i]));
-    return m > 0 ? d / m : d;
-}
-
-/* Compares every module's A and B (or their gradients) with the fixture's "prefix" tensors. */
-static void compare_modules(const mg_st_file *fx, const mg_lora *lora, const float *values, const char *prefix,
-                            double tol) {
-    int n_checked = 0, n_bad = 0;
-    double worst = 0;
-    char worst_key[256] = "", key[256];
-    for (int i = 0; i < lora->n; i++) {
-        const mg_lora_module *mod = &lora->mods[i];
-        for (int which = 0; which < 2; which++) {
-            key_of(mod, which, prefix, key, sizeof key);
-            const mg_st_tensor *t = mg_st_find(fx, key);
-            const int64_t n = (int64_t)mod->r * (which ? mod->out : mod->in);
-            if (!t || mg_st_numel(t) != n) {
-                CHECK(0, "%s is in the fixture with %lld elements", key, (long long)n);
-                continue;
-            }
-            float *ref = malloc((size_t)n * sizeof(float));
-            mg_to_f32(ref, t->data, t->dtype, (size_t)n);
-            const float *got = values + ((which ? mod->B : mod->A) - lora->params);
-            const double e = rel_err(got, ref, n);
-            if (n_checked == 0)
-                printf("     %s: got %+.6e %+.6e  ref %+.6e %+.6e\n", key, got[0], got[1], ref[0], ref[1]);
-            if (e > worst) worst = e, snprintf(worst_key, sizeof worst_key, "%s", key);
-            n_bad += e > tol;
-            n_checked++;
-            free(ref);
-        }
-    }
-    printf("     %d %s tensors, worst max-rel error %.3g (%s), %.1f%% of the %.0e bound\n", n_checked, prefix, worst,
-           worst_key, 100 * worst / tol, tol);
-    CHECK(n_checked == 2 * lora->n && n_bad == 0, "%d of %d %s tensors within %g of PEFT", n_checked - n_bad,
-          2 * lora->n, prefix, tol);
-}
+#include "tests/train_fixture.h"
 
 int main(void) {
     mg_model m;
@@ -121,7 +50,7 @@ int main(void) {
     CHECK(fabs(loss - ref_loss) <= 1e-4 * ref_loss, "loss within 1e-4 of PEFT's");
     float *grads = malloc((size_t)lora.n_params * sizeof(float));
     m.be->copy_out(m.be->ctx, grads, dev.grads, (size_t)lora.n_params * sizeof(float));
-    compare_modules(fx, &lora, grads, "grad.", 1e-3);
+    compare_modules(fx, &lora, grads, "grad.", 1e-3, false);
 
     /* 3: five AdamW updates on the same batch (the first uses the gradients above) */
     const mg_adamw_config adam = { .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0, .max_grad_norm = 0 };
@@ -147,7 +76,7 @@ int main(void) {
     CHECK(worst <= 1e-4, "the 5 AdamW losses within 1e-4 of PEFT's (worst %.2g)", worst);
     float *params = malloc((size_t)lora.n_params * sizeof(float));
     CHECK(mg_lora_device_download(&dev, params, NULL, NULL) == MG_OK, "download: %s", mg_last_error());
-    compare_modules(fx, &lora, params, "final.", 1e-3);
+    compare_modules(fx, &lora, params, "final.", 1e-3, false);
 
     free(grads), free(params), free(b.ids), free(b.tt), free(b.labels), free(b.pixels);
     mg_trainer_free(&tr);
