@@ -405,10 +405,10 @@ static int backward_one(mg_tape *t, const record *r) {
     return 1;
 }
 
-/* Bytes of gradient the replay can need: every input once, plus LoRA's du scratch. */
-static size_t arena_need(const mg_tape *t) {
+/* Bytes of gradient the replay of [from, to) can need: every input once, plus LoRA's du scratch. */
+static size_t arena_need(const mg_tape *t, int from, int to) {
     size_t need = 0, du = 0;
-    for (int i = 0; i < t->n_rec; i++) {
+    for (int i = from; i < to; i++) {
         const record *r = &t->rec[i];
         const tensor_ref in[3] = { r->x, r->r, r->x3 };
         for (int j = 0; j < 3; j++)
@@ -423,10 +423,12 @@ static size_t arena_need(const mg_tape *t) {
     return need + du;
 }
 
-mg_status mg_tape_backward(mg_tape *t) {
+mg_status mg_tape_backward(mg_tape *t, int from, int to) {
     if (t->bad) return mg_fail(MG_ERR_UNSUPPORTED, "this is a bug in medgem's training code: please report it",
                                "autograd tape: %s", t->bad);
-    const size_t need = arena_need(t);
+    if (from < 0 || to > t->n_rec || from > to)
+        return mg_fail(MG_ERR_ARG, NULL, "autograd tape: records [%d, %d) of %d", from, to, t->n_rec);
+    const size_t need = arena_need(t, from, to);
     if (need > t->arena_bytes) {
         MG_TRY(t->be->sync(t->be->ctx)); /* the old arena may still be read by queued work */
         t->be->free(t->be->ctx, t->arena);
@@ -437,7 +439,7 @@ mg_status mg_tape_backward(mg_tape *t) {
         t->arena_bytes = need;
     }
     t->arena_used = 0;
-    for (int i = t->n_rec - 1; i >= 0; i--)
+    for (int i = to - 1; i >= from; i--)
         if (!backward_one(t, &t->rec[i]))
             return mg_fail(MG_ERR_UNSUPPORTED, "this is a bug in medgem's training code: please report it",
                            "autograd tape: no gradient buffer for the input of %s (record %d)", t->rec[i].name, i);
@@ -485,6 +487,10 @@ void mg_tape_reset(mg_tape *t) {
     t->n_bind = 0;
     t->bad = NULL;
 }
+
+int mg_tape_mark(const mg_tape *t) { return t->n_rec; }
+
+void mg_tape_clear_grads(mg_tape *t) { t->n_bind = 0; }
 
 void mg_tape_set_leaves(mg_tape *t, const void *params_act, float *grads, int64_t n) {
     t->leaves = params_act, t->leaf_grads = grads, t->n_leaves = n;

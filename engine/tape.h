@@ -22,7 +22,10 @@
  * Usage, one segment (a layer) at a time, recompute-style:
  *   mg_tape_reset(t); forward the layer through mg_tape_backend(t) into a fresh output y;
  *   mg_tape_bind_grad(t, y, dy, n); mg_tape_bind_grad(t, x, dx, n)  (dx zeroed: backward adds);
- *   mg_tape_backward(t);
+ *   mg_tape_backward(t, 0, mg_tape_mark(t));
+ * or, keeping several layers recorded (no recompute): note mg_tape_mark before each layer's
+ * forward, then differentiate the layers top down, each with its own bindings:
+ *   bind dy and dx of layer l; mg_tape_backward(t, mark[l], mark[l+1]); mg_tape_clear_grads(t).
  * Ops with no backward (im2col, embedding: their inputs need no gradient) run unrecorded;
  * linear_gelu and attention_decode have no backward: recording them makes backward fail. */
 #ifndef MG_TAPE_H
@@ -40,6 +43,10 @@ const mg_backend *mg_tape_backend(mg_tape *t);
 
 /* Forgets the records and every gradient binding; keeps the leaves and the arena. */
 void mg_tape_reset(mg_tape *t);
+/* The number of records so far: where the next op's record goes. */
+int mg_tape_mark(const mg_tape *t);
+/* Forgets every gradient binding, keeping the records (the next segment's backward). */
+void mg_tape_clear_grads(mg_tape *t);
 
 /* params_act[n] (act_dtype, on the inner backend) holds every LoRA A and B that lora_forward will
  * read; grads[n] (fp32) receives their gradients (+=) at the same element offsets. */
@@ -49,8 +56,10 @@ void mg_tape_set_leaves(mg_tape *t, const void *params_act, float *grads, int64_
  * and adds into it when x is an input. */
 void mg_tape_bind_grad(mg_tape *t, const void *x, void *grad, int64_t n);
 
-/* Replays the records in reverse. Fails when the segment cannot be differentiated (an op without
- * a backward, a saved tensor overwritten) or the gradient arena cannot grow (MG_ERR_OOM). */
-mg_status mg_tape_backward(mg_tape *t);
+/* Replays records [from, to) in reverse, with gradient buffers from an arena that every call
+ * reuses from its start (so gradients a previous call allocated are gone: bind what must last).
+ * Fails when the segment cannot be differentiated (an op without a backward, a saved tensor
+ * overwritten) or the gradient arena cannot grow (MG_ERR_OOM). */
+mg_status mg_tape_backward(mg_tape *t, int from, int to);
 
 #endif

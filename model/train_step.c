@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/device.h"
 #include "model/model_tokens.h"
 
 /* Logits of at most this many elements exist at once (64 Mi: 256 rows of the 262,208-word vocab). */
@@ -36,7 +37,7 @@ typedef struct {
 } step_dims;
 
 static size_t step_layout(step_bufs *f, char *base, const mg_config *cfg, const mg_lora_device *lora, size_t es,
-                          const step_dims *d) {
+                          const step_dims *d, bool recompute) {
     const int64_t G = cfg->image_size / cfg->patch_size, P = G * G, C = cfg->hidden, Cv = cfg->v_hidden;
     size_t used = 0;
     f->tok = mg_carve(base, &used, (int64_t)d->tok_bytes, 1);
@@ -58,7 +59,7 @@ static size_t step_layout(step_bufs *f, char *base, const mg_config *cfg, const 
     f->hn = mg_carve(base, &used, d->R * C, es);
     f->dhn = mg_carve(base, &used, d->R * C, es);
     f->logits = mg_carve(base, &used, d->Rc * cfg->vocab, es);
-    size_t scratch = mg_gemma3_layer_train_bytes(cfg, lora, d->M, es);
+    size_t scratch = mg_gemma3_layer_train_bytes(cfg, lora, d->M, es) * (recompute ? 1 : (size_t)cfg->n_layers);
     if (d->N) {
         const size_t vis = mg_siglip_layer_train_bytes(cfg, lora, d->N, es);
         const size_t proj = mg_projector_scratch_bytes(cfg, d->N, es);
@@ -73,6 +74,8 @@ mg_status mg_trainer_create(mg_trainer *t, mg_model *m, mg_lora_device *lora) {
     memset(t, 0, sizeof *t);
     if (lora->be != m->be) return mg_fail(MG_ERR_ARG, NULL, "the adapter and the model live on different backends");
     t->m = m, t->lora = lora;
+    if (!(t->marks = malloc((size_t)(m->cfg.n_layers + 1) * sizeof(int))))
+        return mg_fail(MG_ERR_OOM, NULL, "trainer tables");
     MG_TRY(mg_tape_create(&t->tape, m->be));
     mg_tape_set_leaves(t->tape, lora->act, lora->grads, lora->n_params);
     return MG_OK;
@@ -81,6 +84,7 @@ mg_status mg_trainer_create(mg_trainer *t, mg_model *m, mg_lora_device *lora) {
 void mg_trainer_free(mg_trainer *t) {
     if (t->m && t->work) t->m->be->free(t->m->be->ctx, t->work);
     mg_tape_destroy(t->tape);
+    free(t->marks);
     memset(t, 0, sizeof *t);
 }
 
@@ -97,15 +101,17 @@ static bool has_vision_lora(const mg_lora_device *lora, const mg_config *cfg) {
     return false;
 }
 
-/* Differentiates one recorded segment: out's gradient is dout (read), in's is din (zeroed here,
- * then accumulated by the replay). */
-static mg_status segment_backward(mg_trainer *t, const void *out, void *dout, const void *in, void *din, int64_t n_out,
-                                  int64_t n_in) {
+/* Differentiates records [from, to) of the tape: out's gradient is dout (read), in's is din
+ * (zeroed here, then accumulated by the replay). */
+static mg_status segment_backward(mg_trainer *t, int from, int to, const void *out, void *dout, const void *in,
+                                  void *din, int64_t n_out, int64_t n_in) {
     const mg_backend *be = t->m->be;
     be->zero(be->ctx, din, (size_t)n_in * mg_dtype_size(be->act_dtype));
     mg_tape_bind_grad(t->tape, out, dout, n_out);
     mg_tape_bind_grad(t->tape, in, din, n_in);
-    return mg_tape_backward(t->tape);
+    const mg_status s = mg_tape_backward(t->tape, from, to);
+    mg_tape_clear_grads(t->tape);
+    return s;
 }
 
 mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *labels, float grad_scale,
@@ -152,21 +158,24 @@ mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *
     mg_token_arrays host, dev;
     d.tok_bytes = mg_token_arrays_layout(&host, NULL, d.M, 0, d.n_soft, d.R, 0);
     step_bufs f;
-    const size_t need = step_layout(&f, NULL, cfg, lora, es, &d);
+    const size_t need = step_layout(&f, NULL, cfg, lora, es, &d, t->recompute);
     if (need > t->work_bytes) {
         be->free(be->ctx, t->work);
         t->work_bytes = 0;
         if (!(t->work = be->alloc(be->ctx, need))) {
             free(rows), free(targets);
-            return mg_fail(MG_ERR_OOM, "use a smaller --batch (and --grad-accum to keep the effective batch)",
-                           "training step needs %.1f MiB of activations on %s for B=%lld T=%lld (weights take %.1f MiB)",
-                           (double)need / (1 << 20), be->name, (long long)d.B, (long long)d.T,
+            mg_gpu_info gi = { 0 };
+            if (be != mg_backend_cpu()) mg_gpu_query(&gi);
+            return mg_fail(MG_ERR_OOM, "use a smaller --batch (and a larger --grad-accum to keep the effective batch)",
+                           "a training step of B=%lld T=%lld needs %.1f MiB of activations on %s; %.1f MiB are free "
+                           "(the weights take %.1f MiB)", (long long)d.B, (long long)d.T, (double)need / (1 << 20),
+                           be->name, gi.available ? (double)gi.free_mem / (1 << 20) : 0.0,
                            (double)m->arena_bytes / (1 << 20));
         }
         t->work_bytes = need;
         t->peak_bytes = need > t->peak_bytes ? need : t->peak_bytes;
     }
-    step_layout(&f, t->work, cfg, lora, es, &d);
+    step_layout(&f, t->work, cfg, lora, es, &d, t->recompute);
     int32_t *host_base = malloc(d.tok_bytes);
     if (!host_base) {
         free(rows), free(targets);
@@ -200,13 +209,21 @@ mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *
     /* embed_tokens (scaled), the soft tokens at the placeholders, then the decoder layers */
     be->embedding_forward(be->ctx, xsaved, m->text.embed, dev.ids, d.M, C, V, m->text.embed_scale);
     if (d.N) be->scatter_rows_forward(be->ctx, xsaved, f.soft, dev.soft_rows, d.n_soft, C);
-    for (int l = 0; l < cfg->n_layers; l++)
-        mg_gemma3_layer_train(be, cfg, &m->text, lora, l, &tok, xsaved + (size_t)(l * MC) * es,
-                              xsaved + (size_t)((l + 1) * MC) * es, f.scratch);
+    /* with recompute, the layers run plainly and are recorded again one at a time in backward;
+     * without, each is recorded now, its activations in its own part of the scratch */
+    const size_t text_bytes = mg_gemma3_layer_train_bytes(cfg, lora, d.M, es);
+    mg_tape_reset(t->tape);
+    for (int l = 0; l < cfg->n_layers; l++) {
+        t->marks[l] = mg_tape_mark(t->tape);
+        mg_gemma3_layer_train(t->recompute ? be : tb, cfg, &m->text, lora, l, &tok, xsaved + (size_t)(l * MC) * es,
+                              xsaved + (size_t)((l + 1) * MC) * es,
+                              (char *)f.scratch + (t->recompute ? 0 : (size_t)l * text_bytes));
+    }
+    t->marks[cfg->n_layers] = mg_tape_mark(t->tape);
 
     /* ---- head and loss: final norm on the labelled rows, logits a chunk at a time ---- */
     const void *x_last = xsaved + (size_t)(cfg->n_layers * MC) * es;
-    mg_tape_reset(t->tape);
+    const int head_from = mg_tape_mark(t->tape);
     tb->gather_rows_forward(tb->ctx, f.hrows, x_last, dev.head_rows, d.R, C);
     tb->rmsnorm_forward(tb->ctx, f.hn, f.hrows, m->text.final_norm, d.R, C, cfg->rms_eps);
     be->zero(be->ctx, f.dhn, (size_t)(d.R * C) * es);
@@ -218,15 +235,20 @@ mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *
         be->cross_entropy_backward(be->ctx, f.logits, f.loss, f.logits, f.targets + r0, rc, V, grad_scale);
         be->linear_backward(be->ctx, (char *)f.dhn + (size_t)(r0 * C) * es, f.logits, m->text.embed, rc, C, V);
     }
-    MG_TRY(segment_backward(t, f.hn, f.dhn, x_last, f.ga, d.R * C, MC));
+    MG_TRY(segment_backward(t, head_from, mg_tape_mark(t->tape), f.hn, f.dhn, x_last, f.ga, d.R * C, MC));
 
-    /* ---- decoder layers, top down: recompute through the tape, replay ---- */
+    /* ---- decoder layers, top down: (recompute through the tape and) replay ---- */
     void *g_out = f.ga, *g_in = f.gb;
     for (int l = cfg->n_layers - 1; l >= 0; l--) {
         const void *x_in = xsaved + (size_t)(l * MC) * es;
-        mg_tape_reset(t->tape);
-        mg_gemma3_layer_train(tb, cfg, &m->text, lora, l, &tok, x_in, f.ytmp, f.scratch);
-        MG_TRY(segment_backward(t, f.ytmp, g_out, x_in, g_in, MC, MC));
+        if (t->recompute) {
+            mg_tape_reset(t->tape);
+            mg_gemma3_layer_train(tb, cfg, &m->text, lora, l, &tok, x_in, f.ytmp, f.scratch);
+            MG_TRY(segment_backward(t, 0, mg_tape_mark(t->tape), f.ytmp, g_out, x_in, g_in, MC, MC));
+        } else {
+            MG_TRY(segment_backward(t, t->marks[l], t->marks[l + 1], xsaved + (size_t)((l + 1) * MC) * es, g_out, x_in,
+                                    g_in, MC, MC));
+        }
         void *swap = g_out;
         g_out = g_in, g_in = swap;
     }
@@ -243,13 +265,13 @@ mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *
         tb->layernorm_forward(tb->ctx, f.vis, v_last, m->vision.post_ln_w, m->vision.post_ln_b, d.N * P, Cv,
                               cfg->v_eps);
         mg_projector_forward(tb, cfg, &m->projector, f.ytmp, f.vis, d.N, f.scratch);
-        MG_TRY(segment_backward(t, f.ytmp, dsoft, v_last, g_out, d.N * mm * C, NPC));
+        MG_TRY(segment_backward(t, 0, mg_tape_mark(t->tape), f.ytmp, dsoft, v_last, g_out, d.N * mm * C, NPC));
         /* g_out = dL/d(last vision layer's output) */
         for (int l = cfg->v_layers - 1; l >= 0; l--) {
             const void *x_in = vsaved + (size_t)(l * NPC) * es;
             mg_tape_reset(t->tape);
             mg_siglip_layer_train(tb, cfg, &m->vision, lora, l, d.N, x_in, f.ytmp, f.scratch);
-            MG_TRY(segment_backward(t, f.ytmp, g_out, x_in, g_in, NPC, NPC));
+            MG_TRY(segment_backward(t, 0, mg_tape_mark(t->tape), f.ytmp, g_out, x_in, g_in, NPC, NPC));
             void *swap = g_out;
             g_out = g_in, g_in = swap;
         }

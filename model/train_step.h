@@ -1,9 +1,12 @@
 /* One training micro-batch of MedGemma with an unmerged LoRA adapter: forward, causal-LM loss,
  * backward into the adapter's fp32 gradients (spec/model.md §8).
  *
- * Memory (STYLE habit 11): the forward keeps only each layer's input (text (L+1)·M·C, vision
- * (Lv+1)·N·P·Cv values); backward recomputes one layer at a time through the autograd tape
- * (engine/tape.h), replays it and discards it, from the head down to the first vision layer.
+ * Memory (STYLE habit 11): the forward keeps each layer's input (text (L+1)·M·C, vision
+ * (Lv+1)·N·P·Cv values). Vision layers are always recomputed in backward, one at a time, through
+ * the autograd tape (engine/tape.h): replayed and discarded (storing all of them would take ~33 GB
+ * at batch 8). Text layers are recorded during the forward with every activation kept (about
+ * 0.45 GB per layer at batch 8 x 360 tokens), unless `recompute` is set, when they too are
+ * recomputed one at a time (the least memory, one more text forward of time).
  * The head sees only the labelled rows: they are gathered before the final norm, and their
  * logits over the whole vocabulary exist one chunk of rows at a time.
  *
@@ -25,6 +28,8 @@ typedef struct {
     void *work;        /* one allocation for every buffer of a step, grown to the largest batch seen */
     size_t work_bytes;
     size_t peak_bytes; /* the largest work allocation so far */
+    bool recompute;    /* recompute text layers in backward instead of keeping their activations */
+    int *marks;        /* (L+1) tape position of each text layer's records */
 } mg_trainer;
 
 /* Binds a trainer to a model and an adapter on the same backend (the model must not have the

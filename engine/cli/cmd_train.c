@@ -26,6 +26,7 @@ static const char *USAGE =
     "  optimisation           --epochs 5, --batch 1 (micro-batch), --grad-accum 8, --max-steps 0 (0: all epochs),\n"
     "                         --lr 5e-4, --weight-decay 0, --warmup-ratio 0.03, --max-grad-norm 0.3 (0: none),\n"
     "                         --schedule cosine|linear|constant, --loss-on seed|answer (seed: the guide's labels)\n"
+    "  --recompute            recompute text layers in backward too (least memory; vision layers always are)\n"
     "  --single-bos           one BOS and the final newline (TRL's path) instead of the guide's stripped text\n"
     "  --prompt-file F        the user text after the image (default: the guide's 8-class prompt)\n"
     "  --eval-every N         evaluate the test split every N epochs, score mode, adapter unmerged (1; 0: never)\n"
@@ -117,6 +118,7 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(a, "--json")) { json = true; continue; }
         if (!strcmp(a, "--cpu")) { force_cpu = true; continue; }
         if (!strcmp(a, "--single-bos")) { o.guide_path = false; continue; }
+        if (!strcmp(a, "--recompute")) { o.recompute = true; continue; }
         if (!v) { fprintf(stderr, "medgem train: %s needs a value (or is unknown)\n\n%s", a, USAGE); return 2; }
         i++;
         if (!strcmp(a, "--seed")) o.seed = strtoull(v, NULL, 10); /* also the selection's, below */

@@ -50,6 +50,7 @@ typedef struct {
     uint64_t seed;             /* 42: data order, fresh adapter, dropout */
     mg_loss_on loss_on;        /* MG_LOSS_ON_SEED (the guide's labels) */
     bool guide_path;           /* the guide's stripped training text with two BOS (true) */
+    bool recompute;            /* recompute text layers in backward (least memory) instead of keeping them */
     const char *prompt_text;   /* the question; NULL: the guide's 8-class prompt */
     /* evaluation */
     int eval_every;            /* evaluate the test split every N epochs (1); 0: never */

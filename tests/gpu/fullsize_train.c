@@ -1,7 +1,7 @@
 /* medgem's LoRA training steps on given batches, for tests/gpu/train_compare.py and the training
  * benchmark (not a unit test):
  *   build/tests/gpu/fullsize_train MODEL_DIR ADAPTER_DIR INPUTS.safetensors OUTPUT.safetensors
- *       [--steps N] [--batch B] [--lr X] [--clip X] [--dropout P] [--cpu]
+ *       [--steps N] [--batch B] [--lr X] [--clip X] [--dropout P] [--recompute] [--cpu]
  * INPUTS (F32): pixel_values [n,3,S,S], input_ids [n,T], token_type_ids [n,T], labels [n,T]
  * (-100 = ignored). Update k (0-based) trains on rows (k*B .. k*B+B-1) mod n, one micro-batch,
  * AdamW (0.9, 0.999, 1e-8, no weight decay) at a constant lr with global-norm clipping. OUTPUT:
@@ -42,15 +42,16 @@ static double now_s(void) {
 int main(int argc, char **argv) {
     if (argc < 5) {
         fprintf(stderr, "usage: %s MODEL_DIR ADAPTER_DIR INPUTS.safetensors OUTPUT.safetensors [--steps N] [--batch B] "
-                        "[--lr X] [--clip X] [--dropout P] [--cpu]\n", argv[0]);
+                        "[--lr X] [--clip X] [--dropout P] [--recompute] [--cpu]\n", argv[0]);
         return 2;
     }
     int steps = 20, B = 4;
     double lr = 1e-4, clip = 0, dropout = 0;
-    bool force_cpu = false;
+    bool force_cpu = false, recompute = false;
     for (int i = 5; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(a, "--cpu")) force_cpu = true;
+        else if (!strcmp(a, "--recompute")) recompute = true;
         else if (!strcmp(a, "--steps")) steps = atoi(v), i++;
         else if (!strcmp(a, "--batch")) B = atoi(v), i++;
         else if (!strcmp(a, "--lr")) lr = atof(v), i++;
@@ -73,6 +74,7 @@ int main(int argc, char **argv) {
     if (mg_lora_load(argv[2], &m.cfg, &lora) != MG_OK) return die("cannot load the adapter");
     if (mg_lora_device_create(&dev, be, &m.cfg, &lora, true) != MG_OK) return die("adapter on the backend");
     if (mg_trainer_create(&tr, &m, &dev) != MG_OK) return die("trainer");
+    tr.recompute = recompute;
     if (mg_st_open(argv[3], &in) != MG_OK) return die("cannot read the inputs");
     const mg_st_tensor *px = mg_st_find(&in, "pixel_values"), *idt = mg_st_find(&in, "input_ids"),
                        *ttt = mg_st_find(&in, "token_type_ids"), *lbt = mg_st_find(&in, "labels");
