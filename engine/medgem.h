@@ -12,6 +12,6 @@
 #include "engine/metrics.h"
 #include "engine/safetensors.h"
 #include "engine/status.h"
-#include "model/eval.h"
+#include "engine/jobs/eval.h"
 
 #endif

@@ -99,6 +99,13 @@ mg_status mg_lora_parse_targets(const char *spec, mg_lora_targets *t);
 mg_status mg_lora_create(mg_lora *lora, const mg_config *cfg, const mg_lora_targets *t, int r, double alpha,
                          double dropout, uint64_t seed);
 
+/* w (out, in), one module's base weight in host fp32:  w += (B·A)·scale, in PEFT's order of
+ * operations (get_delta_weight then the add): each row of B·A summed over k ascending in fp32,
+ * then scaled, then added in fp32. The one delta computation behind both merges: into a loaded
+ * model (mg_model_merge_lora) and into checkpoint files (engine/jobs/merge.h). Rows are spread
+ * over OpenMP threads; the result does not depend on their number. */
+void mg_lora_add_delta(const mg_lora_module *mod, float *w);
+
 /* Merges the adapter into the model's weights like PEFT merge_and_unload (safe_merge=False):
  *   W ← W + (B·A)·scale
  * with B·A and the scaling computed in fp32 on the host, added in fp32 and stored in the backend's

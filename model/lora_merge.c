@@ -1,7 +1,7 @@
 /* Merging a LoRA adapter into the loaded model weights (PEFT merge_and_unload, lora/layer.py
  * Linear.merge with safe_merge=False and get_delta_weight):
- *   delta = (B·A) · scale          (out, in), fp32 on the host
- *   W     = W + delta              added in fp32, stored in the backend's dtype
+ *   delta = (B·A) · scale          (out, in), fp32 on the host (mg_lora_add_delta, shared with
+ *   W     = W + delta              `medgem merge`), added in fp32, stored in the backend's dtype
  * Each weight is downloaded as fp32, updated and uploaded again, so the same code serves the fp32
  * CPU backend (exact) and a bf16 backend (one rounding to bf16, like PEFT's in-place add into a
  * bf16 weight). Merging is a one-off at load, so the host round trip costs nothing that matters. */
@@ -50,28 +50,37 @@ mg_status mg_model_merge_lora(mg_model *m, const mg_lora *lora) {
     const mg_backend *be = m->be;
     for (int i = 0; i < lora->n; i++) {
         const mg_lora_module *mod = &lora->mods[i];
-        const int64_t in = mod->in, r = mod->r;
-        float *w = malloc((size_t)mod->out * (size_t)in * sizeof(float)), *ba = malloc((size_t)in * sizeof(float));
-        if (!w || !ba) {
-            free(w), free(ba);
-            return mg_fail(MG_ERR_OOM, NULL, "merging LoRA into a (%d, %d) weight", mod->out, mod->in);
-        }
+        const int64_t n = (int64_t)mod->out * mod->in;
+        float *w = malloc((size_t)n * sizeof(float));
+        if (!w) return mg_fail(MG_ERR_OOM, NULL, "merging LoRA into a (%d, %d) weight", mod->out, mod->in);
         void *dev = linear_weight(m, mod);
-        be->download(be->ctx, w, dev, (int64_t)mod->out * in);
-        for (int64_t o = 0; o < mod->out; o++) {
-            /* row o of B·A, then the scaling, then the add (PEFT's order of operations) */
-            for (int64_t c = 0; c < in; c++) ba[c] = 0.0f;
-            for (int64_t k = 0; k < r; k++) {
-                const float b = mod->B[o * r + k];
-                const float *a = mod->A + k * in;
-                for (int64_t c = 0; c < in; c++) ba[c] += b * a[c];
-            }
-            for (int64_t c = 0; c < in; c++) w[o * in + c] += ba[c] * mod->scale;
-        }
-        be->upload(be->ctx, dev, w, MG_F32, (int64_t)mod->out * in);
-        free(w), free(ba);
+        be->download(be->ctx, w, dev, n);
+        mg_lora_add_delta(mod, w);
+        be->upload(be->ctx, dev, w, MG_F32, n);
+        free(w);
     }
     return be->sync(be->ctx); /* a failed download or upload */
+}
+
+void mg_lora_add_delta(const mg_lora_module *mod, float *w) {
+    enum { BLOCK = 256 }; /* columns of a row of B·A summed at once, on the stack */
+    const int64_t in = mod->in, r = mod->r;
+    const float scale = mod->scale;
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < mod->out; o++) {
+        const float *b = mod->B + o * r;
+        float *wo = w + o * in;
+        for (int64_t c0 = 0; c0 < in; c0 += BLOCK) {
+            const int64_t n = in - c0 < BLOCK ? in - c0 : BLOCK;
+            float ba[BLOCK]; /* row o of B·A, columns c0.., then the scaling, then the add */
+            for (int64_t c = 0; c < n; c++) ba[c] = 0.0f;
+            for (int64_t k = 0; k < r; k++) {
+                const float bk = b[k], *a = mod->A + k * in + c0;
+                for (int64_t c = 0; c < n; c++) ba[c] += bk * a[c];
+            }
+            for (int64_t c = 0; c < n; c++) wo[c] += ba[c] * scale;
+        }
+    }
 }
 
 mg_status mg_model_apply_adapter(mg_model *m, const char *dir) {

@@ -1,4 +1,4 @@
-/* `medgem bench` on the tiny golden model (CPU), and its prompt (model/bench.h):
+/* `medgem bench` on the tiny golden model (CPU), and its prompt (engine/jobs/bench.h):
  * - the benchmark prompt has the layout of transformers' classify prompt: the sequence of token
  *   kinds (bos, <start_of_turn>, text, <start_of_image>, image ×M, <end_of_image>, text,
  *   <end_of_turn>, text, <start_of_turn>, text) equals that of apply_chat_template's generation-form
@@ -17,7 +17,7 @@
 #include <sys/wait.h>
 
 #include "engine/json.h"
-#include "model/bench.h"
+#include "engine/jobs/bench.h"
 #include "tests/test.h"
 #include "tokenizer/prompt.h"
 

@@ -1,4 +1,4 @@
-/* Greedy generation (model/generate.h, model/classifier.h) against transformers' generate on the
+/* Greedy generation (model/generate.h, engine/jobs/classifier.h) against transformers' generate on the
  * tiny golden model (tests/fixtures/generate/expected.json, made by make_generate_fixture.py):
  * - the new token ids of both images, generated as one batch, equal transformers' exactly (a row
  *   stopping at an extra eos id gets pad after it while the other row goes on);
@@ -16,7 +16,7 @@
 #include "data/image.h"
 #include "data/resize.h"
 #include "engine/json.h"
-#include "model/classifier.h"
+#include "engine/jobs/classifier.h"
 #include "model/generate.h"
 #include "tests/test.h"
 

@@ -1,4 +1,4 @@
-/* medgem bench: evaluation throughput of a model directory (model/bench.h): score-mode forwards of
+/* medgem bench: evaluation throughput of a model directory (engine/jobs/bench.h): score-mode forwards of
  * a synthetic batch (classify-layout prompt of --tokens ids, random pixels), timed after warm-ups,
  * reported as images/s and ms per batch with the weight and activation memory; text or one JSON
  * object. tests/bench/bench_eval_hf.py runs it beside transformers on the same GPU. */
@@ -9,7 +9,7 @@
 
 #include "engine/cli/commands.h"
 #include "engine/json.h"
-#include "model/bench.h"
+#include "engine/jobs/bench.h"
 #include "tokenizer/prompt.h"
 
 static const char *USAGE =

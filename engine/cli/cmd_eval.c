@@ -1,4 +1,4 @@
-/* medgem eval: evaluate a model on a BreakHis selection (model/eval.h) and report the metrics
+/* medgem eval: evaluate a model on a BreakHis selection (engine/jobs/eval.h) and report the metrics
  * (engine/metrics.h) as text or one JSON object; optionally the per-image predictions as CSV.
  * Progress (images/s) goes to stderr while stderr is a terminal; a summary line always does. */
 #include <math.h>
@@ -10,7 +10,7 @@
 #include "data/splits.h"
 #include "engine/cli/commands.h"
 #include "engine/json.h"
-#include "model/eval.h"
+#include "engine/jobs/eval.h"
 
 static const char *USAGE =
     "usage: medgem eval --model DIR [--adapter DIR] --data PATH [selection] [options]\n"

@@ -9,7 +9,7 @@
 
 #include "engine/cli/commands.h"
 #include "engine/json.h"
-#include "model/classifier.h"
+#include "engine/jobs/classifier.h"
 
 static void usage(FILE *f) {
     fprintf(f,

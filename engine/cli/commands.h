@@ -17,6 +17,7 @@ int cmd_data(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 /* engine/cli/cli_model.c: opens the backend (printing which on stderr), the model in dir and, when
  * adapter is not NULL, merges that PEFT adapter. Returns 0, or 1 after printing the error as

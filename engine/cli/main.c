@@ -11,7 +11,7 @@ typedef struct {
     const char *summary;
 } command;
 
-/* In the order a user meets them: data, model, inference, evaluation, speed, debugging. */
+/* In the order a user meets them: data, model, inference, evaluation, speed, export, debugging. */
 static const command COMMANDS[] = {
     { "data", cmd_data, "BreakHis counts, splits and leakage; `data synth` writes a synthetic set" },
     { "info", cmd_info, "check a model directory and print its architecture, sizes and GPU needs" },
@@ -20,6 +20,7 @@ static const command COMMANDS[] = {
     { "eval", cmd_eval, "accuracy, F1, ROC-AUC and patient rate of a model on a BreakHis selection" },
     { "train", cmd_train, "LoRA fine-tuning on a BreakHis selection (the guide's settings by default)" },
     { "bench", cmd_bench, "evaluation throughput: timed score-mode forwards of a synthetic batch" },
+    { "merge", cmd_merge, "fold a LoRA adapter into a copy of the model (loads with from_pretrained)" },
     { "tokenize", cmd_tokenize, "print the token ids of a text or of the chat prompt" },
     { "version", cmd_version, "print the version and the GPU this process sees" },
 };

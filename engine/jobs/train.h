@@ -18,7 +18,7 @@
 #include <signal.h>
 
 #include "engine/optim.h"
-#include "model/eval.h"
+#include "engine/jobs/eval.h"
 
 /* What the progress callback sees after each optimizer update. */
 typedef struct {

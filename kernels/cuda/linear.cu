@@ -217,16 +217,20 @@ static mg_status linear_forward_launch(mg_cuda_ctx *ctx, bf16 *y, const bf16 *x,
     return MG_OK;
 }
 
+// M = 0 (no rows: an empty logit head) is valid and does no work, as on the CPU; the entries
+// return before the launch, since cuBLASLt rejects a zero-sized layout.
 static mg_status linear_check(const char *op, const void *y, const void *x, const void *w, int64_t M, int K, int N) {
-    if (M <= 0 || K <= 0 || N <= 0)
-        return mg_fail(MG_ERR_SHAPE, NULL, "%s: M=%lld K=%d N=%d must all be positive", op, (long long)M, K, N);
-    if (!y || !x || !w) return mg_fail(MG_ERR_ARG, NULL, "%s: y, x and w must be device pointers", op);
+    if (M < 0 || K <= 0 || N <= 0)
+        return mg_fail(MG_ERR_SHAPE, NULL, "%s: M=%lld K=%d N=%d: M must be >= 0, K and N positive", op,
+                       (long long)M, K, N);
+    if (M > 0 && (!y || !x || !w)) return mg_fail(MG_ERR_ARG, NULL, "%s: y, x and w must be device pointers", op);
     return MG_OK;
 }
 
 extern "C" mg_status mg_cuda_linear_forward(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, const void *b,
                                             int64_t M, int K, int N) {
     MG_TRY(linear_check("linear", y, x, w, M, K, N));
+    if (M == 0) return MG_OK;
     return linear_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, NULL, M, K, N,
                                  false);
 }
@@ -234,6 +238,7 @@ extern "C" mg_status mg_cuda_linear_forward(mg_cuda_ctx *ctx, void *y, const voi
 extern "C" mg_status mg_cuda_linear_gelu_forward(mg_cuda_ctx *ctx, void *y, const void *x, const void *w,
                                                  const void *b, int64_t M, int K, int N) {
     MG_TRY(linear_check("linear_gelu", y, x, w, M, K, N));
+    if (M == 0) return MG_OK;
     return linear_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, NULL, M, K, N,
                                  true);
 }
@@ -241,6 +246,7 @@ extern "C" mg_status mg_cuda_linear_gelu_forward(mg_cuda_ctx *ctx, void *y, cons
 extern "C" mg_status mg_cuda_linear_residual_forward(mg_cuda_ctx *ctx, void *y, const void *x, const void *w,
                                                      const void *b, const void *r, int64_t M, int K, int N) {
     MG_TRY(linear_check("linear_residual", y, x, w, M, K, N));
+    if (M == 0) return MG_OK;
     if (!r) return mg_fail(MG_ERR_ARG, NULL, "linear_residual: r must be a device pointer (y may alias it)");
     return linear_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, (const bf16 *)r,
                                  M, K, N, false);

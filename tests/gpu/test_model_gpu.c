@@ -20,6 +20,7 @@
  *    logits (bf16 weights are copied as they are; fp32 ones rounded to nearest even at upload);
  *  - a second forward of the same shape allocates nothing (same activation buffer);
  *  - an op failure is reported by the backend's sync, once;
+ *  - a forward with an empty head (R = 0) returns MG_OK, as on the CPU;
  *  - LoRA: tests/golden/lora_adapter merged on the GPU (W + B·A·scale in fp32, rounded once to
  *    bf16, as PEFT merge_and_unload on a bf16 model) against PEFT's fp32 logits of the unmerged
  *    adapter (lora_fp32.safetensors): rel_L2 <= the logits stage's bound above, while the base
@@ -343,6 +344,17 @@ static void check_lora(const mg_backend *be, double bound) {
     mg_st_close(&fx);
 }
 
+/* An empty head (R = 0: no logit rows, as a forward run only for its activations asks) is no
+ * error and no work, as on the CPU backend. */
+static void check_empty_head(mg_model *m, const batch *b) {
+    const mg_model_input in = { .B = b->B, .T = b->T, .ids = b->ids, .token_type = b->types, .pixels = b->pixels,
+                                .n_images = b->N };
+    const mg_model_head head = { .rows = NULL, .R = 0, .logits = NULL };
+    const mg_status s = mg_model_forward(m, &in, &head, NULL);
+    CHECK(s == MG_OK, "a forward with an empty head (R = 0): %s", s == MG_OK ? "" : mg_last_error());
+    printf("     forward with an empty head (R = 0): %s\n", s == MG_OK ? "OK" : "FAIL");
+}
+
 int main(void) {
     mg_backend *be = NULL;
     mg_status s = mg_backend_cuda_create(0, &be);
@@ -390,6 +402,7 @@ int main(void) {
         check_digits(&m, &b, logits, &fp32, &hf);
         check_bf16_checkpoint(be, &b, logits);
         check_kv_cache(be, &m, &b, sc.logits_bound > 0 ? sc.logits_bound : FLOOR);
+        check_empty_head(&m, &b);
     }
     free(logits);
     batch_free(&b);

@@ -1,5 +1,5 @@
-/* `medgem bench`'s core: a synthetic classify batch, timed forwards (model/bench.h). */
-#include "model/bench.h"
+/* `medgem bench`'s core: a synthetic classify batch, timed forwards (engine/jobs/bench.h). */
+#include "engine/jobs/bench.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -12,7 +12,7 @@
 
 #include "data/breakhis_index.h"
 #include "engine/metrics.h"
-#include "model/classifier.h"
+#include "engine/jobs/classifier.h"
 
 typedef enum { MG_EVAL_SCORE, MG_EVAL_GENERATE } mg_eval_mode;
 

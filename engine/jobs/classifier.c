@@ -1,5 +1,5 @@
 /* The BreakHis classifier: prompt once, then class-digit logits or greedy answers per batch. */
-#include "model/classifier.h"
+#include "engine/jobs/classifier.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,5 +1,5 @@
-/* The evaluation loop (model/eval.h): loader batches -> classifier -> per-image results -> metrics. */
-#include "model/eval.h"
+/* The evaluation loop (engine/jobs/eval.h): loader batches -> classifier -> per-image results -> metrics. */
+#include "engine/jobs/eval.h"
 
 #include <stdio.h>
 #include <stdlib.h>

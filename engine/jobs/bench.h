@@ -1,5 +1,5 @@
 /* The evaluation-throughput benchmark behind `medgem bench`: times mg_model_forward called the way
- * score-mode evaluation calls it (model/classifier.c: one image per row, logits only at each row's
+ * score-mode evaluation calls it (engine/jobs/classifier.c: one image per row, logits only at each row's
  * last position and only over 8 vocab ids), on a synthetic prompt of exactly T tokens and random
  * pixels, so any model directory works: no tokenizer, images or data set needed.
  *
