@@ -80,7 +80,7 @@ void mg_fill_token_arrays(mg_token_arrays *t, const mg_config *cfg, const mg_mod
             if (!mode->decode && in->ids[i] == cfg->image_token_id) t->soft_rows[k++] = (int32_t)i;
         }
     }
-    memcpy(t->head_rows, head->rows, (size_t)head->R * sizeof(int32_t));
+    if (head->R) memcpy(t->head_rows, head->rows, (size_t)head->R * sizeof(int32_t));
     if (head->vocab) memcpy(t->vocab, head->vocab, (size_t)head->n_vocab * sizeof(int32_t));
 }
 

@@ -65,7 +65,13 @@ def make_adapter(path, model_dir, device):
                 p.copy_((torch.randn(p.shape, generator=gen) * std).to(p.device, p.dtype))
     pm.save_pretrained(path)
     del pm, model
-    torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def run_hf(model_dir, adapter, data, dtype, steps, batch, lr, clip, device):
@@ -81,38 +87,40 @@ def run_hf(model_dir, adapter, data, dtype, steps, batch, lr, clip, device):
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     n = len(data["input_ids"])
     losses, norms, secs = [], [], []
-    torch.cuda.reset_peak_memory_stats()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     for k in range(steps):
         idx = [(k * batch + j) % n for j in range(batch)]
         b = {key: v[idx].to(device) for key, v in data.items()}
         b["pixel_values"] = b["pixel_values"].to(dtype)
         b["attention_mask"] = torch.ones_like(b["input_ids"])
-        torch.cuda.synchronize()
+        sync()
         t = time.time()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype != torch.float32):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype != torch.float32):
             loss = pm(**b).loss
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
         opt.step()
         opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        sync()
         secs.append(time.time() - t)
         losses.append(loss.item())
         norms.append(norm.item())
         print(f"  HF {str(dtype):14s} update {k + 1:2d}: loss {losses[-1]:.6f} grad norm {norms[-1]:.6f} {secs[-1]:.3f} s")
-    peak = torch.cuda.max_memory_allocated() / 1e9
+    peak = torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else 0.0
     del pm, model, opt
-    torch.cuda.empty_cache()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return losses, norms, secs, peak
 
 
-def run_medgem(model_dir, adapter, data, steps, batch, lr, clip, work):
+def run_medgem(model_dir, adapter, data, steps, batch, lr, clip, work, cpu):
     inp, out = os.path.join(work, "train_inputs.safetensors"), os.path.join(work, "train_outputs.safetensors")
     save_file({k: v.float().contiguous() for k, v in data.items()}, inp)
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.path.join(REPO, "build", "lib") + ":" + env.get("LD_LIBRARY_PATH", "")
     cmd = [os.path.join(REPO, "build", "tests", "gpu", "fullsize_train"), model_dir, adapter, inp, out, "--steps",
-           str(steps), "--batch", str(batch), "--lr", str(lr), "--clip", str(clip)]
+           str(steps), "--batch", str(batch), "--lr", str(lr), "--clip", str(clip)] + (["--cpu"] if cpu else [])
     subprocess.run(cmd, check=True, env=env)
     o = load_file(out)
     return o["losses"].tolist(), o["grad_norms"].tolist(), o["seconds"].tolist()
@@ -128,7 +136,7 @@ def main():
     ap.add_argument("--small", action="store_true")
     ap.add_argument("--skip-fp32", action="store_true", help="leave out the HF fp32 run")
     args = ap.parse_args()
-    device = torch.device("cuda")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # cpu: --small smoke test only
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     save_model(args.dir, args.small, device)
@@ -137,7 +145,7 @@ def main():
     data = make_batches(args.steps * args.batch, build_config(args.small))
     print(f"{args.steps} updates of {args.batch} prompts of {data['input_ids'].shape[1]} tokens")
 
-    mg = run_medgem(args.dir, adapter, data, args.steps, args.batch, args.lr, args.clip, args.dir)
+    mg = run_medgem(args.dir, adapter, data, args.steps, args.batch, args.lr, args.clip, args.dir, device.type == "cpu")
     bf = run_hf(args.dir, adapter, data, torch.bfloat16, args.steps, args.batch, args.lr, args.clip, device)
     fp = None if args.skip_fp32 else run_hf(args.dir, adapter, data, torch.float32, args.steps, args.batch, args.lr,
                                             args.clip, device)
