@@ -133,8 +133,8 @@ static inline void tc_free(tcase *tc) {
     tc->n_dev = 0;
 }
 
-/* Compares got[n] with ref[n] and prints one line, `<name><label>: OK nmse=… match=…` or FAIL with
- * the limits missed; counts the verdict. A broken case prints its error instead (got unread). */
+/* Compares got[n] with ref[n] and prints one line, `<name><label>: OK nmse=… (limit …) match=… (min …)`
+ * or FAIL with the limits missed marked; counts the verdict. A broken case prints its error instead (got unread). */
 static inline int tc_check(const tcase *tc, const char *label, const double *got, const double *ref, size_t n,
                            int guard_bad, size_t nan_count, double tol, double min_match) {
     if (tc->broken) {
@@ -152,7 +152,8 @@ static inline int tc_check(const tcase *tc, const char *label, const double *got
     }
     const double nmse = num / (den > 0 ? den : 1.0), match = n ? (double)same / (double)n : 1.0;
     const int ok = guard_bad == 0 && nan_count == 0 && nmse <= tol && match >= min_match;
-    printf("%s%s: %s nmse=%.2e match=%.4f", tc->name, label, ok ? "OK" : "FAIL", nmse, match);
+    printf("%s%s: %s nmse=%.2e (limit %.1e) match=%.4f (min %.2f)", tc->name, label, ok ? "OK" : "FAIL", nmse, tol,
+           match, min_match);
     if (nmse > tol) printf(" [nmse > %.1e]", tol);
     if (match < min_match) printf(" [match < %.2f]", min_match);
     if (nan_count) printf(" [%zu outputs NaN/unwritten]", nan_count);
