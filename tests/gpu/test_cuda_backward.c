@@ -30,12 +30,13 @@
  *   kernels round the product to bf16 before adding C (tests/gpu/test_cuda_ops.c measured up to
  *   1.3e-5 for linear_residual), so a second rounding is allowed and the match bound is low.
  * F32_OUT: fp32 outputs of fp32 accumulation over bf16 products (no bf16 rounding at all).
- * DA: dA reads du rounded to bf16 (kernels/cuda/lora.cu): a relative error of ~2^-9 per du value,
- *   nmse ~1e-6 expected. */
+ * DA: dA reads du rounded to bf16 (kernels/cuda/lora.cu): a relative error of up to 2^-9 per du
+ *   value with random sign, nmse ~1e-6 expected; the limit leaves room for the small cases (M = 5:
+ *   21 outputs). A wrong layout or a missing scale is nmse ~1e-2 or more. */
 static const double TOL_EXACT = 0.0, MATCH_EXACT = 1.0;
 static const double TOL_FP32 = 1e-5, MATCH_FP32 = 0.90;
 static const double TOL_GEMM_INPLACE = 3e-5, MATCH_GEMM = 0.50;
-static const double TOL_F32_OUT = 1e-8, TOL_DA = 1e-5;
+static const double TOL_F32_OUT = 1e-8, TOL_DA = 2e-5;
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
