@@ -115,6 +115,24 @@ static void cuda_be_copy_in(void *ctx, void *dst, const void *src, size_t nbytes
     record(c, mg_cuda_upload(&c->cuda, dst, src, nbytes));
 }
 
+static void cuda_be_copy_out(void *ctx, void *dst, const void *src, size_t nbytes) {
+    cuda_backend *c = cb(ctx);
+    if (c->first != MG_OK || nbytes == 0) return;
+    record(c, mg_cuda_download(&c->cuda, dst, src, nbytes));  // queued after the ops, then waited for
+}
+
+static void cuda_be_copy(void *ctx, void *dst, const void *src, size_t nbytes) {
+    cuda_backend *c = cb(ctx);
+    if (c->first != MG_OK || nbytes == 0) return;
+    record(c, mg_cuda_copy(&c->cuda, dst, src, nbytes));
+}
+
+static void cuda_be_zero(void *ctx, void *dst, size_t nbytes) {
+    cuda_backend *c = cb(ctx);
+    if (c->first != MG_OK || nbytes == 0) return;
+    record(c, mg_cuda_zero(&c->cuda, dst, nbytes));
+}
+
 static mg_status cuda_be_sync(void *ctx) {
     cuda_backend *c = cb(ctx);
     record(c, mg_cuda_sync(&c->cuda));
@@ -186,6 +204,56 @@ static void scatter_rows(void *ctx, void *y, const void *src, const int32_t *row
     OP(mg_cuda_scatter_rows_forward(CTX, y, src, rows, R, C));
 }
 
+static void lora(void *ctx, void *y, void *u, void *xd, const void *x, const void *A, const void *B,
+                 const mg_lora_args *a) {
+    OP(mg_cuda_lora_forward(CTX, y, u, xd, x, A, B, a));
+}
+
+// ---- training ----------------------------------------------------------------------------------
+
+static void linear_bw(void *ctx, void *dx, const void *dy, const void *w, int64_t M, int K, int N) {
+    OP(mg_cuda_linear_backward(CTX, dx, dy, w, M, K, N));
+}
+static void lora_bw(void *ctx, void *dx, float *dA, float *dB, float *du, const void *dy, const void *x,
+                    const void *xd, const void *u, const void *A, const void *B, const mg_lora_args *a) {
+    OP(mg_cuda_lora_backward(CTX, dx, dA, dB, du, dy, x, xd, u, A, B, a));
+}
+static void gelu_bw(void *ctx, void *dx, const void *dy, const void *x, int64_t n) {
+    OP(mg_cuda_gelu_backward(CTX, dx, dy, x, n));
+}
+static void geglu_bw(void *ctx, void *dgu, const void *dy, const void *gu, int64_t M, int F) {
+    OP(mg_cuda_geglu_backward(CTX, dgu, dy, gu, M, F));
+}
+static void layernorm_bw(void *ctx, void *dx, const void *dy, const void *x, const void *w, int64_t M, int C,
+                         float eps) {
+    OP(mg_cuda_layernorm_backward(CTX, dx, dy, x, w, M, C, eps));
+}
+static void rmsnorm_bw(void *ctx, void *dx, const void *dy, const void *x, const void *w, int64_t M, int C, float eps) {
+    OP(mg_cuda_rmsnorm_backward(CTX, dx, dy, x, w, M, C, eps));
+}
+static void qk_norm_rope_bw(void *ctx, void *dqkv, const void *dq, const void *dk, const void *dv, const void *qkv,
+                            const mg_qkv_args *a) {
+    OP(mg_cuda_qk_norm_rope_backward(CTX, dqkv, dq, dk, dv, qkv, a));
+}
+static void avgpool_bw(void *ctx, void *dx, const void *dy, int64_t B, int G, int k, int C) {
+    OP(mg_cuda_avgpool_backward(CTX, dx, dy, B, G, k, C));
+}
+static void gather_rows_bw(void *ctx, void *dx, const void *dy, const int32_t *rows, int64_t R, int C) {
+    OP(mg_cuda_gather_rows_backward(CTX, dx, dy, rows, R, C));
+}
+static void scatter_rows_bw(void *ctx, void *dsrc, const void *dy, const int32_t *rows, int64_t R, int C) {
+    OP(mg_cuda_scatter_rows_backward(CTX, dsrc, dy, rows, R, C));
+}
+static void cross_entropy_bw(void *ctx, void *dlogits, float *loss, const void *logits, const int32_t *targets,
+                             int64_t R, int V, float grad_scale) {
+    OP(mg_cuda_cross_entropy_backward(CTX, dlogits, loss, logits, targets, R, V, grad_scale));
+}
+static void sumsq(void *ctx, float *out, const float *x, int64_t n) { OP(mg_cuda_sumsq(CTX, out, x, n)); }
+static void adamw_step(void *ctx, float *param, const float *grad, float *m, float *v, void *param_act,
+                       const mg_adamw_args *a) {
+    OP(mg_cuda_adamw_step(CTX, param, grad, m, v, param_act, a));
+}
+
 #undef OP
 #undef CTX
 
@@ -249,6 +317,23 @@ extern "C" mg_status mg_backend_cuda_create(int device, mg_backend **out) {
     be->embedding_forward = embedding;
     be->gather_rows_forward = gather_rows;
     be->scatter_rows_forward = scatter_rows;
+    be->lora_forward = lora;
+    be->copy_out = cuda_be_copy_out;
+    be->copy = cuda_be_copy;
+    be->zero = cuda_be_zero;
+    be->linear_backward = linear_bw;
+    be->lora_backward = lora_bw;
+    be->gelu_backward = gelu_bw;
+    be->geglu_backward = geglu_bw;
+    be->layernorm_backward = layernorm_bw;
+    be->rmsnorm_backward = rmsnorm_bw;
+    be->qk_norm_rope_backward = qk_norm_rope_bw;
+    be->avgpool_backward = avgpool_bw;
+    be->gather_rows_backward = gather_rows_bw;
+    be->scatter_rows_backward = scatter_rows_bw;
+    be->cross_entropy_backward = cross_entropy_bw;
+    be->sumsq = sumsq;
+    be->adamw_step = adamw_step;
     *out = be;
     return MG_OK;
 }

@@ -24,6 +24,31 @@ mg_status mg_cuda_fail_(const char *stmt, const char *what, int is_oom, const ch
 mg_status mg_cuda_gemm_plans_create(mg_cuda_ctx *ctx);
 void mg_cuda_gemm_plans_destroy(mg_cuda_ctx *ctx); // safe when never created
 
+// One GEMM in cuBLASLt's column-major terms (linear.cu runs it through the plan table):
+//   D[m×n] = alpha · op(A)[m×k] · op(B)[k×n] + beta · C,   op(X) = Xᵀ when trans_x
+// A is stored k×m when transposed (m×k otherwise), B n×k when transposed (k×n otherwise), each with
+// its leading dimension; C has D's layout and dtype. fp32 compute; A and B bf16; D bf16 or fp32.
+// beta == 0: C is not read. Otherwise C = c, or D itself when c is NULL or c == d (in place).
+// bias (bf16, over D's m rows) and gelu: the epilogue, with a bf16 D only.
+typedef struct {
+    bool trans_a, trans_b;
+    int64_t m, n, k;
+    const void *a;
+    int64_t lda;
+    cudaDataType_t type_a;
+    const void *b;
+    int64_t ldb;
+    cudaDataType_t type_b;
+    void *d;
+    int64_t ldd;
+    cudaDataType_t type_d;
+    const void *c;
+    float alpha, beta;
+    const void *bias;
+    bool gelu;
+} mg_gemm;
+mg_status mg_cuda_gemm(mg_cuda_ctx *ctx, const mg_gemm *g);
+
 #define MG_CUDA_CHECK(stmt)                                                                              \
     do {                                                                                                 \
         cudaError_t mg_e_ = (stmt);                                                                      \
@@ -77,6 +102,27 @@ static __device__ __forceinline__ uint4 pack8(const float f[8]) {
     return v;
 }
 static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+// VW consecutive bf16 as floats: VW = 8 is one 16-byte access (the address 16-byte aligned), any
+// other VW element by element. Kernels templated on VW run one loop for both.
+template <int VW>
+static __device__ __forceinline__ void load_bf16s(const bf16 *p, float f[VW]) {
+    if constexpr (VW == 8) {
+        unpack8(*reinterpret_cast<const uint4 *>(p), f);
+    } else {
+#pragma unroll
+        for (int j = 0; j < VW; j++) f[j] = __bfloat162float(p[j]);
+    }
+}
+template <int VW>
+static __device__ __forceinline__ void store_bf16s(bf16 *p, const float f[VW]) {
+    if constexpr (VW == 8) {
+        *reinterpret_cast<uint4 *>(p) = pack8(f);
+    } else {
+#pragma unroll
+        for (int j = 0; j < VW; j++) p[j] = __float2bfloat16_rn(f[j]);
+    }
+}
 
 static __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

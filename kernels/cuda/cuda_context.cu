@@ -1,5 +1,5 @@
 // The CUDA context (kernels/cuda/cuda_context.h): device properties, stream, cuBLASLt handle,
-// workspace and GEMM plan table, created once; plus the synchronous memory helpers and the error recorder behind
+// workspace, GEMM plan table and op scratch, created once; plus the synchronous memory helpers and the error recorder behind
 // MG_CUDA_CHECK / MG_CUBLAS_CHECK.
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +9,9 @@
 // 32 MiB: NVIDIA's recommended cuBLASLt workspace on Hopper (smaller parts need less; a bigger
 // workspace only widens the choice of algorithms).
 static const size_t LT_WORKSPACE_BYTES = (size_t)32 << 20;
+// 8 MiB: lora_backward's bf16 copy of du (M×r) for M·r up to 4 Mi, i.e. 65536 rows at rank 64 (larger
+// M goes in chunks).
+static const size_t SCRATCH_BYTES = (size_t)8 << 20;
 
 mg_status mg_cuda_fail_(const char *stmt, const char *what, int is_oom, const char *func, const char *file,
                         int line) {
@@ -24,9 +27,12 @@ mg_status mg_cuda_fail_(const char *stmt, const char *what, int is_oom, const ch
 // Everything create makes, in the reverse order; tolerates a partly created context.
 extern "C" void mg_cuda_ctx_destroy(mg_cuda_ctx *ctx) {
     mg_cuda_gemm_plans_destroy(ctx);
+    if (ctx->scratch) cudaFree(ctx->scratch);
     if (ctx->lt_workspace) cudaFree(ctx->lt_workspace);
     if (ctx->lt) cublasLtDestroy(ctx->lt);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);
+    ctx->scratch = NULL;
+    ctx->scratch_bytes = 0;
     ctx->lt_workspace = NULL;
     ctx->lt = NULL;
     ctx->stream = NULL;
@@ -54,6 +60,8 @@ static mg_status ctx_init(mg_cuda_ctx *ctx, int device) {
     ctx->lt = lt;
     MG_CUDA_CHECK(cudaMalloc(&ctx->lt_workspace, LT_WORKSPACE_BYTES));
     ctx->lt_workspace_bytes = LT_WORKSPACE_BYTES;
+    MG_CUDA_CHECK(cudaMalloc(&ctx->scratch, SCRATCH_BYTES));
+    ctx->scratch_bytes = SCRATCH_BYTES;
     return mg_cuda_gemm_plans_create(ctx);
 }
 
@@ -99,5 +107,15 @@ extern "C" mg_status mg_cuda_upload(mg_cuda_ctx *ctx, void *dst_dev, const void 
 extern "C" mg_status mg_cuda_download(mg_cuda_ctx *ctx, void *dst_host, const void *src_dev, size_t bytes) {
     MG_CUDA_CHECK(cudaMemcpyAsync(dst_host, src_dev, bytes, cudaMemcpyDeviceToHost, ctx->stream));
     MG_CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    return MG_OK;
+}
+
+extern "C" mg_status mg_cuda_copy(mg_cuda_ctx *ctx, void *dst_dev, const void *src_dev, size_t bytes) {
+    MG_CUDA_CHECK(cudaMemcpyAsync(dst_dev, src_dev, bytes, cudaMemcpyDeviceToDevice, ctx->stream));
+    return MG_OK;
+}
+
+extern "C" mg_status mg_cuda_zero(mg_cuda_ctx *ctx, void *dst_dev, size_t bytes) {
+    MG_CUDA_CHECK(cudaMemsetAsync(dst_dev, 0, bytes, ctx->stream));
     return MG_OK;
 }

@@ -23,10 +23,13 @@ typedef struct mg_cuda_ctx {
     void *lt_workspace;             /* (lt_workspace_bytes) device scratch handed to cuBLASLt */
     size_t lt_workspace_bytes;
     struct mg_gemm_plans *gemm_plans; /* cuBLASLt descriptors + chosen algorithm per GEMM shape (linear.cu) */
+    void *scratch;                  /* (scratch_bytes) device temporary of the ops that need one (lora_backward's
+                                       bf16 du), used in stream order by one op at a time */
+    size_t scratch_bytes;
 } mg_cuda_ctx;
 
 /* Selects `device`, reads its properties, creates the stream, the cuBLASLt handle, its
- * workspace and the GEMM plan table. Fails with MG_ERR_UNSUPPORTED when there is no usable GPU (the message says why),
+ * workspace, the GEMM plan table and the op scratch. Fails with MG_ERR_UNSUPPORTED when there is no usable GPU (the message says why),
  * MG_ERR_CUDA/MG_ERR_OOM otherwise; on failure nothing is left allocated. */
 mg_status mg_cuda_ctx_create(mg_cuda_ctx *ctx, int device);
 /* Releases what create made; safe on a zeroed or already destroyed context. */
@@ -42,5 +45,8 @@ void mg_cuda_free(void *ptr); /* ptr may be NULL */
 /* Synchronous copies through ctx->stream: they wait for earlier work on it and for the copy. */
 mg_status mg_cuda_upload(mg_cuda_ctx *ctx, void *dst_dev, const void *src_host, size_t bytes);
 mg_status mg_cuda_download(mg_cuda_ctx *ctx, void *dst_host, const void *src_dev, size_t bytes);
+/* Queued on ctx->stream, returning at once: a device-to-device copy, and dst[0..bytes) = 0. */
+mg_status mg_cuda_copy(mg_cuda_ctx *ctx, void *dst_dev, const void *src_dev, size_t bytes);
+mg_status mg_cuda_zero(mg_cuda_ctx *ctx, void *dst_dev, size_t bytes);
 
 #endif

@@ -5,6 +5,9 @@
 //   gather_rows:  y[R,C] = x[rows[r]]                       (hidden rows at the scored positions)
 //   scatter_rows: y[rows[r]] = src[r]                       (image soft-token merge; other rows of y
 //                 untouched)
+// Backward (`+=`, one rounding; the embedding table is frozen and gets none):
+//   gather_rows:  dx[rows[r]] += dy[r]    (rows distinct, so no two threads add into one element)
+//   scatter_rows: dsrc[r] += dy[rows[r]]
 // Ids and rows are int32, checked in range on the host by the caller. The embedding kernel still
 // refuses an id outside [0, V): it writes a NaN row, so a bug shows as NaN rather than a stray read.
 #include "kernels/cuda/cuda_common.cuh"
@@ -33,6 +36,18 @@ static __global__ void copy_rows_kernel(bf16 *y, const bf16 *x, const int32_t *d
         const int c = (int)(e % C);
         const int64_t dst = dst_rows ? dst_rows[r] : r, src = src_rows ? src_rows[r] : r;
         y[dst * C + c] = x[src * C + c];
+    }
+}
+
+// Adds R rows of C elements: y[dst row] += x[src row], where a NULL index means the identity.
+static __global__ void accumulate_rows_kernel(bf16 *y, const bf16 *x, const int32_t *dst_rows, const int32_t *src_rows,
+                                              int64_t R, int C) {
+    const int64_t total = R * C;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = e / C;
+        const int c = (int)(e % C);
+        const int64_t dst = dst_rows ? dst_rows[r] : r, src = src_rows ? src_rows[r] : r;
+        y[dst * C + c] = to_bf16(ld_bf16(y + dst * C + c) + ld_bf16(x + src * C + c));
     }
 }
 
@@ -76,4 +91,30 @@ extern "C" mg_status mg_cuda_scatter_rows_forward(mg_cuda_ctx *ctx, void *y, con
         return mg_fail(MG_ERR_SHAPE, NULL, "scatter_rows: R=%lld C=%d", (long long)R, C);
     if (R == 0) return MG_OK;  // no image in the batch
     return copy_rows_launch(ctx, (bf16 *)y, (const bf16 *)src, rows, NULL, R, C);
+}
+
+static mg_status accumulate_rows_launch(mg_cuda_ctx *ctx, bf16 *y, const bf16 *x, const int32_t *dst_rows,
+                                        const int32_t *src_rows, int64_t R, int C) {
+    const int threads = 256;
+    accumulate_rows_kernel<<<grid_stride_blocks(ctx, R * C, threads), threads, 0, ctx->stream>>>(y, x, dst_rows,
+                                                                                                 src_rows, R, C);
+    MG_CUDA_LAUNCH_CHECK(accumulate_rows_kernel);
+    return MG_OK;
+}
+
+extern "C" mg_status mg_cuda_gather_rows_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const int32_t *rows,
+                                                  int64_t R, int C) {
+    if (R < 0 || C <= 0) return mg_fail(MG_ERR_SHAPE, NULL, "gather_rows_backward: R=%lld C=%d", (long long)R, C);
+    if (R == 0) return MG_OK;
+    if (!dx || !dy || !rows) return mg_fail(MG_ERR_ARG, NULL, "gather_rows_backward: dx, dy and rows are required");
+    return accumulate_rows_launch(ctx, (bf16 *)dx, (const bf16 *)dy, rows, NULL, R, C);
+}
+
+extern "C" mg_status mg_cuda_scatter_rows_backward(mg_cuda_ctx *ctx, void *dsrc, const void *dy, const int32_t *rows,
+                                                   int64_t R, int C) {
+    if (R < 0 || C <= 0) return mg_fail(MG_ERR_SHAPE, NULL, "scatter_rows_backward: R=%lld C=%d", (long long)R, C);
+    if (R == 0) return MG_OK;
+    if (!dsrc || !dy || !rows)
+        return mg_fail(MG_ERR_ARG, NULL, "scatter_rows_backward: dsrc, dy and rows are required");
+    return accumulate_rows_launch(ctx, (bf16 *)dsrc, (const bf16 *)dy, NULL, rows, R, C);
 }

@@ -6,6 +6,11 @@
 //   per row, the row read once into registers with 16-byte loads, mean and variance (two passes)
 //   from the registers, written once: 2·M·C·2 bytes of traffic, the least there is;
 // - otherwise one block per row, each pass re-reading the row (from L1/L2).
+// Backward (the input gradient only; w and b are frozen), mean and rstd recomputed from x:
+//   xhat = (x - mean) · rstd,  g = dy · w
+//   dx[M,C] += rstd · (g - mean(g) - xhat · mean(g · xhat))      (`+=`, one rounding)
+// One block per row, three passes over the row (mean; variance with Σg and Σg·(x - mean); write),
+// 16-byte accesses when C is a multiple of 8 and the pointers are aligned.
 #include <limits.h>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -116,10 +121,77 @@ static mg_status layernorm_forward_launch(mg_cuda_ctx *ctx, bf16 *y, const bf16 
     return MG_OK;
 }
 
+// One block per row; VW = 8: C a multiple of 8 and every pointer 16-byte aligned, else VW = 1.
+template <int VW>
+static __global__ void layernorm_backward_kernel(bf16 *dx, const bf16 *dy, const bf16 *x, const bf16 *w, int C,
+                                                 float eps) {
+    __shared__ float scratch[32];
+    const int64_t base = (int64_t)blockIdx.x * C;
+    const int nu = C / VW;
+    float sum = 0.0f;
+    for (int u = threadIdx.x; u < nu; u += blockDim.x) {
+        float fx[VW];
+        load_bf16s<VW>(x + base + u * VW, fx);
+#pragma unroll
+        for (int j = 0; j < VW; j++) sum += fx[j];
+    }
+    const float mean = block_sum(sum, scratch) / (float)C;
+    // Σ(x - mean)², Σg and Σg·(x - mean), g = dy·w
+    float sq = 0.0f, sg = 0.0f, sgd = 0.0f;
+    for (int u = threadIdx.x; u < nu; u += blockDim.x) {
+        float fx[VW], fdy[VW], fw[VW];
+        load_bf16s<VW>(x + base + u * VW, fx);
+        load_bf16s<VW>(dy + base + u * VW, fdy);
+        load_bf16s<VW>(w + u * VW, fw);
+#pragma unroll
+        for (int j = 0; j < VW; j++) {
+            const float d = fx[j] - mean, g = fdy[j] * fw[j];
+            sq += d * d;
+            sg += g;
+            sgd += g * d;
+        }
+    }
+    const float rstd = rsqrtf(block_sum(sq, scratch) / (float)C + eps);
+    const float mean_g = block_sum(sg, scratch) / (float)C;
+    const float mean_gxhat = block_sum(sgd, scratch) / (float)C * rstd;
+    for (int u = threadIdx.x; u < nu; u += blockDim.x) {
+        float fx[VW], fdy[VW], fw[VW], fdx[VW];
+        load_bf16s<VW>(x + base + u * VW, fx);
+        load_bf16s<VW>(dy + base + u * VW, fdy);
+        load_bf16s<VW>(w + u * VW, fw);
+        load_bf16s<VW>(dx + base + u * VW, fdx);
+#pragma unroll
+        for (int j = 0; j < VW; j++) {
+            const float xhat = (fx[j] - mean) * rstd;
+            fdx[j] += rstd * (fdy[j] * fw[j] - mean_g - xhat * mean_gxhat);
+        }
+        store_bf16s<VW>(dx + base + u * VW, fdx);
+    }
+}
+
+static mg_status layernorm_backward_launch(mg_cuda_ctx *ctx, bf16 *dx, const bf16 *dy, const bf16 *x, const bf16 *w,
+                                           int64_t M, int C, float eps) {
+    const bool vec = C % 8 == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned16(w);
+    const int threads = row_block_threads(vec ? C / 8 : C);  // a multiple of 32, as block_sum needs
+    if (vec) layernorm_backward_kernel<8><<<(unsigned)M, threads, 0, ctx->stream>>>(dx, dy, x, w, C, eps);
+    else layernorm_backward_kernel<1><<<(unsigned)M, threads, 0, ctx->stream>>>(dx, dy, x, w, C, eps);
+    MG_CUDA_LAUNCH_CHECK(layernorm_backward_kernel);
+    return MG_OK;
+}
+
 extern "C" mg_status mg_cuda_layernorm_forward(mg_cuda_ctx *ctx, void *y, const void *x, const void *w, const void *b,
                                                int64_t M, int C, float eps) {
     if (M <= 0 || M > INT_MAX || C <= 0)
         return mg_fail(MG_ERR_SHAPE, NULL, "layernorm: M=%lld C=%d (need 0 < M <= 2^31-1, C > 0)", (long long)M, C);
     if (!w || !b) return mg_fail(MG_ERR_ARG, NULL, "layernorm: weight and bias are required");
     return layernorm_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, M, C, eps);
+}
+
+extern "C" mg_status mg_cuda_layernorm_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const void *x,
+                                                const void *w, int64_t M, int C, float eps) {
+    if (M <= 0 || M > INT_MAX || C <= 0)
+        return mg_fail(MG_ERR_SHAPE, NULL, "layernorm_backward: M=%lld C=%d (need 0 < M <= 2^31-1, C > 0)",
+                       (long long)M, C);
+    if (!dx || !dy || !x || !w) return mg_fail(MG_ERR_ARG, NULL, "layernorm_backward: dx, dy, x and w are required");
+    return layernorm_backward_launch(ctx, (bf16 *)dx, (const bf16 *)dy, (const bf16 *)x, (const bf16 *)w, M, C, eps);
 }

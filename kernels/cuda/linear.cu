@@ -2,6 +2,8 @@
 // linear_gelu:     y[M,N] = gelu_tanh(x[M,K] · w[N,K]ᵀ (+ b[N]))  (SigLIP's fc1 and its activation)
 // linear_residual: y[M,N] = r[M,N] + x[M,K] · w[N,K]ᵀ (+ b[N])  (SigLIP's out_proj / fc2 and the
 //                  residual add after each); y may alias r.
+// linear_backward: dx[M,K] += dy[M,N] · w[N,K]  (a frozen linear's input gradient; `+=`, one
+//                  rounding of the fp32 sum with dx's old value; w gets no gradient)
 // cuBLASLt does the work: fp32 compute, the bias (and GELU) applied in fp32 by the epilogue, one
 // rounding to bf16 (what torch's F.linear does on bf16 CUDA tensors).
 //
@@ -22,12 +24,18 @@
 // cuBLASLt is column-major. Our row-major y[M,N] is the column-major matrix yᵀ (N×M, ld N), and
 // yᵀ = w · xᵀ: A = w, row-major [N,K] = column-major K×N (ld K) used transposed; B = x, row-major
 // [M,K] = column-major K×M (ld K) used as is; the bias is a vector over the N rows of yᵀ.
+// linear_backward: dxᵀ (K×M, ld K) = w (column-major K×N, ld K) · dyᵀ (N×M, ld N), neither
+// transposed, beta = 1 with C = D = dx.
+//
+// mg_cuda_gemm (cuda_common.cuh) is the one entry behind these and the LoRA GEMMs (lora.cu): any
+// transposes, leading dimensions, alpha/beta, bf16 or fp32 output.
 //
 // Plans: describing a GEMM and asking the heuristic for an algorithm costs tens of microseconds of
 // host time, as much as a small GEMM itself. A model runs a handful of shapes again and again, so
-// the descriptors, layouts and chosen algorithm are kept per (M, K, N, epilogue, C operand,
-// alignments) in a small table owned by the context (mg_gemm_plans); a steady-state call only sets
-// the bias pointer and launches. When the table is full the oldest plan is replaced.
+// the descriptors, layouts and chosen algorithm are kept per (transposes, m, n, k, leading
+// dimensions, dtypes, epilogue, C operand (which says whether beta is 0), alignments) in a small
+// table owned by the context (mg_gemm_plans); a steady-state call only sets the bias pointer and
+// launches. When the table is full the oldest plan is replaced.
 #include <stdlib.h>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -36,22 +44,26 @@ extern "C" {
 #include "kernels/cuda/ops.h"
 }
 
-enum { N_PLANS = 64 };  // distinct GEMM shapes kept; a forward uses about 12 (vision, projector, text, head)
+// Distinct GEMMs kept. A forward uses about 12 (vision, projector, text, head); training adds per
+// adapted shape the LoRA GEMMs (u, y, dB, du, dA) and per frozen linear its input gradient, about
+// 60 more, and evaluation inside a training run its own M. A lookup scans the table (~1 µs at 256).
+enum { N_PLANS = 256 };
 
 // Where the C of D = alpha·A·B + beta·C comes from: not read (beta = 0; C = D is passed), the output
-// itself (beta = 1, C = D: a residual updated in place), a separate residual (beta = 1, C != D, which
-// needs an algorithm with the out-of-place capability).
+// itself (beta != 0, C = D: a residual or gradient updated in place), a separate matrix (beta != 0,
+// C != D, which needs an algorithm with the out-of-place capability).
 typedef enum { C_UNREAD, C_IN_PLACE, C_SEPARATE } c_operand;
 
-// What makes two GEMMs share a plan: the shape, the epilogue, the C operand and the pointer
-// alignments the heuristic was told about (an algorithm chosen for 256-byte aligned buffers may not
-// run on less).
+// What makes two GEMMs share a plan: everything the descriptors and layouts hold, the C operand
+// and the pointer alignments the heuristic was told about (an algorithm chosen for 256-byte aligned
+// buffers may not run on less).
 typedef struct {
-    int64_t M;
-    int K, N;
+    bool trans_a, trans_b;
+    int64_t m, n, k, lda, ldb, ldd;
+    cudaDataType_t type_a, type_b, type_d;
     cublasLtEpilogue_t epi;  // DEFAULT, BIAS, GELU or GELU_BIAS
     c_operand c;
-    uint32_t align_w, align_x, align_y, align_c;  // align_c = align_y unless c is C_SEPARATE
+    uint32_t align_a, align_b, align_c, align_d;  // align_c = align_d unless c is C_SEPARATE
 } plan_key;
 
 // One described GEMM and the algorithm the heuristic picked for it.
@@ -59,7 +71,7 @@ typedef struct {
     plan_key key;
     int used;  // 0: empty slot
     cublasLtMatmulDesc_t op;
-    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatrixLayout_t a, b, c;  // c describes both C and D
     cublasLtMatmulAlgo_t algo;
 } gemm_plan;
 
@@ -100,9 +112,11 @@ static bool has_bias(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_BIAS 
 static bool has_gelu(cublasLtEpilogue_t e) { return e == CUBLASLT_EPILOGUE_GELU || e == CUBLASLT_EPILOGUE_GELU_BIAS; }
 
 static bool same_key(const plan_key *a, const plan_key *b) {
-    return a->M == b->M && a->K == b->K && a->N == b->N && a->epi == b->epi && a->c == b->c &&
-           a->align_w == b->align_w && a->align_x == b->align_x && a->align_y == b->align_y &&
-           a->align_c == b->align_c;
+    return a->trans_a == b->trans_a && a->trans_b == b->trans_b && a->m == b->m && a->n == b->n && a->k == b->k &&
+           a->lda == b->lda && a->ldb == b->ldb && a->ldd == b->ldd && a->type_a == b->type_a &&
+           a->type_b == b->type_b && a->type_d == b->type_d && a->epi == b->epi && a->c == b->c &&
+           a->align_a == b->align_a && a->align_b == b->align_b && a->align_c == b->align_c &&
+           a->align_d == b->align_d;
 }
 
 // Whether `algo` can run a GEMM with this C operand: only C_SEPARATE needs a capability.
@@ -115,14 +129,16 @@ static bool algo_takes_c(const cublasLtMatmulAlgo_t *algo, c_operand c) {
            out_of_place != 0;
 }
 
+static const char *type_name(cudaDataType_t t) { return t == CUDA_R_16BF ? "bf16" : t == CUDA_R_32F ? "fp32" : "?"; }
+
 // Describes the GEMM of `key` into p and asks the heuristic for its algorithm. On failure p is
 // left partly built; the caller releases it.
 static mg_status plan_build(mg_cuda_ctx *ctx, gemm_plan *p, const plan_key *key) {
     p->key = *key;
     MG_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
-    MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
-    MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans, sizeof no_trans));
+    const cublasOperation_t ta = key->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, tb = key->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     if (key->epi != CUBLASLT_EPILOGUE_DEFAULT)
         MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &key->epi, sizeof key->epi));
     if (has_bias(key->epi)) {
@@ -130,11 +146,11 @@ static mg_status plan_build(mg_cuda_ctx *ctx, gemm_plan *p, const plan_key *key)
         MG_CUBLAS_CHECK(
             cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
     }
-    const int64_t M = key->M;
-    const int K = key->K, N = key->N;
-    MG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, (uint64_t)K, (uint64_t)N, K));  // w: K×N
-    MG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, (uint64_t)K, (uint64_t)M, K));  // x: K×M
-    MG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, CUDA_R_16BF, (uint64_t)N, (uint64_t)M, N));  // y: N×M
+    // Stored shapes (column-major): op(A) is m×k, so A is k×m when transposed; op(B) is k×n.
+    const uint64_t m = (uint64_t)key->m, n = (uint64_t)key->n, k = (uint64_t)key->k;
+    MG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, key->type_a, key->trans_a ? k : m, key->trans_a ? m : k, key->lda));
+    MG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, key->type_b, key->trans_b ? n : k, key->trans_b ? k : n, key->ldb));
+    MG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, key->type_d, m, n, key->ldd));
 
     // The preference only feeds the heuristic; it is not needed afterwards.
     cublasLtMatmulPreference_t pref = NULL;
@@ -143,7 +159,7 @@ static mg_status plan_build(mg_cuda_ctx *ctx, gemm_plan *p, const plan_key *key)
     const cublasLtMatmulPreferenceAttributes_t attr[4] = {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
-    const uint32_t align[4] = {key->align_w, key->align_x, key->align_c, key->align_y};
+    const uint32_t align[4] = {key->align_a, key->align_b, key->align_c, key->align_d};
     cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                              sizeof ws);
     for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; i++)
@@ -163,9 +179,12 @@ static mg_status plan_build(mg_cuda_ctx *ctx, gemm_plan *p, const plan_key *key)
         return mg_fail(MG_ERR_UNSUPPORTED,
                        key->c == C_SEPARATE ? "write the result over the residual (y == r)"
                                             : "report the shape; a separate bias kernel or padding K/N would avoid it",
-                       "cuBLASLt has no bf16 algorithm for linear M=%lld K=%d N=%d%s%s%s", (long long)M, K, N,
+                       "cuBLASLt has no algorithm for the GEMM m=%lld n=%lld k=%lld (A %s%s, B %s%s, D %s, ld %lld/%lld/%lld)%s%s%s",
+                       (long long)key->m, (long long)key->n, (long long)key->k, type_name(key->type_a),
+                       key->trans_a ? "ᵀ" : "", type_name(key->type_b), key->trans_b ? "ᵀ" : "",
+                       type_name(key->type_d), (long long)key->lda, (long long)key->ldb, (long long)key->ldd,
                        has_bias(key->epi) ? " with bias" : "", has_gelu(key->epi) ? " and GELU" : "",
-                       key->c == C_SEPARATE ? " adding a residual other than its output" : "");
+                       key->c == C_SEPARATE ? " adding a C other than its output" : "");
     p->algo = heur[pick].algo;
     p->used = 1;
     return MG_OK;
@@ -197,25 +216,58 @@ static mg_status plan_get(mg_cuda_ctx *ctx, const plan_key *key, gemm_plan **out
     return MG_OK;
 }
 
-// The launcher: takes the shape's plan, points the epilogue at this call's bias, runs it on the stream.
-// r: the residual to add (beta = 1), or NULL (beta = 0, C not read).
-static mg_status linear_forward_launch(mg_cuda_ctx *ctx, bf16 *y, const bf16 *x, const bf16 *w, const bf16 *b,
-                                       const bf16 *r, int64_t M, int K, int N, bool gelu) {
-    const cublasLtEpilogue_t epi = gelu ? (b ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
-                                        : (b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
-    const bf16 *c = r ? r : y;
-    const plan_key key = {M, K, N, epi, !r ? C_UNREAD : r == y ? C_IN_PLACE : C_SEPARATE,
-                          pointer_alignment(w), pointer_alignment(x), pointer_alignment(y), pointer_alignment(c)};
+// The launcher of every GEMM: takes the plan, points the epilogue at this call's bias, runs it on
+// the stream. The callers have checked the shapes; a bias goes only with a bf16 output.
+mg_status mg_cuda_gemm(mg_cuda_ctx *ctx, const mg_gemm *g) {
+    const cublasLtEpilogue_t epi = g->gelu ? (g->bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU)
+                                           : (g->bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT);
+    const bool reads_c = g->beta != 0.0f;
+    const void *c = reads_c && g->c ? g->c : g->d;
+    const plan_key key = {g->trans_a, g->trans_b, g->m, g->n, g->k, g->lda, g->ldb, g->ldd,
+                          g->type_a, g->type_b, g->type_d, epi,
+                          !reads_c ? C_UNREAD : c == g->d ? C_IN_PLACE : C_SEPARATE,
+                          pointer_alignment(g->a), pointer_alignment(g->b), pointer_alignment(c),
+                          pointer_alignment(g->d)};
     gemm_plan *p = NULL;
     MG_TRY(plan_get(ctx, &key, &p));
     // cublasLtMatmul reads the descriptor when it is called, so resetting the pointer for the next
     // call does not disturb a queued one.
-    if (b) MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
-    const float alpha = 1.0f, beta = r ? 1.0f : 0.0f;
-    MG_CUBLAS_CHECK(cublasLtMatmul(ctx->lt, p->op, &alpha, w, p->a, x, p->b, &beta, c, p->c, y, p->c, &p->algo,
+    if (g->bias)
+        MG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &g->bias, sizeof g->bias));
+    const float alpha = g->alpha, beta = g->beta;
+    MG_CUBLAS_CHECK(cublasLtMatmul(ctx->lt, p->op, &alpha, g->a, p->a, g->b, p->b, &beta, c, p->c, g->d, p->c, &p->algo,
                                    ctx->lt_workspace, ctx->lt_workspace_bytes, ctx->stream));
     return MG_OK;
 }
+
+// The forward launcher: y = [r +] act(x·wᵀ + b) as the GEMM yᵀ = w·xᵀ (see the top comment).
+// r: the residual to add (beta = 1), or NULL (beta = 0, C not read).
+static mg_status linear_forward_launch(mg_cuda_ctx *ctx, bf16 *y, const bf16 *x, const bf16 *w, const bf16 *b,
+                                       const bf16 *r, int64_t M, int K, int N, bool gelu) {
+    mg_gemm g = {};
+    g.trans_a = true, g.trans_b = false;
+    g.m = N, g.n = M, g.k = K;
+    g.a = w, g.lda = K, g.type_a = CUDA_R_16BF;
+    g.b = x, g.ldb = K, g.type_b = CUDA_R_16BF;
+    g.d = y, g.ldd = N, g.type_d = CUDA_R_16BF;
+    g.c = r, g.alpha = 1.0f, g.beta = r ? 1.0f : 0.0f;
+    g.bias = b, g.gelu = gelu;
+    return mg_cuda_gemm(ctx, &g);
+}
+
+// dxᵀ (K×M) += w (K×N, column-major view of w[N,K]) · dyᵀ (N×M), in place.
+static mg_status linear_backward_launch(mg_cuda_ctx *ctx, bf16 *dx, const bf16 *dy, const bf16 *w, int64_t M, int K,
+                                        int N) {
+    mg_gemm g = {};
+    g.trans_a = false, g.trans_b = false;
+    g.m = K, g.n = M, g.k = N;
+    g.a = w, g.lda = K, g.type_a = CUDA_R_16BF;
+    g.b = dy, g.ldb = N, g.type_b = CUDA_R_16BF;
+    g.d = dx, g.ldd = K, g.type_d = CUDA_R_16BF;
+    g.c = dx, g.alpha = 1.0f, g.beta = 1.0f;
+    return mg_cuda_gemm(ctx, &g);
+}
+
 
 // M = 0 (no rows: an empty logit head) is valid and does no work, as on the CPU; the entries
 // return before the launch, since cuBLASLt rejects a zero-sized layout.
@@ -250,4 +302,11 @@ extern "C" mg_status mg_cuda_linear_residual_forward(mg_cuda_ctx *ctx, void *y, 
     if (!r) return mg_fail(MG_ERR_ARG, NULL, "linear_residual: r must be a device pointer (y may alias it)");
     return linear_forward_launch(ctx, (bf16 *)y, (const bf16 *)x, (const bf16 *)w, (const bf16 *)b, (const bf16 *)r,
                                  M, K, N, false);
+}
+
+extern "C" mg_status mg_cuda_linear_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const void *w, int64_t M,
+                                             int K, int N) {
+    MG_TRY(linear_check("linear_backward", dx, dy, w, M, K, N));
+    if (M == 0) return MG_OK;
+    return linear_backward_launch(ctx, (bf16 *)dx, (const bf16 *)dy, (const bf16 *)w, M, K, N);
 }

@@ -1,4 +1,4 @@
-/* The CUDA forward ops: bf16 storage, fp32 math, one family per file kernels/cuda/<family>.cu,
+/* The CUDA ops, forward and backward: bf16 storage, fp32 math, one family per file kernels/cuda/<family>.cu,
  * twins of kernels/cpu/<family>.c with the same argument order. Conventions:
  * - ctx from mg_cuda_ctx_create; every op is queued on ctx->stream and returns at once, so a fault
  *   inside a kernel is reported by the next mg_cuda_sync. Launch and argument errors return here.
@@ -101,5 +101,65 @@ mg_status mg_cuda_gather_rows_forward(mg_cuda_ctx *ctx, void *y, const void *x, 
                                       int C);
 mg_status mg_cuda_scatter_rows_forward(mg_cuda_ctx *ctx, void *y, const void *src, const int32_t *rows, int64_t R,
                                        int C);
+
+/* ---- training (engine/backend.h's training entries): every backward ACCUMULATES (`+=`) into its
+ * gradient outputs, in fp32 with one rounding to bf16 (fp32 outputs: no rounding). ---- */
+
+/* linear.cu: dx[M,K] += dy[M,N] · w[N,K] (cuBLASLt, beta = 1 in place). */
+mg_status mg_cuda_linear_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const void *w, int64_t M, int K, int N);
+
+/* lora.cu (engine/backend.h mg_lora_args; A[r,K], B[N,r] bf16):
+ * lora_forward:  xd[M,K] = dropout(x) when dropout > 0 (element i = m*K + k kept iff
+ *                mg_dropout_keep(seed, i, p), kept values bf16(x/(1-p)); p == 0: xd unused, may be NULL);
+ *                u[M,r] = xd·Aᵀ (bf16); y[:, :N] += scale·u·Bᵀ (y rows ldy apart; one rounding).
+ * lora_backward: dB[N,r] += scale·dyᵀ·u; du[M,r] = scale·dy·B; dA[r,K] += bf16(du)ᵀ·xd (all fp32);
+ *                dx[M,K] += mask(du·A)/(1-p) (bf16); xd is read when dropout > 0, x otherwise;
+ *                dx may be NULL (no input gradient); r <= 64 (MG_ERR_UNSUPPORTED otherwise). */
+mg_status mg_cuda_lora_forward(mg_cuda_ctx *ctx, void *y, void *u, void *xd, const void *x, const void *A,
+                               const void *B, const mg_lora_args *a);
+mg_status mg_cuda_lora_backward(mg_cuda_ctx *ctx, void *dx, float *dA, float *dB, float *du, const void *dy,
+                                const void *x, const void *xd, const void *u, const void *A, const void *B,
+                                const mg_lora_args *a);
+
+/* gelu.cu: gelu: dx[n] += dy[n]·gelu_tanh'(x[n]).
+ * geglu: dgu[:, :F] += dy·up·gelu_tanh'(gate), dgu[:, F:] += dy·bf16(gelu_tanh(gate)) (the rounded
+ * activation the forward multiplied), from gu[M,2F] = gate|up and dy[M,F]. */
+mg_status mg_cuda_gelu_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const void *x, int64_t n);
+mg_status mg_cuda_geglu_backward(mg_cuda_ctx *ctx, void *dgu, const void *dy, const void *gu, int64_t M, int F);
+
+/* layernorm.cu / rmsnorm.cu: the input gradients dx[M,C] += ... (w, b frozen), statistics recomputed
+ * from x (biased variance; Gemma's (1 + w)). */
+mg_status mg_cuda_layernorm_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const void *x, const void *w,
+                                     int64_t M, int C, float eps);
+mg_status mg_cuda_rmsnorm_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const void *x, const void *w, int64_t M,
+                                   int C, float eps);
+
+/* qk_norm_rope.cu: dqkv[B,T,(H+2Hkv)*D] += the gradient of qk_norm_rope_forward given dq[B,T,H,D],
+ * dk, dv[B,T,Hkv,D] and the forward's qkv (bf16 roundings passed straight through; the forward's
+ * bf16 cos/sin). qkv may be NULL without norm_rope. */
+mg_status mg_cuda_qk_norm_rope_backward(mg_cuda_ctx *ctx, void *dqkv, const void *dq, const void *dk, const void *dv,
+                                        const void *qkv, const mg_qkv_args *a);
+
+/* avgpool.cu: dx[B,G*G,C] += dy[B,(G/k)²,C] / k² at each pooled patch. */
+mg_status mg_cuda_avgpool_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, int64_t B, int G, int k, int C);
+
+/* embedding.cu: gather_rows: dx[rows[r]] += dy[r] (rows distinct); scatter_rows: dsrc[r] += dy[rows[r]]. */
+mg_status mg_cuda_gather_rows_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const int32_t *rows, int64_t R,
+                                       int C);
+mg_status mg_cuda_scatter_rows_backward(mg_cuda_ctx *ctx, void *dsrc, const void *dy, const int32_t *rows, int64_t R,
+                                        int C);
+
+/* cross_entropy.cu: over R rows of logits[R,V] (bf16, fp32 math), targets[R] int32 (< 0: ignored):
+ *   loss[0] (fp32, device) += Σ_r (logsumexp(logits[r]) - logits[r, t_r]) over rows with t_r >= 0
+ *   dlogits[r] = grad_scale·(softmax(logits[r]) - onehot(t_r)) (`=`, bf16), zeros when t_r < 0;
+ * dlogits may alias logits; a target >= V gives NaN (loss and row). */
+mg_status mg_cuda_cross_entropy_backward(mg_cuda_ctx *ctx, void *dlogits, float *loss, const void *logits,
+                                         const int32_t *targets, int64_t R, int V, float grad_scale);
+
+/* adamw.cu: sumsq: out[0] += Σ x[i]² (fp32). adamw_step: one torch.optim.AdamW step on fp32
+ * param/grad/m/v (engine/backend.h mg_adamw_args), param_act (bf16) = the updated param. */
+mg_status mg_cuda_sumsq(mg_cuda_ctx *ctx, float *out, const float *x, int64_t n);
+mg_status mg_cuda_adamw_step(mg_cuda_ctx *ctx, float *param, const float *grad, float *m, float *v, void *param_act,
+                             const mg_adamw_args *a);
 
 #endif
