@@ -23,6 +23,8 @@ typedef struct mg_cuda_ctx {
     void *lt_workspace;             /* (lt_workspace_bytes) device scratch handed to cuBLASLt */
     size_t lt_workspace_bytes;
     struct mg_gemm_plans *gemm_plans; /* cuBLASLt descriptors + chosen algorithm per GEMM shape (linear.cu) */
+    void *attn_scratch;             /* (attn_scratch_bytes) fp32 row statistics of attention_backward (attention.cu), grown on demand */
+    size_t attn_scratch_bytes;
 } mg_cuda_ctx;
 
 /* Selects `device`, reads its properties, creates the stream, the cuBLASLt handle, its
