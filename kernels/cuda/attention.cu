@@ -3,6 +3,8 @@
 //   s_ij = (q_i · k_j) * scale                  for visible keys j (the rule of mg_attention_args, engine/backend.h)
 //   out_i = Σ_j softmax_j(s_ij) v_j
 // A query with no visible key gets zeros. Written with `=`. The T×T scores are never stored.
+// The backward (the second half of this file) accumulates dq[B,T,H,D], dk, dv[B,T,Hkv,D] `+=`
+// from dout and the forward's q, k, v, out; its block comment gives the math.
 //
 // Two kernels, chosen by a plain condition in the launcher (attention_uses_tensor_cores):
 // - attention_forward_tc_kernel (D a multiple of 8, D <= 256, q/k/v 16-byte aligned): the
@@ -146,9 +148,13 @@ static __device__ int tc_causal_group_end(const mg_attention_args &a, int64_t b,
 // DP: D padded to a multiple of 16 (>= D); BQ: query rows per block, 64 or 128 (WM = 1 or 2 m16
 // blocks per warp). Shared memory: attention_tc_smem_bytes(DP, BQ). Two blocks per SM at most
 // 255 registers each.
-template <int DP, int BQ>
+// STATS (the backward's first pass): no V and no P·V; each row's log-sum-exp of the scaled scores,
+// in base 2, goes to lse2[b, h, i] = log2 Σ_j 2^(s_ij·log2 e) (+inf for a row that sees no key)
+// instead of out to `out`.
+template <int DP, int BQ, bool STATS = false>
 static __global__ void __launch_bounds__(TC_THREADS, 2)
-    attention_forward_tc_kernel(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, mg_attention_args a) {
+    attention_forward_tc_kernel(bf16 *out, float *lse2, const bf16 *q, const bf16 *k, const bf16 *v,
+                                mg_attention_args a) {
     constexpr int WM = BQ / (16 * TC_WARPS);  // m16 row blocks per warp
     constexpr int BK = tc_key_tile(DP);
     constexpr int LD = DP + 8;                // shared row stride (bf16)
@@ -192,7 +198,7 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     }
     tc_load_rows<DP>(qs, q_bh, q_stride, q0, T, BQ, D);
     tc_load_rows<DP>(ks, k_bg, kv_stride, kv_begin, kv_end, BK, D);
-    tc_load_rows<DP>(vs, v_bg, kv_stride, kv_begin, kv_end, BK, D);
+    if constexpr (!STATS) tc_load_rows<DP>(vs, v_bg, kv_stride, kv_begin, kv_end, BK, D);
     cp_async_commit();
     if (threadIdx.x < BK) kcode[threadIdx.x] = tc_key_code(a, b, kv_begin + threadIdx.x, kv_end);
 
@@ -236,7 +242,7 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
         int next_code = TC_KEY_HIDDEN;
         if (k1 < kv_end) {
             tc_load_rows<DP>(ks + (stage ^ 1) * BK * LD, k_bg, kv_stride, k1, kv_end, BK, D);
-            tc_load_rows<DP>(vs + (stage ^ 1) * BK * LD, v_bg, kv_stride, k1, kv_end, BK, D);
+            if constexpr (!STATS) tc_load_rows<DP>(vs + (stage ^ 1) * BK * LD, v_bg, kv_stride, k1, kv_end, BK, D);
             cp_async_commit();
             if (threadIdx.x < BK) next_code = tc_key_code(a, b, k1 + threadIdx.x, kv_end);  // stored after the math
         }
@@ -326,15 +332,17 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
                         sum += s[mt][n][2 * r] + s[mt][n][2 * r + 1];
                     }
                     l[mt][r] = l[mt][r] * corr + sum;
+                    if constexpr (!STATS)
 #pragma unroll
-                    for (int d = 0; d < DB; d++) {
-                        o[mt][d][2 * r] *= corr;
-                        o[mt][d][2 * r + 1] *= corr;
-                    }
+                        for (int d = 0; d < DB; d++) {
+                            o[mt][d][2 * r] *= corr;
+                            o[mt][d][2 * r + 1] *= corr;
+                        }
                 }
 
             // O += bf16(P)·V_n, 16 keys per step: P's A fragment is S of key blocks 2j and 2j+1;
             // each V fragment (16 keys × 16 dims) feeds 2·WM mma, over the dims below D only.
+            if constexpr (!STATS)
 #pragma unroll
             for (int j = 0; j < NB / 2; j++) {
                 uint32_t pa[WM][4];
@@ -362,6 +370,7 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     }
 
     // out = O / l, rounded to bf16 once; l summed over the quad (no visible key: l = 0, zeros).
+    // STATS: lse2 = m·c + log2 l, as p was 2^(s·c - m·c) (+inf when l = 0: the backward's P is 0).
 #pragma unroll
     for (int mt = 0; mt < WM; mt++)
 #pragma unroll
@@ -370,6 +379,11 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
             sum += __shfl_xor_sync(0xffffffffu, sum, 1);
             sum += __shfl_xor_sync(0xffffffffu, sum, 2);
             if (qi[mt][r] >= T) continue;
+            if constexpr (STATS) {
+                if ((lane & 3) == 0)
+                    lse2[(b * H + h) * T + qi[mt][r]] = sum > 0.0f ? m[mt][r] * c_log2 + log2f(sum) : INFINITY;
+                continue;
+            }
             const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
             bf16 *orow = out + (b * T + qi[mt][r]) * q_stride + (int64_t)h * D;
 #pragma unroll
@@ -387,18 +401,18 @@ static size_t attention_tc_smem_bytes(int DP, int BQ) {
     return sizeof(bf16) * (size_t)(BQ + 4 * BK) * (DP + 8) + sizeof(int) * 2 * BK;
 }
 
-template <int DP, int BQ>
-static mg_status attention_forward_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
-                                                 const bf16 *v, const mg_attention_args *a) {
+template <int DP, int BQ, bool STATS>
+static mg_status attention_forward_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *out, float *lse2, const bf16 *q,
+                                                 const bf16 *k, const bf16 *v, const mg_attention_args *a) {
     const size_t smem = attention_tc_smem_bytes(DP, BQ);
     if (smem > ctx->smem_optin)
         return mg_fail(MG_ERR_UNSUPPORTED, NULL, "attention: D=%d needs %zu bytes of shared memory, %s allows %zu",
                        a->D, smem, ctx->name, ctx->smem_optin);
     // Above 48 KB a block needs the opt-in (DP = 80 takes 66 KB, DP = 256 99 KB).
-    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_tc_kernel<DP, BQ>,
+    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_tc_kernel<DP, BQ, STATS>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)((a->T + BQ - 1) / BQ), (unsigned)a->H, (unsigned)a->B);
-    attention_forward_tc_kernel<DP, BQ><<<grid, TC_THREADS, smem, ctx->stream>>>(out, q, k, v, *a);
+    attention_forward_tc_kernel<DP, BQ, STATS><<<grid, TC_THREADS, smem, ctx->stream>>>(out, lse2, q, k, v, *a);
     MG_CUDA_LAUNCH_CHECK(attention_forward_tc_kernel);
     return MG_OK;
 }
@@ -406,14 +420,19 @@ static mg_status attention_forward_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *out, co
 // The configuration, chosen here only: D padded to the smallest DP of 32, 64, 80, 128, 256 that
 // holds it (80 for SigLIP's 72, 256 for Gemma); 128-row query tiles (two m16 blocks per warp)
 // where the accumulators fit in registers (DP <= 80), 64-row tiles above.
+template <bool STATS>
+static mg_status attention_tc_launch(mg_cuda_ctx *ctx, bf16 *out, float *lse2, const bf16 *q, const bf16 *k,
+                                     const bf16 *v, const mg_attention_args *a) {
+    const int D = a->D;
+    if (D <= 32) return attention_forward_tc_launch_cfg<32, 128, STATS>(ctx, out, lse2, q, k, v, a);
+    if (D <= 64) return attention_forward_tc_launch_cfg<64, 128, STATS>(ctx, out, lse2, q, k, v, a);
+    if (D <= 80) return attention_forward_tc_launch_cfg<80, 128, STATS>(ctx, out, lse2, q, k, v, a);
+    if (D <= 128) return attention_forward_tc_launch_cfg<128, 64, STATS>(ctx, out, lse2, q, k, v, a);
+    return attention_forward_tc_launch_cfg<256, 64, STATS>(ctx, out, lse2, q, k, v, a);
+}
 static mg_status attention_forward_tc_launch(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
                                              const bf16 *v, const mg_attention_args *a) {
-    const int D = a->D;
-    if (D <= 32) return attention_forward_tc_launch_cfg<32, 128>(ctx, out, q, k, v, a);
-    if (D <= 64) return attention_forward_tc_launch_cfg<64, 128>(ctx, out, q, k, v, a);
-    if (D <= 80) return attention_forward_tc_launch_cfg<80, 128>(ctx, out, q, k, v, a);
-    if (D <= 128) return attention_forward_tc_launch_cfg<128, 64>(ctx, out, q, k, v, a);
-    return attention_forward_tc_launch_cfg<256, 64>(ctx, out, q, k, v, a);
+    return attention_tc_launch<false>(ctx, out, NULL, q, k, v, a);
 }
 
 // ================================================================================================
@@ -590,22 +609,805 @@ static bool attention_uses_tensor_cores(const void *out, const void *q, const vo
     return D % 8 == 0 && in_addr % 16 == 0 && (uintptr_t)out % 4 == 0;
 }
 
-extern "C" mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, const void *q, const void *k,
-                                               const void *v, const mg_attention_args *a) {
+// The argument checks of the forward and backward entries (`op` names the entry in the message).
+static mg_status attention_check_args(const mg_attention_args *a, const char *op) {
     if (a->B <= 0 || a->B > 65535 || a->T <= 0 || a->T > INT_MAX || a->H <= 0 || a->H > 65535 || a->Hkv <= 0 ||
         a->H % a->Hkv != 0)
         return mg_fail(MG_ERR_SHAPE, NULL,
-                       "attention: B=%lld T=%lld H=%d Hkv=%d (need B, H <= 65535, T < 2^31 and H a multiple of Hkv)",
+                       "%s: B=%lld T=%lld H=%d Hkv=%d (need B, H <= 65535, T < 2^31 and H a multiple of Hkv)", op,
                        (long long)a->B, (long long)a->T, a->H, a->Hkv);
     if (a->D <= 0 || a->D > ATTN_MAX_D)
-        return mg_fail(MG_ERR_UNSUPPORTED, NULL, "attention: head dim D=%d, this kernel handles 1..%d", a->D,
+        return mg_fail(MG_ERR_UNSUPPORTED, NULL, "%s: head dim D=%d, this kernel handles 1..%d", op, a->D,
                        ATTN_MAX_D);
-    if (a->window < 0) return mg_fail(MG_ERR_ARG, NULL, "attention: window=%d must be >= 0", a->window);
+    if (a->window < 0) return mg_fail(MG_ERR_ARG, NULL, "%s: window=%d must be >= 0", op, a->window);
     // The tensor-core kernel takes the row max of the raw scores (valid for a positive scale).
     if (!(a->scale > 0.0f) || a->scale == INFINITY)
         return mg_fail(MG_ERR_ARG, "pass scale = 1/sqrt(D) or another positive finite value",
-                       "attention: scale=%g must be positive and finite", (double)a->scale);
+                       "%s: scale=%g must be positive and finite", op, (double)a->scale);
+    return MG_OK;
+}
+
+extern "C" mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, const void *q, const void *k,
+                                               const void *v, const mg_attention_args *a) {
+    MG_TRY(attention_check_args(a, "attention"));
     if (attention_uses_tensor_cores(out, q, k, v, a->D))
         return attention_forward_tc_launch(ctx, (bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, a);
     return attention_forward_fp32_launch(ctx, (bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, a);
+}
+
+// ================================================================================================
+// Backward (FlashAttention-2's scheme: P is recomputed from each row's log-sum-exp, never stored).
+// For every (b, h) and the visible pairs (i, j) of the forward's mask, s_ij = q_i·k_j·scale:
+//   lse2_i = log2 Σ_j 2^(s_ij·log2 e)            (+inf for a query that sees no key)
+//   P_ij   = 2^(s_ij·log2 e − lse2_i)            (0 for a hidden pair)
+//   Δ_i    = Σ_d dout_id · out_id                (= Σ_j P_ij dP_ij, from the forward's out)
+//   dP_ij  = dout_i · v_j,   dS_ij = P_ij (dP_ij − Δ_i)
+//   dq_i  += scale · Σ_j dS_ij k_j
+//   dk_j  += scale · Σ_{h of kv head g} Σ_i dS_ij q_i,   dv_j += Σ_{h of g} Σ_i P_ij dout_i
+// dq, dk, dv accumulate (`+=`: read as bf16, the fp32 sum added, rounded once). A query that sees
+// no key has P = 0 everywhere and contributes nothing.
+// Passes, all on ctx->stream, through a fp32 scratch of lse2 and Δ, each (B, H, T) (ctx->attn_scratch):
+//   1. attention_backward_delta_kernel: Δ.
+//   2. lse2: attention_forward_tc_kernel<STATS> (tensor cores), or inside the fp32 dq kernel.
+//   3. dq: one block per query tile looping over the key tiles it can see (the forward's tiling);
+//   4. dk, dv: one block per key tile of a kv head looping over the query tiles of its H/Hkv query
+//      heads that can see it.
+// dq and dk/dv have separate owners, so nothing is summed with atomics and the result does not
+// depend on scheduling (bit-identical across runs); the price is recomputing S and dP in pass 4
+// (and lse2's Q·Kᵀ in pass 2): 8 T×T×D products instead of FlashAttention-2's 5.
+// Tensor cores when D is a multiple of 8 and q, k, v, dout, dq, dk, dv are 16-byte aligned
+// (P and dS rounded to bf16 for their products, as in the forward); fp32 on CUDA cores otherwise.
+// ================================================================================================
+
+// Δ[b, h, i] = Σ_d dout[b,i,h,d] · out[b,i,h,d]: one warp per (b, i, h) row, any D and alignment.
+static __global__ void attention_backward_delta_kernel(float *delta, const bf16 *dout, const bf16 *out,
+                                                       mg_attention_args a) {
+    const int lane = threadIdx.x & 31, D = a.D, H = a.H;
+    const int64_t T = a.T, rows = a.B * T * H, warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+    for (int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); row < rows; row += warps) {
+        const bf16 *o = out + row * D, *d_o = dout + row * D;
+        float sum = 0.0f;
+        for (int d = lane; d < D; d += 32) sum += ld_bf16(d_o + d) * ld_bf16(o + d);
+        sum = warp_sum(sum);  // row is the same in the whole warp: every lane takes part
+        if (lane == 0) {
+            const int64_t h = row % H, bt = row / H, i = bt % T, b = bt / T;
+            delta[(b * H + h) * T + i] = sum;
+        }
+    }
+}
+
+// ---- tensor cores: dq --------------------------------------------------------------------------
+// The forward's tiling with BQ = 64 (one m16 row block per warp): Q and dout tiles stay in shared
+// memory, K and V tiles stream through two stages (one barrier per tile, as in the forward). Per
+// K/V tile, warp w (its 16 query rows × BK keys):
+//   S = Q·Kᵀ, dP = dout·Vᵀ (one loop: each Q / dout fragment meets the K / V fragment of the same
+//   keys), P = 2^(S·c − lse2) where visible, dS = P (dP − Δ) in S's registers,
+//   dQ += bf16(dS)·K (dS's accumulators are the A fragments, as P in the forward's P·V; K read
+//   with ldmatrix.trans as V there).
+// Accumulators: DP/2 floats for dQ, BK/4 for each of S and dP (160 + fragments at DP = 256).
+template <int DP>
+static __global__ void __launch_bounds__(TC_THREADS, 2)
+    attention_backward_dq_tc_kernel(bf16 *dq, const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
+                                    const float *lse2, const float *delta, mg_attention_args a) {
+    constexpr int BQ = 16 * TC_WARPS;  // query rows per block
+    constexpr int BK = tc_key_tile(DP);
+    constexpr int LD = DP + 8;         // shared row stride (bf16), as in the forward
+    constexpr int NB = BK / 8;         // 8-key blocks of S and dP
+    constexpr int KS = DP / 16;        // k16 steps of Q·Kᵀ
+    constexpr int DB = DP / 8;         // 8-dim blocks of dQ (those at or past D stay unused)
+    static_assert(BK <= TC_THREADS, "one thread per key code");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *qs = reinterpret_cast<bf16 *>(smem_raw);          // [BQ][LD]
+    bf16 *dos = qs + BQ * LD;                                // [BQ][LD]
+    bf16 *ks = dos + BQ * LD;                                // [2][BK][LD]
+    bf16 *vs = ks + 2 * BK * LD;                             // [2][BK][LD]
+    int *kcode = reinterpret_cast<int *>(vs + 2 * BK * LD);  // [2][BK]
+
+    const int D = a.D, H = a.H, Hkv = a.Hkv, T = (int)a.T;
+    const int64_t b = blockIdx.z;
+    const int h = blockIdx.y, g = h / (H / Hkv);
+    const int q0 = blockIdx.x * BQ;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t q_stride = (int64_t)H * D, kv_stride = (int64_t)Hkv * D;
+    const bf16 *q_bh = q + (b * T * H + h) * D, *do_bh = dout + (b * T * H + h) * D;
+    const bf16 *k_bg = k + (b * T * Hkv + g) * D, *v_bg = v + (b * T * Hkv + g) * D;
+
+    // The keys some query of the tile can see (as in the forward).
+    const int q_last = (q0 + BQ < T ? q0 + BQ : T) - 1;
+    int kv_begin = 0, kv_end = T;
+    if (a.window > 0 && q0 - a.window + 1 > 0) kv_begin = q0 - a.window + 1;
+    if (a.causal) kv_end = a.group ? tc_causal_group_end<BQ>(a, b, q0, q_last) : q_last + 1;
+
+    // Zero the pad columns D..DP-1 of every row once (no copy writes them).
+    for (int e = threadIdx.x; e < (2 * BQ + 4 * BK) * (DP - D); e += TC_THREADS) {
+        const int r = e / (DP - D), c = D + e % (DP - D);
+        qs[r * LD + c] = __float2bfloat16_rn(0.0f);
+    }
+    tc_load_rows<DP>(qs, q_bh, q_stride, q0, T, BQ, D);
+    tc_load_rows<DP>(dos, do_bh, q_stride, q0, T, BQ, D);
+    tc_load_rows<DP>(ks, k_bg, kv_stride, kv_begin, kv_end, BK, D);
+    tc_load_rows<DP>(vs, v_bg, kv_stride, kv_begin, kv_end, BK, D);
+    cp_async_commit();
+    if (threadIdx.x < BK) kcode[threadIdx.x] = tc_key_code(a, b, kv_begin + threadIdx.x, kv_end);
+
+    // This warp's rows [w_first, w_first + 16); this thread's rows g and g+8 of the m16 block, with
+    // their group, lse2 and Δ (rows past T: lse2 = +inf, so P = 0; they are never written).
+    const int w_first = q0 + warp * 16, w_last = w_first + 15;
+    const int fr = lane >> 2, fc = 2 * (lane & 3);
+    int qi[2], qgroup[2];
+    float qlse[2], qdelta[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        qi[r] = w_first + fr + 8 * r;
+        const bool in = qi[r] < T;
+        const int64_t stat = (b * H + h) * T + qi[r];
+        qgroup[r] = (a.group && in) ? a.group[b * T + qi[r]] : -1;
+        qlse[r] = in ? lse2[stat] : INFINITY;
+        qdelta[r] = in ? delta[stat] : 0.0f;
+    }
+    const float c_log2 = a.scale * 1.4426950408889634f;
+    float acc[DB][4];
+#pragma unroll
+    for (int d = 0; d < DB; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.0f;
+
+    int stage = 0;
+    for (int k0 = kv_begin; k0 < kv_end; k0 += BK, stage ^= 1) {
+        cp_async_wait_all();
+        __syncthreads();  // tile n (and Q, dout) landed; every warp is done with tile n-1 and its stage
+        const bf16 *ks_n = ks + stage * BK * LD, *vs_n = vs + stage * BK * LD;
+        const int *kcode_n = kcode + stage * BK;
+        const int k1 = k0 + BK;  // tile n+1, into the other stage
+        int next_code = TC_KEY_HIDDEN;
+        if (k1 < kv_end) {
+            tc_load_rows<DP>(ks + (stage ^ 1) * BK * LD, k_bg, kv_stride, k1, kv_end, BK, D);
+            tc_load_rows<DP>(vs + (stage ^ 1) * BK * LD, v_bg, kv_stride, k1, kv_end, BK, D);
+            cp_async_commit();
+            if (threadIdx.x < BK) next_code = tc_key_code(a, b, k1 + threadIdx.x, kv_end);  // stored after the math
+        }
+
+        // The warp skips a tile none of its rows can see (as in the forward).
+        const bool warp_skips = w_first >= T || (a.causal && !a.group && k0 > w_last) ||
+                                (a.window > 0 && w_first - (k1 - 1) >= a.window);
+        if (!warp_skips) {
+            float s[NB][4], dp[NB][4];
+#pragma unroll
+            for (int n = 0; n < NB; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                uint32_t qa[4], da[4];  // rows 0-7/8-15 × dims 16kk..+7/16kk+8..+15 of Q and of dout
+                const int a_off = (warp * 16 + (lane & 15)) * LD + 16 * kk + (lane >> 4) * 8;
+                ldmatrix_x4(qa, qs + a_off);
+                ldmatrix_x4(da, dos + a_off);
+#pragma unroll
+                for (int n = 0; n < NB; n += 2) {
+                    uint32_t kb[4], vb[4];  // keys 8n..8n+7 × dims 16kk../16kk+8.., then keys 8n+8..8n+15
+                    const int b_off = (8 * n + (lane & 7) + (lane >> 4) * 8) * LD + 16 * kk + ((lane >> 3) & 1) * 8;
+                    ldmatrix_x4(kb, ks_n + b_off);
+                    ldmatrix_x4(vb, vs_n + b_off);
+                    mma_bf16_16816(s[n], qa, kb[0], kb[1]);
+                    mma_bf16_16816(s[n + 1], qa, kb[2], kb[3]);
+                    mma_bf16_16816(dp[n], da, vb[0], vb[1]);
+                    mma_bf16_16816(dp[n + 1], da, vb[2], vb[3]);
+                }
+            }
+
+            // dS = P (dP − Δ) into s; the mask as in the forward (every pair visible: no test).
+            const bool all_visible = !a.key_valid && k1 <= kv_end && (!a.causal || k1 - 1 <= w_first) &&
+                                     (a.window == 0 || w_last - k0 < a.window);
+#pragma unroll
+            for (int n = 0; n < NB; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int r = e >> 1, jt = 8 * n + fc + (e & 1);
+                    bool vis = true;
+                    if (!all_visible) {
+                        const int i = qi[r], j = k0 + jt, code = kcode_n[jt];
+                        const bool causal_ok = !a.causal || j <= i;
+                        const bool same_image = qgroup[r] >= 0 && code == qgroup[r];
+                        const bool in_window = a.window == 0 || i - j < a.window;
+                        vis = code != TC_KEY_HIDDEN && (causal_ok || same_image) && in_window;
+                    }
+                    const float p = vis ? exp2_fast(fmaf(s[n][e], c_log2, -qlse[r])) : 0.0f;
+                    s[n][e] = p * (dp[n][e] - qdelta[r]);
+                }
+
+            // dQ += bf16(dS)·K_n, 16 keys per step, over the dims below D only.
+#pragma unroll
+            for (int j = 0; j < NB / 2; j++) {
+                uint32_t sa[4];
+                sa[0] = pack_bf16x2(s[2 * j][0], s[2 * j][1]);
+                sa[1] = pack_bf16x2(s[2 * j][2], s[2 * j][3]);
+                sa[2] = pack_bf16x2(s[2 * j + 1][0], s[2 * j + 1][1]);
+                sa[3] = pack_bf16x2(s[2 * j + 1][2], s[2 * j + 1][3]);
+#pragma unroll
+                for (int d = 0; d < DB; d += 2) {
+                    if (8 * d >= D) continue;  // warp-uniform; D is a multiple of 8
+                    uint32_t kt[4];  // keys 16j..+7/+8..+15 × dims 8d..8d+7, then dims 8d+8..8d+15
+                    ldmatrix_x4_trans(kt, ks_n + (16 * j + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + 8 * d + (lane >> 4) * 8);
+                    mma_bf16_16816(acc[d], sa, kt[0], kt[1]);
+                    if (8 * d + 8 < D) mma_bf16_16816(acc[d + 1], sa, kt[2], kt[3]);
+                }
+            }
+        }
+        if (threadIdx.x < BK && k1 < kv_end) kcode[(stage ^ 1) * BK + threadIdx.x] = next_code;
+    }
+
+    // dq += scale · dQ: each (row, column pair) belongs to this thread alone.
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (qi[r] >= T) continue;
+        bf16 *row = dq + (b * T + qi[r]) * q_stride + (int64_t)h * D;
+#pragma unroll
+        for (int d = 0; d < DB; d++) {
+            if (8 * d >= D) continue;
+            __nv_bfloat162 *p2 = reinterpret_cast<__nv_bfloat162 *>(row + 8 * d + fc);
+            const float2 old = __bfloat1622float2(*p2);
+            *p2 = __floats2bfloat162_rn(old.x + a.scale * acc[d][2 * r], old.y + a.scale * acc[d][2 * r + 1]);
+        }
+    }
+}
+
+static size_t attention_backward_dq_smem_bytes(int DP) {
+    const int BQ = 16 * TC_WARPS, BK = tc_key_tile(DP);
+    return sizeof(bf16) * (size_t)(2 * BQ + 4 * BK) * (DP + 8) + sizeof(int) * 2 * BK;
+}
+
+// ---- tensor cores: dk, dv ----------------------------------------------------------------------
+// One block per (key tile of BK keys, kv head g, batch row b); K and V stay in shared memory, the
+// tiles of BQ queries of each query head of g that can see a key of the tile stream through two
+// stages (Q, dout, and their lse2, Δ and group). The 4 warps split as KB = BK/16 key blocks × WN =
+// 4/KB: warp (kb, wn) owns keys 16kb..16kb+15. Per query tile, two phases:
+//   1. warp (kb, wn), queries wn·QW..+QW (QW = BQ/WN): Sᵀ = K·Qᵀ and dPᵀ = V·doutᵀ (K, V as A
+//      fragments, Q, dout as B, read like the forward's Q and K), Pᵀ and dSᵀ = Pᵀ(dPᵀ − Δ),
+//      stored as bf16 into ps, dss [BK][BQ + 8] (the +8 as the other rows: ldmatrix without conflicts);
+//   2. after a barrier, warp (kb, wn), dims wn·DW..+DW (DW = DP/WN): dV += Pᵀ·dout, dK += dSᵀ·Q
+//      (A fragments from ps/dss, B from dout/Q with ldmatrix.trans, as V in the forward).
+// WN = 1 (DP <= 80) gives each warp all of D; WN = 2 (DP >= 128) halves the dK/dV accumulators
+// (2·DW/2 floats per thread: 128 at DP = 256) so that they stay in registers.
+// Barriers per query tile: the loop-top one (tile landed; everyone done with the previous tile,
+// its stage and ps/dss) and the one between the phases.
+
+// The first query that can see a key of [k0, k_last] under causal + image groups: k0, or an
+// earlier query through an image it shares with a key of the tile: the first query whose group
+// lies in [min, max] of the tile's key groups (exact for contiguous images, never too late
+// otherwise). The mirror of tc_causal_group_end; O(T) per block.
+static __device__ int tc_causal_group_begin(const mg_attention_args &a, int64_t b, int k0, int k_last) {
+    __shared__ int range[3];  // min group, max group, first query seen through an image
+    if (threadIdx.x == 0) range[0] = INT_MAX, range[1] = -1, range[2] = k0;
+    __syncthreads();
+    for (int j = k0 + threadIdx.x; j <= k_last; j += TC_THREADS) {
+        const int gid = a.group[b * a.T + j];
+        if (gid >= 0) atomicMin(&range[0], gid), atomicMax(&range[1], gid);
+    }
+    __syncthreads();
+    const int gmin = range[0], gmax = range[1];
+    if (gmax >= 0)
+        for (int i = threadIdx.x; i < k0; i += TC_THREADS) {
+            const int gid = a.group[b * a.T + i];
+            if (gid >= gmin && gid <= gmax) atomicMin(&range[2], i);
+        }
+    __syncthreads();
+    return range[2];
+}
+
+// Shared memory of the dk/dv kernel: K, V [BK][LD]; Q, dout [2][BQ][LD]; ps, dss [BK][BQ+8];
+// lse2, Δ, group [2][BQ].
+static constexpr __host__ __device__ size_t dkdv_smem_bytes(int DP, int BK, int BQ) {
+    return sizeof(bf16) * ((size_t)(2 * BK + 4 * BQ) * (DP + 8) + (size_t)2 * BK * (BQ + 8)) +
+           (2 * sizeof(float) + sizeof(int)) * 2 * (size_t)BQ;
+}
+
+template <int DP, int BK, int BQ>
+static __global__ void __launch_bounds__(TC_THREADS, 2)
+    attention_backward_dkdv_tc_kernel(bf16 *dk, bf16 *dv, const bf16 *q, const bf16 *k, const bf16 *v,
+                                      const bf16 *dout, const float *lse2, const float *delta, mg_attention_args a) {
+    constexpr int KB = BK / 16;          // key blocks of 16
+    constexpr int WN = TC_WARPS / KB;    // warps per key block
+    constexpr int QW = BQ / WN;          // queries per warp in phase 1
+    constexpr int DW = DP / WN;          // dims per warp in phase 2
+    constexpr int LD = DP + 8, LP = BQ + 8;
+    constexpr int KS = DP / 16;          // k16 steps of K·Qᵀ
+    constexpr int NQ = QW / 8;           // 8-query blocks of Sᵀ per warp
+    constexpr int DBW = DW / 8;          // 8-dim blocks of dK, dV per warp
+    static_assert(KB * WN == TC_WARPS, "BK/16 divides the warp count");
+    static_assert(QW % 16 == 0 && DW % 16 == 0, "phase 1 reads 16 queries, phase 2 16 dims per ldmatrix");
+    static_assert(BQ <= TC_THREADS, "one thread per query statistic");
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *ks = reinterpret_cast<bf16 *>(smem_raw);  // [BK][LD]
+    bf16 *vs = ks + BK * LD;                         // [BK][LD]
+    bf16 *qs = vs + BK * LD;                         // [2][BQ][LD]
+    bf16 *dos = qs + 2 * BQ * LD;                    // [2][BQ][LD]
+    bf16 *ps = dos + 2 * BQ * LD;                    // [BK][LP] Pᵀ
+    bf16 *dss = ps + BK * LP;                        // [BK][LP] dSᵀ
+    float *slse = reinterpret_cast<float *>(dss + BK * LP);  // [2][BQ]
+    float *sdelta = slse + 2 * BQ;                   // [2][BQ]
+    int *sgroup = reinterpret_cast<int *>(sdelta + 2 * BQ);  // [2][BQ]
+
+    const int D = a.D, H = a.H, Hkv = a.Hkv, HG = H / Hkv, T = (int)a.T;
+    const int64_t b = blockIdx.z;
+    const int g = blockIdx.y;
+    const int k0 = blockIdx.x * BK;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int kb = warp / WN, wn = warp % WN;
+    const int fr = lane >> 2, fc = 2 * (lane & 3);
+    const int64_t q_stride = (int64_t)H * D, kv_stride = (int64_t)Hkv * D;
+    const bf16 *k_bg = k + (b * T * Hkv + g) * D, *v_bg = v + (b * T * Hkv + g) * D;
+
+    // The queries that can see some key of the tile: from k0 under causal (earlier through an
+    // image), up to k_last + window - 1 under a window; otherwise all.
+    const int k_last = (k0 + BK < T ? k0 + BK : T) - 1;
+    int q_begin = 0, q_end = T;
+    if (a.causal) q_begin = a.group ? tc_causal_group_begin(a, b, k0, k_last) : k0;
+    if (a.window > 0 && (int64_t)k_last + a.window < T) q_end = k_last + a.window;
+    const int n_qt = (q_end - q_begin + BQ - 1) / BQ;  // q_begin <= k0 < q_end: at least one
+    const int n_it = n_qt * HG;                         // iteration it: head g·HG + it / n_qt
+
+    // Zero the pad columns D..DP-1 of every LD row (K, V, both Q and dout stages) once.
+    for (int e = threadIdx.x; e < (2 * BK + 4 * BQ) * (DP - D); e += TC_THREADS) {
+        const int r = e / (DP - D), c = D + e % (DP - D);
+        ks[r * LD + c] = __float2bfloat16_rn(0.0f);
+    }
+    tc_load_rows<DP>(ks, k_bg, kv_stride, k0, T, BK, D);
+    tc_load_rows<DP>(vs, v_bg, kv_stride, k0, T, BK, D);
+    // Query tile `it` into stage st: Q and dout rows by cp.async (zeros past T); its statistics
+    // are returned for the caller to store (rows past T: lse2 = +inf, P = 0).
+    auto load_tile = [&](int it, int st, float &l_out, float &d_out, int &g_out) {
+        const int hh = it / n_qt, h = g * HG + hh, t0 = q_begin + (it - hh * n_qt) * BQ;
+        const int64_t head = (b * T * H + h) * D;
+        tc_load_rows<DP>(qs + st * BQ * LD, q + head, q_stride, t0, T, BQ, D);
+        tc_load_rows<DP>(dos + st * BQ * LD, dout + head, q_stride, t0, T, BQ, D);
+        cp_async_commit();
+        const int i = t0 + (int)threadIdx.x;
+        l_out = INFINITY, d_out = 0.0f, g_out = -1;
+        if (threadIdx.x < BQ && i < T) {
+            const int64_t stat = (b * H + h) * T + i;
+            l_out = lse2[stat];
+            d_out = delta[stat];
+            if (a.group) g_out = a.group[b * T + i];
+        }
+    };
+    {
+        float l0, d0;
+        int g0;
+        load_tile(0, 0, l0, d0, g0);  // also commits K and V
+        if (threadIdx.x < BQ) slse[threadIdx.x] = l0, sdelta[threadIdx.x] = d0, sgroup[threadIdx.x] = g0;
+    }
+
+    // This warp's key block [kj0, kj0 + 16); this thread's keys kj0 + fr and kj0 + fr + 8.
+    const int kj0 = k0 + kb * 16, kj1 = kj0 + 15;
+    int kcode[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) kcode[r] = tc_key_code(a, b, kj0 + fr + 8 * r, T);
+    const float c_log2 = a.scale * 1.4426950408889634f;
+    float dk_acc[DBW][4], dv_acc[DBW][4];
+#pragma unroll
+    for (int d = 0; d < DBW; d++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk_acc[d][e] = dv_acc[d][e] = 0.0f;
+
+    for (int it = 0; it < n_it; it++) {
+        const int st = it & 1;
+        cp_async_wait_all();
+        __syncthreads();  // tile `it` landed; every warp is done with tile it-1 (its stage, ps, dss)
+        const int hh = it / n_qt, q0 = q_begin + (it - hh * n_qt) * BQ;
+        float next_l = INFINITY, next_d = 0.0f;
+        int next_g = -1;
+        if (it + 1 < n_it) load_tile(it + 1, st ^ 1, next_l, next_d, next_g);  // stats stored after the math
+        const bf16 *qs_n = qs + st * BQ * LD, *dos_n = dos + st * BQ * LD;
+        const float *lse_n = slse + st * BQ, *delta_n = sdelta + st * BQ;
+        const int *group_n = sgroup + st * BQ;
+
+        // The key block skips a tile none of its keys is visible to: keys past T, every query
+        // before every key (causal, no images), every query past every key's window. The same
+        // answer for the WN warps of the block, which share ps/dss rows.
+        const bool kb_skips = kj0 >= T || (a.causal && !a.group && q0 + BQ - 1 < kj0) ||
+                              (a.window > 0 && q0 - kj1 >= a.window);
+        if (!kb_skips) {
+            float s[NQ][4], dp[NQ][4];
+#pragma unroll
+            for (int n = 0; n < NQ; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[n][e] = dp[n][e] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                uint32_t ka[4], va[4];  // keys 0-7/8-15 of the block × dims 16kk..+7/16kk+8..+15
+                const int a_off = (kb * 16 + (lane & 15)) * LD + 16 * kk + (lane >> 4) * 8;
+                ldmatrix_x4(ka, ks + a_off);
+                ldmatrix_x4(va, vs + a_off);
+#pragma unroll
+                for (int n = 0; n < NQ; n += 2) {
+                    uint32_t qb[4], ob[4];  // queries 8n..8n+7 × dims 16kk../16kk+8.., then queries 8n+8..8n+15
+                    const int b_off =
+                        (wn * QW + 8 * n + (lane & 7) + (lane >> 4) * 8) * LD + 16 * kk + ((lane >> 3) & 1) * 8;
+                    ldmatrix_x4(qb, qs_n + b_off);
+                    ldmatrix_x4(ob, dos_n + b_off);
+                    mma_bf16_16816(s[n], ka, qb[0], qb[1]);
+                    mma_bf16_16816(s[n + 1], ka, qb[2], qb[3]);
+                    mma_bf16_16816(dp[n], va, ob[0], ob[1]);
+                    mma_bf16_16816(dp[n + 1], va, ob[2], ob[3]);
+                }
+            }
+
+            // Pᵀ and dSᵀ (row = key kj0 + fr + 8r, column = query q0 + col) into ps, dss.
+            const bool all_visible = !a.key_valid && kj1 < T && q0 + BQ <= T && (!a.causal || kj1 <= q0) &&
+                                     (a.window == 0 || q0 + BQ - 1 - kj0 < a.window);
+#pragma unroll
+            for (int n = 0; n < NQ; n++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int r = e >> 1, col = wn * QW + 8 * n + fc + (e & 1);
+                    bool vis = true;
+                    if (!all_visible) {
+                        const int i = q0 + col, j = kj0 + fr + 8 * r, code = kcode[r], qg = group_n[col];
+                        const bool causal_ok = !a.causal || j <= i;
+                        const bool same_image = qg >= 0 && code == qg;
+                        const bool in_window = a.window == 0 || i - j < a.window;
+                        vis = code != TC_KEY_HIDDEN && i < T && (causal_ok || same_image) && in_window;
+                    }
+                    const float p = vis ? exp2_fast(fmaf(s[n][e], c_log2, -lse_n[col])) : 0.0f;
+                    s[n][e] = p;
+                    dp[n][e] = p * (dp[n][e] - delta_n[col]);
+                }
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const int off = (kb * 16 + fr + 8 * r) * LP + wn * QW + 8 * n + fc;
+                    *reinterpret_cast<uint32_t *>(ps + off) = pack_bf16x2(s[n][2 * r], s[n][2 * r + 1]);
+                    *reinterpret_cast<uint32_t *>(dss + off) = pack_bf16x2(dp[n][2 * r], dp[n][2 * r + 1]);
+                }
+            }
+        }
+        __syncthreads();  // ps, dss of every key block complete
+
+        if (!kb_skips) {
+            // dV += Pᵀ·dout, dK += dSᵀ·Q over this warp's dims, 16 queries per step.
+#pragma unroll
+            for (int jq = 0; jq < BQ / 16; jq++) {
+                uint32_t pa[4], sa[4];  // keys 0-7/8-15 of the block × queries 16jq..+7/16jq+8..+15
+                const int a_off = (kb * 16 + (lane & 15)) * LP + 16 * jq + (lane >> 4) * 8;
+                ldmatrix_x4(pa, ps + a_off);
+                ldmatrix_x4(sa, dss + a_off);
+#pragma unroll
+                for (int d = 0; d < DBW; d += 2) {
+                    const int dg = wn * DBW + d;  // 8-dim block within D
+                    if (8 * dg >= D) continue;    // warp-uniform; D is a multiple of 8
+                    uint32_t ob[4], qb[4];  // queries 16jq..+7/+8..+15 × dims 8dg..+7, then dims 8dg+8..+15
+                    const int b_off = (16 * jq + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + 8 * dg + (lane >> 4) * 8;
+                    ldmatrix_x4_trans(ob, dos_n + b_off);
+                    ldmatrix_x4_trans(qb, qs_n + b_off);
+                    mma_bf16_16816(dv_acc[d], pa, ob[0], ob[1]);
+                    mma_bf16_16816(dk_acc[d], sa, qb[0], qb[1]);
+                    if (8 * dg + 8 < D) {
+                        mma_bf16_16816(dv_acc[d + 1], pa, ob[2], ob[3]);
+                        mma_bf16_16816(dk_acc[d + 1], sa, qb[2], qb[3]);
+                    }
+                }
+            }
+        }
+        if (it + 1 < n_it && threadIdx.x < BQ) {
+            slse[(st ^ 1) * BQ + threadIdx.x] = next_l;
+            sdelta[(st ^ 1) * BQ + threadIdx.x] = next_d;
+            sgroup[(st ^ 1) * BQ + threadIdx.x] = next_g;
+        }
+    }
+
+    // dk += scale · dK, dv += dV: each (key, column pair) belongs to this thread alone.
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int j = kj0 + fr + 8 * r;
+        if (j >= T) continue;
+        const int64_t row = (b * T + j) * kv_stride + (int64_t)g * D;
+#pragma unroll
+        for (int d = 0; d < DBW; d++) {
+            const int col = 8 * (wn * DBW + d) + fc;
+            if (col >= D) continue;  // D is a multiple of 8: the whole 8-dim block is past D
+            __nv_bfloat162 *k2 = reinterpret_cast<__nv_bfloat162 *>(dk + row + col);
+            __nv_bfloat162 *v2 = reinterpret_cast<__nv_bfloat162 *>(dv + row + col);
+            const float2 ko = __bfloat1622float2(*k2), vo = __bfloat1622float2(*v2);
+            *k2 = __floats2bfloat162_rn(ko.x + a.scale * dk_acc[d][2 * r], ko.y + a.scale * dk_acc[d][2 * r + 1]);
+            *v2 = __floats2bfloat162_rn(vo.x + dv_acc[d][2 * r], vo.y + dv_acc[d][2 * r + 1]);
+        }
+    }
+}
+
+static size_t attention_backward_dkdv_smem_bytes(int DP) {
+    // The configurations of attention_backward_dkdv_tc_launch: (BK, BQ) = (64, 64) up to DP = 80,
+    // (32, 64) at 128, (32, 32) at 256.
+    return DP <= 80 ? dkdv_smem_bytes(DP, 64, 64) : DP <= 128 ? dkdv_smem_bytes(DP, 32, 64) : dkdv_smem_bytes(DP, 32, 32);
+}
+
+// ---- fp32 on CUDA cores (any D <= 256, any alignment) ------------------------------------------
+// Plain and slow: one warp per output row, lane l holding dims l + 32t (t < DPL = ceil(D/32)), every
+// dot product a warp reduction; no shared memory, no barriers. Only odd head dims and misaligned
+// views take it; P and dS stay fp32.
+
+// Key j is visible to query i of batch row b (the rule of mg_attention_args).
+static __device__ __forceinline__ bool attn_visible(const mg_attention_args &a, int64_t b, int64_t i, int64_t j) {
+    const int64_t row = b * a.T;
+    if (a.key_valid && a.key_valid[row + j] == 0) return false;
+    if (a.window > 0 && i - j >= a.window) return false;
+    if (!a.causal || j <= i) return true;
+    return a.group && a.group[row + i] >= 0 && a.group[row + i] == a.group[row + j];
+}
+
+// Warp per query row (b, i, h): lse2 over its visible keys (online max and sum), stored for the
+// dk/dv kernel, then dq += scale · Σ_j dS_ij k_j.
+template <int DPL>
+static __global__ void attention_backward_dq_fp32_kernel(bf16 *dq, float *lse2, const bf16 *q, const bf16 *k,
+                                                         const bf16 *v, const bf16 *dout, const float *delta,
+                                                         mg_attention_args a) {
+    const int lane = threadIdx.x & 31, D = a.D, H = a.H, Hkv = a.Hkv;
+    const int64_t T = a.T, rows = a.B * T * H, warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+    const float c_log2 = a.scale * 1.4426950408889634f;
+    for (int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); row < rows; row += warps) {
+        const int h = (int)(row % H), g = h / (H / Hkv);
+        const int64_t bt = row / H, i = bt % T, b = bt / T, stat = (b * H + h) * T + i;
+        float qr[DPL], dor[DPL];
+#pragma unroll
+        for (int t = 0; t < DPL; t++) {
+            const int d = lane + 32 * t;
+            qr[t] = d < D ? ld_bf16(q + row * D + d) : 0.0f;
+            dor[t] = d < D ? ld_bf16(dout + row * D + d) : 0.0f;
+        }
+        // Keys outside [j_begin, j_end) are hidden by the window or (without images) by causality.
+        const int64_t j_begin = a.window > 0 && i - a.window + 1 > 0 ? i - a.window + 1 : 0;
+        const int64_t j_end = a.causal && !a.group ? i + 1 : T;
+        float m = -INFINITY, l = 0.0f;  // running max of s·log2 e and Σ 2^(s·log2 e − m) (warp-uniform)
+        for (int64_t j = j_begin; j < j_end; j++) {
+            if (!attn_visible(a, b, i, j)) continue;
+            const bf16 *kr = k + ((b * T + j) * Hkv + g) * D;
+            float part = 0.0f;
+#pragma unroll
+            for (int t = 0; t < DPL; t++) {
+                const int d = lane + 32 * t;
+                if (d < D) part += qr[t] * ld_bf16(kr + d);
+            }
+            const float x = warp_sum(part) * c_log2;
+            if (x > m) l = l * exp2f(m - x) + 1.0f, m = x;  // the first key: l = 0 · 0 + 1
+            else l += exp2f(x - m);
+        }
+        const float lse = l > 0.0f ? m + log2f(l) : INFINITY;
+        if (lane == 0) lse2[stat] = lse;
+        if (l == 0.0f) continue;  // no visible key: no gradient (warp-uniform)
+        const float dl = delta[stat];
+        float acc[DPL];
+#pragma unroll
+        for (int t = 0; t < DPL; t++) acc[t] = 0.0f;
+        for (int64_t j = j_begin; j < j_end; j++) {
+            if (!attn_visible(a, b, i, j)) continue;
+            const bf16 *kr = k + ((b * T + j) * Hkv + g) * D, *vr = v + ((b * T + j) * Hkv + g) * D;
+            float sp = 0.0f, dpp = 0.0f;
+#pragma unroll
+            for (int t = 0; t < DPL; t++) {
+                const int d = lane + 32 * t;
+                if (d < D) sp += qr[t] * ld_bf16(kr + d), dpp += dor[t] * ld_bf16(vr + d);
+            }
+            const float p = exp2f(warp_sum(sp) * c_log2 - lse);
+            const float ds = p * (warp_sum(dpp) - dl);
+#pragma unroll
+            for (int t = 0; t < DPL; t++) {
+                const int d = lane + 32 * t;
+                if (d < D) acc[t] += ds * ld_bf16(kr + d);
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < DPL; t++) {
+            const int d = lane + 32 * t;
+            if (d < D) dq[row * D + d] = to_bf16(ld_bf16(dq + row * D + d) + a.scale * acc[t]);
+        }
+    }
+}
+
+// Warp per key row (b, j, g): dk += scale · Σ dS_ij q_i and dv += Σ P_ij dout_i over the queries i
+// of the H/Hkv heads of g that see key j.
+template <int DPL>
+static __global__ void attention_backward_dkdv_fp32_kernel(bf16 *dk, bf16 *dv, const bf16 *q, const bf16 *k,
+                                                           const bf16 *v, const bf16 *dout, const float *lse2,
+                                                           const float *delta, mg_attention_args a) {
+    const int lane = threadIdx.x & 31, D = a.D, H = a.H, Hkv = a.Hkv, HG = H / Hkv;
+    const int64_t T = a.T, rows = a.B * T * Hkv, warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+    const float c_log2 = a.scale * 1.4426950408889634f;
+    for (int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); row < rows; row += warps) {
+        const int g = (int)(row % Hkv);
+        const int64_t bt = row / Hkv, j = bt % T, b = bt / T;
+        if (a.key_valid && a.key_valid[b * T + j] == 0) continue;  // padding: seen by no query (warp-uniform)
+        float kr[DPL], vr[DPL], dk_acc[DPL], dv_acc[DPL];
+#pragma unroll
+        for (int t = 0; t < DPL; t++) {
+            const int d = lane + 32 * t;
+            kr[t] = d < D ? ld_bf16(k + row * D + d) : 0.0f;
+            vr[t] = d < D ? ld_bf16(v + row * D + d) : 0.0f;
+            dk_acc[t] = dv_acc[t] = 0.0f;
+        }
+        // Queries outside [i_begin, i_end) cannot see key j (causality without images, the window).
+        const int64_t i_begin = a.causal && !a.group ? j : 0;
+        const int64_t i_end = a.window > 0 && j + a.window < T ? j + a.window : T;
+        for (int hh = 0; hh < HG; hh++) {
+            const int h = g * HG + hh;
+            for (int64_t i = i_begin; i < i_end; i++) {
+                if (!attn_visible(a, b, i, j)) continue;  // then query i sees a key: its lse2 is finite
+                const bf16 *qrow = q + ((b * T + i) * H + h) * D, *dorow = dout + ((b * T + i) * H + h) * D;
+                float sp = 0.0f, dpp = 0.0f;
+#pragma unroll
+                for (int t = 0; t < DPL; t++) {
+                    const int d = lane + 32 * t;
+                    if (d < D) sp += ld_bf16(qrow + d) * kr[t], dpp += ld_bf16(dorow + d) * vr[t];
+                }
+                const int64_t stat = (b * H + h) * T + i;
+                const float p = exp2f(warp_sum(sp) * c_log2 - lse2[stat]);
+                const float ds = p * (warp_sum(dpp) - delta[stat]);
+#pragma unroll
+                for (int t = 0; t < DPL; t++) {
+                    const int d = lane + 32 * t;
+                    if (d < D) dv_acc[t] += p * ld_bf16(dorow + d), dk_acc[t] += ds * ld_bf16(qrow + d);
+                }
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < DPL; t++) {
+            const int d = lane + 32 * t;
+            if (d < D) {
+                dk[row * D + d] = to_bf16(ld_bf16(dk + row * D + d) + a.scale * dk_acc[t]);
+                dv[row * D + d] = to_bf16(ld_bf16(dv + row * D + d) + dv_acc[t]);
+            }
+        }
+    }
+}
+
+// ---- launchers ---------------------------------------------------------------------------------
+
+enum { BWD_FP32_WARPS = 4 };  // warps per block of the warp-per-row kernels
+
+static mg_status attention_backward_delta_launch(mg_cuda_ctx *ctx, float *delta, const bf16 *dout, const bf16 *out,
+                                                 const mg_attention_args *a) {
+    const int64_t rows = a->B * a->T * a->H;
+    const unsigned blocks = grid_stride_blocks(ctx, rows, BWD_FP32_WARPS);
+    attention_backward_delta_kernel<<<blocks, BWD_FP32_WARPS * 32, 0, ctx->stream>>>(delta, dout, out, *a);
+    MG_CUDA_LAUNCH_CHECK(attention_backward_delta_kernel);
+    return MG_OK;
+}
+
+template <int DP>
+static mg_status attention_backward_dq_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *dq, const bf16 *q, const bf16 *k,
+                                                     const bf16 *v, const bf16 *dout, const float *lse2,
+                                                     const float *delta, const mg_attention_args *a) {
+    const size_t smem = attention_backward_dq_smem_bytes(DP);
+    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<DP>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const int BQ = 16 * TC_WARPS;
+    const dim3 grid((unsigned)((a->T + BQ - 1) / BQ), (unsigned)a->H, (unsigned)a->B);
+    attention_backward_dq_tc_kernel<DP><<<grid, TC_THREADS, smem, ctx->stream>>>(dq, q, k, v, dout, lse2, delta, *a);
+    MG_CUDA_LAUNCH_CHECK(attention_backward_dq_tc_kernel);
+    return MG_OK;
+}
+
+template <int DP, int BK, int BQ>
+static mg_status attention_backward_dkdv_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *dk, bf16 *dv, const bf16 *q,
+                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
+                                                       const float *lse2, const float *delta,
+                                                       const mg_attention_args *a) {
+    const size_t smem = dkdv_smem_bytes(DP, BK, BQ);
+    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_tc_kernel<DP, BK, BQ>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const dim3 grid((unsigned)((a->T + BK - 1) / BK), (unsigned)a->Hkv, (unsigned)a->B);
+    attention_backward_dkdv_tc_kernel<DP, BK, BQ>
+        <<<grid, TC_THREADS, smem, ctx->stream>>>(dk, dv, q, k, v, dout, lse2, delta, *a);
+    MG_CUDA_LAUNCH_CHECK(attention_backward_dkdv_tc_kernel);
+    return MG_OK;
+}
+
+// lse2 (the forward kernel's STATS mode), dq, then dk and dv, with D padded to DP as in the
+// forward. dk/dv tiles: 64 keys × 64 queries with one warp per 16 keys (all of D) up to DP = 80;
+// 32 keys with two warps per 16 keys (half of D each) at DP = 128 (64 queries) and 256 (32), which
+// keeps shared memory under 110 KB (two blocks per SM on the H100/H200).
+static mg_status attention_backward_tc_launch(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *q,
+                                              const bf16 *k, const bf16 *v, const bf16 *dout, float *lse2,
+                                              const float *delta, const mg_attention_args *a) {
+    const int D = a->D;
+    const int DP = D <= 32 ? 32 : D <= 64 ? 64 : D <= 80 ? 80 : D <= 128 ? 128 : 256;
+    const size_t smem = attention_backward_dq_smem_bytes(DP) > attention_backward_dkdv_smem_bytes(DP)
+                            ? attention_backward_dq_smem_bytes(DP)
+                            : attention_backward_dkdv_smem_bytes(DP);
+    if (smem > ctx->smem_optin)
+        return mg_fail(MG_ERR_UNSUPPORTED, NULL,
+                       "attention_backward: D=%d needs %zu bytes of shared memory, %s allows %zu", D, smem, ctx->name,
+                       ctx->smem_optin);
+    MG_TRY(attention_tc_launch<true>(ctx, NULL, lse2, q, k, k, a));  // v unused in STATS mode
+    switch (DP) {
+    case 32:
+        MG_TRY(attention_backward_dq_tc_launch_cfg<32>(ctx, dq, q, k, v, dout, lse2, delta, a));
+        return attention_backward_dkdv_tc_launch_cfg<32, 64, 64>(ctx, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 64:
+        MG_TRY(attention_backward_dq_tc_launch_cfg<64>(ctx, dq, q, k, v, dout, lse2, delta, a));
+        return attention_backward_dkdv_tc_launch_cfg<64, 64, 64>(ctx, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 80:
+        MG_TRY(attention_backward_dq_tc_launch_cfg<80>(ctx, dq, q, k, v, dout, lse2, delta, a));
+        return attention_backward_dkdv_tc_launch_cfg<80, 64, 64>(ctx, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 128:
+        MG_TRY(attention_backward_dq_tc_launch_cfg<128>(ctx, dq, q, k, v, dout, lse2, delta, a));
+        return attention_backward_dkdv_tc_launch_cfg<128, 32, 64>(ctx, dk, dv, q, k, v, dout, lse2, delta, a);
+    default:
+        MG_TRY(attention_backward_dq_tc_launch_cfg<256>(ctx, dq, q, k, v, dout, lse2, delta, a));
+        return attention_backward_dkdv_tc_launch_cfg<256, 32, 32>(ctx, dk, dv, q, k, v, dout, lse2, delta, a);
+    }
+}
+
+template <int DPL>
+static mg_status attention_backward_fp32_launch_dpl(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *q,
+                                                    const bf16 *k, const bf16 *v, const bf16 *dout, float *lse2,
+                                                    const float *delta, const mg_attention_args *a) {
+    const unsigned dq_blocks = grid_stride_blocks(ctx, a->B * a->T * a->H, BWD_FP32_WARPS);
+    attention_backward_dq_fp32_kernel<DPL>
+        <<<dq_blocks, BWD_FP32_WARPS * 32, 0, ctx->stream>>>(dq, lse2, q, k, v, dout, delta, *a);
+    MG_CUDA_LAUNCH_CHECK(attention_backward_dq_fp32_kernel);
+    const unsigned kv_blocks = grid_stride_blocks(ctx, a->B * a->T * a->Hkv, BWD_FP32_WARPS);
+    attention_backward_dkdv_fp32_kernel<DPL>
+        <<<kv_blocks, BWD_FP32_WARPS * 32, 0, ctx->stream>>>(dk, dv, q, k, v, dout, lse2, delta, *a);
+    MG_CUDA_LAUNCH_CHECK(attention_backward_dkdv_fp32_kernel);
+    return MG_OK;
+}
+
+static mg_status attention_backward_fp32_launch(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *q,
+                                                const bf16 *k, const bf16 *v, const bf16 *dout, float *lse2,
+                                                const float *delta, const mg_attention_args *a) {
+    switch ((a->D + 31) / 32) {
+    case 1: return attention_backward_fp32_launch_dpl<1>(ctx, dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 2: return attention_backward_fp32_launch_dpl<2>(ctx, dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 3: return attention_backward_fp32_launch_dpl<3>(ctx, dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 4: return attention_backward_fp32_launch_dpl<4>(ctx, dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 5: return attention_backward_fp32_launch_dpl<5>(ctx, dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 6: return attention_backward_fp32_launch_dpl<6>(ctx, dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 7: return attention_backward_fp32_launch_dpl<7>(ctx, dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    default: return attention_backward_fp32_launch_dpl<8>(ctx, dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    }
+}
+
+// The scratch of lse2 and Δ: ctx->attn_scratch, grown (never shrunk) to `bytes`. Growing waits for
+// the stream first, as queued kernels may still read the old buffer; it happens at the first call
+// of each larger shape only.
+static mg_status attention_backward_scratch(mg_cuda_ctx *ctx, size_t bytes, float **p) {
+    if (ctx->attn_scratch_bytes < bytes) {
+        MG_CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+        cudaFree(ctx->attn_scratch);
+        ctx->attn_scratch = NULL;
+        ctx->attn_scratch_bytes = 0;
+        const cudaError_t e = cudaMalloc(&ctx->attn_scratch, bytes);
+        if (e != cudaSuccess) {
+            cudaGetLastError();  // so that the next launch check does not report it again
+            ctx->attn_scratch = NULL;
+            return mg_cuda_fail_("cudaMalloc(attention_backward scratch)", cudaGetErrorString(e),
+                                 e == cudaErrorMemoryAllocation, __func__, __FILE__, __LINE__);
+        }
+        ctx->attn_scratch_bytes = bytes;
+    }
+    *p = (float *)ctx->attn_scratch;
+    return MG_OK;
+}
+
+// The tensor-core backward reads 16-byte pieces of q, k, v, dout (cp.async) and updates bf16 pairs
+// of dq, dk, dv: D a multiple of 8 and all seven 16-byte aligned (out is read one element at a time).
+static bool attention_backward_uses_tensor_cores(const void *dq, const void *dk, const void *dv, const void *dout,
+                                                 const void *q, const void *k, const void *v, int D) {
+    const uintptr_t addr = (uintptr_t)dq | (uintptr_t)dk | (uintptr_t)dv | (uintptr_t)dout | (uintptr_t)q |
+                           (uintptr_t)k | (uintptr_t)v;
+    return D % 8 == 0 && addr % 16 == 0;
+}
+
+extern "C" mg_status mg_cuda_attention_backward(mg_cuda_ctx *ctx, void *dq, void *dk, void *dv, const void *dout,
+                                                const void *q, const void *k, const void *v, const void *out,
+                                                const mg_attention_args *a) {
+    MG_TRY(attention_check_args(a, "attention_backward"));
+    const int64_t n_stat = a->B * a->T * a->H;  // < 2^63: B, H <= 65535 and T < 2^31
+    if (n_stat > ((int64_t)1 << 56))            // so that 8 bytes each cannot overflow
+        return mg_fail(MG_ERR_SHAPE, NULL, "attention_backward: B*T*H = %lld rows is too many", (long long)n_stat);
+    float *lse2 = NULL;
+    MG_TRY(attention_backward_scratch(ctx, 2 * sizeof(float) * (size_t)n_stat, &lse2));
+    float *delta = lse2 + n_stat;
+    MG_TRY(attention_backward_delta_launch(ctx, delta, (const bf16 *)dout, (const bf16 *)out, a));
+    if (attention_backward_uses_tensor_cores(dq, dk, dv, dout, q, k, v, a->D))
+        return attention_backward_tc_launch(ctx, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)q,
+                                            (const bf16 *)k, (const bf16 *)v, (const bf16 *)dout, lse2, delta, a);
+    return attention_backward_fp32_launch(ctx, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)q, (const bf16 *)k,
+                                          (const bf16 *)v, (const bf16 *)dout, lse2, delta, a);
 }

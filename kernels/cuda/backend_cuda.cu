@@ -184,6 +184,10 @@ static void qk_norm_rope(void *ctx, void *q, void *k, void *v, const void *qkv, 
 static void attention(void *ctx, void *out, const void *q, const void *k, const void *v, const mg_attention_args *a) {
     OP(mg_cuda_attention_forward(CTX, out, q, k, v, a));
 }
+static void attention_bwd(void *ctx, void *dq, void *dk, void *dv, const void *dout, const void *q, const void *k,
+                          const void *v, const void *out, const mg_attention_args *a) {
+    OP(mg_cuda_attention_backward(CTX, dq, dk, dv, dout, q, k, v, out, a));
+}
 static void attention_decode(void *ctx, void *out, const void *q, const void *kc, const void *vc,
                              const mg_decode_args *a) {
     OP(mg_cuda_attention_decode_forward(CTX, out, q, kc, vc, a));
@@ -311,6 +315,7 @@ extern "C" mg_status mg_backend_cuda_create(int device, mg_backend **out) {
     be->qk_norm_rope_forward = qk_norm_rope;
     be->attention_forward = attention;
     be->attention_decode_forward = attention_decode;
+    be->attention_backward = attention_bwd;
     be->gelu_forward = gelu;
     be->geglu_forward = geglu;
     be->avgpool_forward = avgpool;

@@ -28,6 +28,9 @@ mg_status mg_cuda_fail_(const char *stmt, const char *what, int is_oom, const ch
 extern "C" void mg_cuda_ctx_destroy(mg_cuda_ctx *ctx) {
     mg_cuda_gemm_plans_destroy(ctx);
     if (ctx->scratch) cudaFree(ctx->scratch);
+    if (ctx->attn_scratch) cudaFree(ctx->attn_scratch);
+    ctx->attn_scratch = NULL;
+    ctx->attn_scratch_bytes = 0;
     if (ctx->lt_workspace) cudaFree(ctx->lt_workspace);
     if (ctx->lt) cublasLtDestroy(ctx->lt);
     if (ctx->stream) cudaStreamDestroy(ctx->stream);

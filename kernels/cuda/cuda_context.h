@@ -26,6 +26,8 @@ typedef struct mg_cuda_ctx {
     void *scratch;                  /* (scratch_bytes) device temporary of the ops that need one (lora_backward's
                                        bf16 du), used in stream order by one op at a time */
     size_t scratch_bytes;
+    void *attn_scratch;             /* (attn_scratch_bytes) fp32 row statistics of attention_backward (attention.cu), grown on demand */
+    size_t attn_scratch_bytes;
 } mg_cuda_ctx;
 
 /* Selects `device`, reads its properties, creates the stream, the cuBLASLt handle, its

@@ -78,6 +78,14 @@ mg_status mg_cuda_attention_decode_forward(mg_cuda_ctx *ctx, void *out, const vo
  * - otherwise: fp32 on CUDA cores, P kept in fp32 (like SDPA's math path). */
 mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, const void *q, const void *k, const void *v,
                                     const mg_attention_args *a);
+/* attention.cu: dq[B,T,H,D], dk, dv[B,T,Hkv,D] += the gradients of attention_forward (same args and
+ * mask) from dout and the forward's q, k, v, out; each read as bf16, the fp32 gradient added, one
+ * rounding. Row log-sum-exps recomputed into ctx->attn_scratch (grown on demand: the first call at
+ * a larger B*T*H waits for the stream and may fail with MG_ERR_OOM). Deterministic (no atomics).
+ * D a multiple of 8 and all pointers but out 16-byte aligned: tensor cores, P and dS rounded to
+ * bf16 for their products; otherwise fp32 on CUDA cores (slow; for odd D / misaligned views). */
+mg_status mg_cuda_attention_backward(mg_cuda_ctx *ctx, void *dq, void *dk, void *dv, const void *dout, const void *q,
+                                     const void *k, const void *v, const void *out, const mg_attention_args *a);
 
 /* gelu.cu: gelu_tanh(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))) in fp32.
  * gelu:  y[n] = gelu_tanh(x[n]); y may alias x.

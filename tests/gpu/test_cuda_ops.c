@@ -480,7 +480,33 @@ typedef struct {
     int64_t want_queries; /* sampled (b, i) query rows to compare */
     int fp32_kernel;      /* 1: q starts 8 bytes past a 16-byte boundary, which sends the launcher to the
                            * fp32 kernel (ops.h); 0: the tensor-core kernel (D a multiple of 8) */
+    int64_t want_groups;  /* backward: sampled (b, kv head) pairs whose dq, dk, dv are compared in full */
 } attn_case;
+
+/* The host masks of a case (NULL when it has none): key_valid with the padding described above,
+ * group with image 0, two text tokens, image 1 (cut off at T) from img_start in every row. */
+static void attn_masks(const attn_case *c, int32_t **key_valid, int32_t **group) {
+    const int64_t BT = c->B * c->T;
+    *key_valid = *group = NULL;
+    if (c->padding) {
+        int32_t *kv = *key_valid = xmalloc((size_t)BT * sizeof *kv);
+        for (int64_t i = 0; i < BT; i++) kv[i] = 1;
+        for (int64_t j = 0; j < 2 && j < c->T; j++) kv[j] = 0;
+        for (int64_t j = c->T - 5; j < c->T; j++)
+            if (j >= 0) kv[(c->B - 1) * c->T + j] = 0;
+    }
+    if (c->img_start >= 0) {
+        int32_t *gr = *group = xmalloc((size_t)BT * sizeof *gr);
+        for (int64_t b = 0; b < c->B; b++)
+            for (int64_t t = 0; t < c->T; t++) {
+                const int64_t rel = t - c->img_start;
+                int32_t gid = -1;
+                if (rel >= 0 && rel < c->img_len) gid = 0;
+                else if (rel >= c->img_len + 2 && rel < 2 * c->img_len + 2) gid = 1;
+                gr[b * c->T + t] = gid;
+            }
+    }
+}
 
 static void case_attention(mg_cuda_ctx *ctx, attn_case c) {
     tcase tc;
@@ -492,26 +518,8 @@ static void case_attention(mg_cuda_ctx *ctx, attn_case c) {
     const int64_t BT = c.B * c.T;
     const size_t nq = (size_t)BT * c.H * c.D, nk = (size_t)BT * c.Hkv * c.D;
     uint16_t *q = rand_bf16(nq, 2.0), *k = rand_bf16(nk, 2.0), *v = rand_bf16(nk, 1.0);
-    int32_t *key_valid = NULL, *group = NULL;
-    if (c.padding) {
-        key_valid = xmalloc((size_t)BT * sizeof *key_valid);
-        for (int64_t i = 0; i < BT; i++) key_valid[i] = 1;
-        for (int64_t j = 0; j < 2 && j < c.T; j++) key_valid[j] = 0;
-        for (int64_t j = c.T - 5; j < c.T; j++)
-            if (j >= 0) key_valid[(c.B - 1) * c.T + j] = 0;
-    }
-    if (c.img_start >= 0) {
-        group = xmalloc((size_t)BT * sizeof *group);
-        for (int64_t b = 0; b < c.B; b++)
-            for (int64_t t = 0; t < c.T; t++) {
-                const int64_t rel = t - c.img_start;
-                /* image 0, two text tokens, image 1 (if it fits) */
-                int32_t gid = -1;
-                if (rel >= 0 && rel < c.img_len) gid = 0;
-                else if (rel >= c.img_len + 2 && rel < 2 * c.img_len + 2) gid = 1;
-                group[b * c.T + t] = gid;
-            }
-    }
+    int32_t *key_valid, *group;
+    attn_masks(&c, &key_valid, &group);
     mg_attention_args a = {.B = c.B, .T = c.T, .H = c.H, .Hkv = c.Hkv, .D = c.D,
                                 .scale = (float)(1.0 / sqrt((double)c.D)), .causal = c.causal != 0,
                                 .window = c.window};
@@ -572,6 +580,223 @@ static void case_attention(mg_cuda_ctx *ctx, attn_case c) {
     tc_finish(&tc, got, ref, (size_t)R * per_row, guard_bad, nans, TOL_FP32,
               c.fp32_kernel ? MATCH_FP32 : MATCH_BF16_P);
     free(q); free(k); free(v); free(key_valid); free(group); free(out); free(rows); free(ref); free(got);
+}
+
+/* ---- attention_backward ---------------------------------------------------------------------- */
+
+/* Tolerances of the backward. Both kernels take Δ = dout·out from the forward's bf16 out; the
+ * tensor-core kernels also round P and dS to bf16 for their products (as flash kernels do). A C
+ * model of that arithmetic against float64 gives, over seeds and these shapes, nmse 5e-6..1.3e-5
+ * and bit-match 0.51..0.72 (tensor cores; small T the worst), nmse up to 8e-6 and match from 0.62
+ * (fp32). A wrong mask bit on one key of T = 4096 or a missing scale moves nmse past 1e-4. */
+static const double TOL_ATTN_BWD = 5e-5, MATCH_ATTN_BWD_TC = 0.40, MATCH_ATTN_BWD_FP32 = 0.50;
+
+/* Float64 gradients of one (batch row b, kv head g) from the bf16 inputs, by the softmax backward
+ * with exact Δ: for each query head h of g (hh = h - g·H/Hkv), with P the masked softmax,
+ *   out[b,i,h]            = bf16(Σ_j P_ij v_j)   (what the forward hands the backward)
+ *   dS_ij                 = P_ij (dP_ij − Σ_j' P_ij' dP_ij'),  dP_ij = dout_i · v_j
+ *   dq_ref[hh][i][d]      = scale Σ_j dS_ij k_j[d]
+ *   dk_ref[j][d]         += scale Σ_i dS_ij q_i[d],   dv_ref[j][d] += Σ_i P_ij dout_i[d]
+ * P and dS are [T][T] scratch. A query that sees no key has P = 0: zero out, zero gradients. */
+static void attn_bwd_reference(const attn_case *c, const mg_attention_args *a, const int32_t *key_valid,
+                               const int32_t *group, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                               const uint16_t *dout, int64_t b, int g, uint16_t *out, double *dq_ref,
+                               double *dk_ref, double *dv_ref, double *P, double *dS) {
+    const int64_t T = c->T;
+    const int D = c->D, H = c->H, Hkv = c->Hkv, HG = H / Hkv;
+    const double scale = a->scale; /* the fp32 scale the kernels use */
+    memset(dk_ref, 0, (size_t)T * D * sizeof *dk_ref);
+    memset(dv_ref, 0, (size_t)T * D * sizeof *dv_ref);
+    for (int hh = 0; hh < HG; hh++) {
+        const int h = g * HG + hh;
+#pragma omp parallel for schedule(dynamic, 4)
+        for (int64_t i = 0; i < T; i++) {
+            const uint16_t *qi = q + ((b * T + i) * H + h) * (int64_t)D, *doi = dout + ((b * T + i) * H + h) * (int64_t)D;
+            double *Pi = P + i * T, *dSi = dS + i * T, mx = -INFINITY, sum = 0, delta = 0;
+            for (int64_t j = 0; j < T; j++) { /* scores, -inf where hidden */
+                Pi[j] = -INFINITY;
+                if (!visible(a, key_valid, group, b, i, j)) continue;
+                const uint16_t *kj = k + ((b * T + j) * Hkv + g) * (int64_t)D;
+                double dot = 0;
+                for (int d = 0; d < D; d++) dot += bf(qi[d]) * bf(kj[d]);
+                Pi[j] = dot * scale;
+                if (Pi[j] > mx) mx = Pi[j];
+            }
+            for (int64_t j = 0; j < T; j++) {
+                Pi[j] = Pi[j] == -INFINITY ? 0.0 : exp(Pi[j] - mx);
+                sum += Pi[j];
+            }
+            for (int64_t j = 0; j < T; j++) {
+                Pi[j] = sum > 0 ? Pi[j] / sum : 0.0;
+                dSi[j] = 0;
+                if (Pi[j] == 0) continue;
+                const uint16_t *vj = v + ((b * T + j) * Hkv + g) * (int64_t)D;
+                double dp = 0;
+                for (int d = 0; d < D; d++) dp += bf(doi[d]) * bf(vj[d]);
+                dSi[j] = dp;
+                delta += Pi[j] * dp;
+            }
+            double *o = xmalloc(2 * (size_t)D * sizeof *o), *gq = o + D;
+            for (int d = 0; d < 2 * D; d++) o[d] = 0;
+            for (int64_t j = 0; j < T; j++) {
+                dSi[j] = Pi[j] * (dSi[j] - delta);
+                if (Pi[j] == 0) continue;
+                const uint16_t *kj = k + ((b * T + j) * Hkv + g) * (int64_t)D, *vj = v + ((b * T + j) * Hkv + g) * (int64_t)D;
+                for (int d = 0; d < D; d++) {
+                    o[d] += Pi[j] * bf(vj[d]);
+                    gq[d] += dSi[j] * bf(kj[d]);
+                }
+            }
+            for (int d = 0; d < D; d++) {
+                out[((b * T + i) * H + h) * (int64_t)D + d] = mg_f32_to_bf16((float)o[d]);
+                dq_ref[((int64_t)hh * T + i) * D + d] = scale * gq[d];
+            }
+            free(o);
+        }
+        /* dk, dv by blocks of 64 keys: each thread owns its keys' rows and reads P, dS row pieces */
+#pragma omp parallel for schedule(dynamic)
+        for (int64_t j0 = 0; j0 < T; j0 += 64)
+            for (int64_t i = 0; i < T; i++) {
+                const uint16_t *qi = q + ((b * T + i) * H + h) * (int64_t)D, *doi = dout + ((b * T + i) * H + h) * (int64_t)D;
+                for (int64_t j = j0; j < j0 + 64 && j < T; j++) {
+                    const double p = P[i * T + j], ds = dS[i * T + j];
+                    if (p == 0) continue; /* then dS = 0 too */
+                    for (int d = 0; d < D; d++) {
+                        dv_ref[j * D + d] += p * bf(doi[d]);
+                        dk_ref[j * D + d] += scale * ds * bf(qi[d]);
+                    }
+                }
+            }
+    }
+}
+
+static double rms(const double *x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += x[i] * x[i];
+    return n ? sqrt(s / (double)n) : 0.0;
+}
+
+/* dq, dk, dv start as random values of about half the gradient's rms (the op accumulates), so the
+ * reference is bf16(prefill + gradient); one line per gradient. The compared rows: every query and
+ * key row of want_groups sampled (b, kv head) pairs; every output is checked for NaN and guards.
+ * out is the reference forward's on the sampled heads and random elsewhere. */
+static void case_attention_backward(mg_cuda_ctx *ctx, attn_case c) {
+    char name[220];
+    snprintf(name, sizeof name,
+             "attention_backward(shape=[B=%lld,T=%lld,H=%d,Hkv=%d,D=%d],causal=%d,window=%d,padding=%d,image=%lld+%lld,"
+             "kernel=%s",
+             (long long)c.B, (long long)c.T, c.H, c.Hkv, c.D, c.causal, c.window, c.padding, (long long)c.img_start,
+             (long long)c.img_len, c.fp32_kernel ? "fp32" : "tc");
+    tcase tc;
+    tc_begin(&tc, ctx, "%s,grad=dq)", name);
+    const int64_t T = c.T, BT = c.B * c.T;
+    const int D = c.D, HG = c.H / c.Hkv;
+    const size_t nq = (size_t)BT * c.H * D, nk = (size_t)BT * c.Hkv * D, per_g = (size_t)T * D;
+    uint16_t *q = rand_bf16(nq, 2.0), *k = rand_bf16(nk, 2.0), *v = rand_bf16(nk, 1.0), *dout = rand_bf16(nq, 1.0),
+             *out = rand_bf16(nq, 0.5);
+    int32_t *key_valid, *group;
+    attn_masks(&c, &key_valid, &group);
+    mg_attention_args a = {.B = c.B, .T = c.T, .H = c.H, .Hkv = c.Hkv, .D = D,
+                           .scale = (float)(1.0 / sqrt((double)D)), .causal = c.causal != 0, .window = c.window};
+
+    /* the reference first: the prefill's size depends on it */
+    int64_t *sel = xmalloc((size_t)(c.B * c.Hkv + 1) * sizeof *sel);
+    const int64_t n_sel = sample_rows(c.B * c.Hkv, c.want_groups, sel);
+    double *P = xmalloc((size_t)T * T * sizeof *P), *dS = xmalloc((size_t)T * T * sizeof *dS);
+    double *dq_ref = xmalloc((size_t)n_sel * HG * per_g * sizeof *dq_ref);
+    double *dk_ref = xmalloc((size_t)n_sel * per_g * sizeof *dk_ref), *dv_ref = xmalloc((size_t)n_sel * per_g * sizeof *dv_ref);
+    for (int64_t s = 0; s < n_sel; s++)
+        attn_bwd_reference(&c, &a, key_valid, group, q, k, v, dout, sel[s] / c.Hkv, (int)(sel[s] % c.Hkv), out,
+                           dq_ref + s * HG * per_g, dk_ref + s * per_g, dv_ref + s * per_g, P, dS);
+    free(P);
+    free(dS);
+    const double r_q = rms(dq_ref, n_sel * HG * per_g), r_k = rms(dk_ref, n_sel * per_g), r_v = rms(dv_ref, n_sel * per_g);
+    uint16_t *pre_q = rand_bf16(nq, r_q > 0 ? 0.5 * r_q : 1.0), *pre_k = rand_bf16(nk, r_k > 0 ? 0.5 * r_k : 1.0),
+             *pre_v = rand_bf16(nk, r_v > 0 ? 0.5 * r_v : 1.0);
+
+    uint16_t *d_q = dev_alloc(&tc, (nq + 4) * 2); /* room for the 8-byte offset */
+    if (d_q && c.fp32_kernel) d_q += 4;
+    if (d_q) tc_status(&tc, mg_cuda_upload(ctx, d_q, q, nq * 2), "upload");
+    void *d_k = dev_from(&tc, k, nk * 2), *d_v = dev_from(&tc, v, nk * 2), *d_dout = dev_from(&tc, dout, nq * 2),
+         *d_out = dev_from(&tc, out, nq * 2);
+    a.key_valid = key_valid ? dev_from(&tc, key_valid, (size_t)BT * sizeof *key_valid) : NULL;
+    a.group = group ? dev_from(&tc, group, (size_t)BT * sizeof *group) : NULL;
+    uint16_t *d_dq = dev_out(&tc, nq, pre_q), *d_dk = dev_out(&tc, nk, pre_k), *d_dv = dev_out(&tc, nk, pre_v);
+    if (!tc.broken)
+        tc_status(&tc, mg_cuda_attention_backward(ctx, d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out, &a),
+                  "mg_cuda_attention_backward");
+    uint16_t *g_q = xmalloc(nq * 2), *g_k = xmalloc(nk * 2), *g_v = xmalloc(nk * 2);
+    int bad_q, bad_k, bad_v;
+    size_t nan_q, nan_k, nan_v;
+    out_fetch(&tc, d_dq, nq, g_q, &bad_q, &nan_q);
+    out_fetch(&tc, d_dk, nk, g_k, &bad_k, &nan_k);
+    out_fetch(&tc, d_dv, nk, g_v, &bad_v, &nan_v);
+
+    /* the compared elements: got and bf16(prefill + gradient) */
+    const size_t n_cq = (size_t)n_sel * HG * per_g, n_ck = (size_t)n_sel * per_g;
+    uint16_t *cq = xmalloc(n_cq * 2), *ck = xmalloc(n_ck * 2), *cv = xmalloc(n_ck * 2);
+    double *rq = xmalloc(n_cq * sizeof *rq), *rk = xmalloc(n_ck * sizeof *rk), *rv = xmalloc(n_ck * sizeof *rv);
+    for (int64_t s = 0; s < n_sel; s++) {
+        const int64_t b = sel[s] / c.Hkv;
+        const int g = (int)(sel[s] % c.Hkv);
+        for (int64_t t = 0; t < T; t++)
+            for (int d = 0; d < D; d++) {
+                for (int hh = 0; hh < HG; hh++) {
+                    const size_t e = ((size_t)(b * T + t) * c.H + g * HG + hh) * D + d;
+                    const size_t o = ((size_t)(s * HG + hh) * T + t) * D + d;
+                    cq[o] = g_q[e];
+                    rq[o] = rb(bf(pre_q[e]) + dq_ref[o]);
+                }
+                const size_t e = ((size_t)(b * T + t) * c.Hkv + g) * D + d, o = (size_t)s * per_g + t * D + d;
+                ck[o] = g_k[e], cv[o] = g_v[e];
+                rk[o] = rb(bf(pre_k[e]) + dk_ref[o]);
+                rv[o] = rb(bf(pre_v[e]) + dv_ref[o]);
+            }
+    }
+    const double match = c.fp32_kernel ? MATCH_ATTN_BWD_FP32 : MATCH_ATTN_BWD_TC;
+    tcase tk, tv; /* the dk and dv lines share tc's buffers (freed by its finish) and its errors */
+    tc_begin(&tk, ctx, "%s,grad=dk)", name);
+    tc_begin(&tv, ctx, "%s,grad=dv)", name);
+    tk.broken = tv.broken = tc.broken;
+    snprintf(tk.err, sizeof tk.err, "%s", tc.err);
+    snprintf(tv.err, sizeof tv.err, "%s", tc.err);
+    tc_finish(&tc, cq, rq, n_cq, bad_q, nan_q, TOL_ATTN_BWD, match);
+    tc_finish(&tk, ck, rk, n_ck, bad_k, nan_k, TOL_ATTN_BWD, match);
+    tc_finish(&tv, cv, rv, n_ck, bad_v, nan_v, TOL_ATTN_BWD, match);
+    free(q); free(k); free(v); free(dout); free(out); free(key_valid); free(group); free(sel);
+    free(dq_ref); free(dk_ref); free(dv_ref); free(pre_q); free(pre_k); free(pre_v);
+    free(g_q); free(g_k); free(g_v); free(cq); free(ck); free(cv); free(rq); free(rk); free(rv);
+}
+
+/* Every combination of causal, window, key padding and image groups, on the tensor-core kernels
+ * (D = 40: 64-key and 64-query tiles, T spanning three) and on the fp32 kernels (D = 24 with q
+ * misaligned). */
+static void cases_attention_backward_masks(mg_cuda_ctx *ctx) {
+    for (int fp32 = 0; fp32 < 2; fp32++)
+        for (int m = 0; m < 16; m++)
+            case_attention_backward(ctx, (attn_case){.B = 2, .T = 150, .H = 4, .Hkv = 2, .D = fp32 ? 24 : 40,
+                                                     .causal = m & 1, .window = (m & 2) ? 40 : 0,
+                                                     .padding = (m >> 2) & 1, .img_start = (m & 8) ? 5 : -1,
+                                                     .img_len = 50, .fp32_kernel = fp32, .want_groups = 4});
+}
+
+/* Bad arguments come back as errors before anything is read (NULL tensors). */
+static void case_attention_backward_bad_args(mg_cuda_ctx *ctx) {
+    mg_attention_args a = {.B = 1, .T = 8, .H = 3, .Hkv = 2, .D = 64, .scale = 0.125f};
+    const mg_status s1 = mg_cuda_attention_backward(ctx, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &a);
+    a.Hkv = 1;
+    a.D = 300;
+    const mg_status s2 = mg_cuda_attention_backward(ctx, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &a);
+    a.D = 64;
+    a.scale = 0.0f;
+    const mg_status s3 = mg_cuda_attention_backward(ctx, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &a);
+    a.scale = 0.125f;
+    a.window = -1;
+    const mg_status s4 = mg_cuda_attention_backward(ctx, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, &a);
+    const int ok = s1 == MG_ERR_SHAPE && s2 == MG_ERR_UNSUPPORTED && s3 == MG_ERR_ARG && s4 == MG_ERR_ARG;
+    printf("attention_backward bad arguments(H%%Hkv, D=300, scale=0, window<0): %s (statuses %d %d %d %d)\n",
+           ok ? "OK" : "FAIL", s1, s2, s3, s4);
+    if (ok) test_passed_++; else test_failed_++;
 }
 
 /* ---- gelu and geglu -------------------------------------------------------------------------- */
@@ -895,6 +1120,55 @@ int main(void) {
                                      .img_start = 6, .img_len = 256, .want_queries = 96});
     case_attention(&ctx, (attn_case){.B = 1, .T = 530, .H = 8, .Hkv = 4, .D = 256, .causal = 1, .window = 300,
                                      .padding = 1, .img_start = 6, .img_len = 256, .want_queries = 96});
+
+    /* attention_backward: every mask combination (tensor cores and fp32); odd shapes on each
+     * tensor-core configuration (DP = 32, 64, 80, 128, 256; dim blocks past D at D = 24, 72, 200),
+     * GQA, T not a multiple of the tiles, images at the start, middle and end, row 0's first
+     * queries seeing no key (padding + causal); fp32 at D = 5, 72 (q misaligned) and 256; then the
+     * real shapes on sampled (b, kv head) pairs, and a small case again on the grown scratch. */
+    cases_attention_backward_masks(&ctx);
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 37, .H = 4, .Hkv = 2, .D = 16, .causal = 1, .padding = 1,
+                                              .img_start = -1, .want_groups = 4});
+    case_attention_backward(&ctx, (attn_case){.B = 1, .T = 77, .H = 2, .Hkv = 1, .D = 32, .causal = 1, .img_start = 3,
+                                              .img_len = 16, .want_groups = 1});
+    case_attention_backward(&ctx, (attn_case){.B = 1, .T = 250, .H = 3, .Hkv = 1, .D = 24, .window = 40, .padding = 1,
+                                              .img_start = -1, .want_groups = 1});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 300, .H = 3, .Hkv = 3, .D = 72, .img_start = -1,
+                                              .want_groups = 6});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 300, .H = 4, .Hkv = 2, .D = 72, .causal = 1, .window = 50,
+                                              .padding = 1, .img_start = 10, .img_len = 100, .want_groups = 4});
+    case_attention_backward(&ctx, (attn_case){.B = 1, .T = 400, .H = 2, .Hkv = 2, .D = 64, .causal = 1, .img_start = 0,
+                                              .img_len = 150, .want_groups = 2});
+    case_attention_backward(&ctx, (attn_case){.B = 1, .T = 333, .H = 4, .Hkv = 1, .D = 128, .causal = 1, .padding = 1,
+                                              .img_start = 70, .img_len = 100, .want_groups = 1});
+    case_attention_backward(&ctx, (attn_case){.B = 1, .T = 200, .H = 2, .Hkv = 2, .D = 128, .window = 20,
+                                              .img_start = -1, .want_groups = 2});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 70, .H = 2, .Hkv = 1, .D = 200, .causal = 1, .padding = 1,
+                                              .img_start = 10, .img_len = 20, .want_groups = 2});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 300, .H = 4, .Hkv = 2, .D = 256, .causal = 1, .padding = 1,
+                                              .img_start = 44, .img_len = 256, .want_groups = 4});
+    case_attention_backward(&ctx, (attn_case){.B = 1, .T = 33, .H = 2, .Hkv = 2, .D = 5, .causal = 1, .window = 3,
+                                              .img_start = -1, .fp32_kernel = 1, .want_groups = 2});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 300, .H = 4, .Hkv = 2, .D = 72, .causal = 1, .window = 50,
+                                              .padding = 1, .img_start = 10, .img_len = 100, .fp32_kernel = 1,
+                                              .want_groups = 4});
+    case_attention_backward(&ctx, (attn_case){.B = 1, .T = 60, .H = 2, .Hkv = 1, .D = 256, .causal = 1, .img_start = 7,
+                                              .img_len = 20, .fp32_kernel = 1, .want_groups = 1});
+    /* SigLIP (8 images of 4096 patches, 16 heads of 72, no mask); Gemma at batch 8 (causal, global
+     * and sliding window 1024, one image of 256 soft tokens after 6 text tokens, padding), and with
+     * a window that binds */
+    case_attention_backward(&ctx, (attn_case){.B = 8, .T = 4096, .H = 16, .Hkv = 16, .D = 72, .img_start = -1,
+                                              .want_groups = 2});
+    case_attention_backward(&ctx, (attn_case){.B = 8, .T = 360, .H = 8, .Hkv = 4, .D = 256, .causal = 1, .padding = 1,
+                                              .img_start = 6, .img_len = 256, .want_groups = 4});
+    case_attention_backward(&ctx, (attn_case){.B = 8, .T = 360, .H = 8, .Hkv = 4, .D = 256, .causal = 1,
+                                              .window = 1024, .padding = 1, .img_start = 6, .img_len = 256,
+                                              .want_groups = 4});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 360, .H = 8, .Hkv = 4, .D = 256, .causal = 1, .window = 100,
+                                              .img_start = 6, .img_len = 256, .want_groups = 2});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 37, .H = 4, .Hkv = 2, .D = 16, .causal = 1, .padding = 1,
+                                              .img_start = -1, .want_groups = 4});
+    case_attention_backward_bad_args(&ctx);
 
     case_gelu(&ctx, 1000003, 0); /* vectors and a 3-element tail */
     case_gelu(&ctx, (int64_t)4096 * 4304, 0);
