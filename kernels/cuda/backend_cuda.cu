@@ -6,6 +6,10 @@
 // mg_last_error) and skips the ops after it, which would only compute on garbage; `sync` waits
 // for the stream and hands the recorded failure back.
 //
+// Profiling: with MG_PROFILE=1 in the environment every op entry is bracketed by CUDA events and
+// the GPU time per entry (attention and linear also per shape) is printed to stderr when the
+// backend is destroyed, longest first. The events cost a little; off by default.
+//
 // Conversions: fp32/f16 data (the checkpoint's tensors, each forward's pixels) are rounded to bf16
 // on the host by several threads (mg_to_bf16), a chunk at a time into one of two pinned staging
 // buffers; the chunk's copy to the device is queued on the stream and the next chunk is converted
@@ -30,6 +34,24 @@ extern "C" {
 static const int64_t STAGING_ELEMS = (int64_t)8 << 20;
 static const int64_t CHUNK_ELEMS = STAGING_ELEMS / 2;
 
+// GPU time of one backend entry (and shape key), summed over the calls (MG_PROFILE=1).
+typedef struct {
+    const char *name;
+    long long key;          // a shape key for entries worth telling apart (attention T*1000+D, linear N*100000+K)
+    double ms;
+    long long calls;
+} prof_row;
+
+enum { PROF_ROWS = 128, PROF_PENDING = 1024 };
+
+typedef struct {
+    prof_row rows[PROF_ROWS];
+    int n_rows;
+    cudaEvent_t start[PROF_PENDING], end[PROF_PENDING];
+    int row_of[PROF_PENDING];  // the row each pending event pair adds to
+    int n_pending;
+} profile;
+
 typedef struct {
     mg_backend be;          // the table handed out; be.ctx points back at this struct
     mg_cuda_ctx cuda;
@@ -37,6 +59,7 @@ typedef struct {
     char first_msg[2048];   // its message
     uint16_t *staging;      // (STAGING_ELEMS) pinned host memory: two upload buffers of CHUNK_ELEMS, or one download buffer
     cudaEvent_t copied[2];  // recorded after the queued copy out of upload buffer i; NULL until created
+    profile *prof;          // MG_PROFILE=1: per-entry GPU times; NULL otherwise
 } cuda_backend;
 
 static cuda_backend *cb(void *ctx) { return (cuda_backend *)ctx; }
@@ -142,17 +165,72 @@ static mg_status cuda_be_sync(void *ctx) {
     return s;
 }
 
+// ---- profiling (MG_PROFILE=1) ---------------------------------------------------------------
+
+// Adds the elapsed times of the pending event pairs to their rows.
+static void prof_flush(profile *p) {
+    if (!p->n_pending) return;
+    cudaEventSynchronize(p->end[p->n_pending - 1]);
+    for (int i = 0; i < p->n_pending; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, p->start[i], p->end[i]) == cudaSuccess) p->rows[p->row_of[i]].ms += ms;
+    }
+    p->n_pending = 0;
+}
+
+// Records the start event of one entry's call; returns its pending slot, or -1 when not profiling.
+static int prof_begin(cuda_backend *c, const char *name, long long key) {
+    profile *p = c->prof;
+    if (!p) return -1;
+    int r = 0;
+    while (r < p->n_rows && (p->rows[r].name != name || p->rows[r].key != key)) r++;
+    if (r == p->n_rows) {
+        if (r == PROF_ROWS) return -1;
+        p->rows[p->n_rows++] = prof_row{ name, key, 0.0, 0 };
+    }
+    if (p->n_pending == PROF_PENDING) prof_flush(p);
+    const int i = p->n_pending++;
+    p->row_of[i] = r;
+    p->rows[r].calls++;
+    cudaEventRecord(p->start[i], c->cuda.stream);
+    return i;
+}
+
+static void prof_end(cuda_backend *c, int i) {
+    if (i >= 0) cudaEventRecord(c->prof->end[i], c->cuda.stream);
+}
+
+static int prof_cmp(const void *a, const void *b) {
+    const double x = ((const prof_row *)a)->ms, y = ((const prof_row *)b)->ms;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void prof_report(profile *p) {
+    prof_flush(p);
+    qsort(p->rows, (size_t)p->n_rows, sizeof p->rows[0], prof_cmp);
+    double total = 0;
+    for (int r = 0; r < p->n_rows; r++) total += p->rows[r].ms;
+    fprintf(stderr, "MG_PROFILE: GPU time per backend entry (%.1f ms in all)\n", total);
+    for (int r = 0; r < p->n_rows; r++)
+        fprintf(stderr, "  %-24s key %-12lld %10.2f ms %5.1f%% %8lld calls\n", p->rows[r].name, p->rows[r].key,
+                p->rows[r].ms, 100 * p->rows[r].ms / (total > 0 ? total : 1), p->rows[r].calls);
+}
+
 // ---- ops: each wrapper skips its work after a failure and records its own ----------------------
 
-#define OP(call)                                  \
-    do {                                          \
-        cuda_backend *c_ = cb(ctx);               \
-        if (c_->first == MG_OK) record(c_, call); \
+#define OPK(call, key)                                      \
+    do {                                                    \
+        cuda_backend *c_ = cb(ctx);                         \
+        if (c_->first != MG_OK) break;                      \
+        const int p_ = prof_begin(c_, __func__, (key));     \
+        record(c_, call);                                   \
+        prof_end(c_, p_);                                   \
     } while (0)
+#define OP(call) OPK(call, 0)
 #define CTX (&cb(ctx)->cuda)
 
 static void linear(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K, int N) {
-    OP(mg_cuda_linear_forward(CTX, y, x, w, b, M, K, N));
+    OPK(mg_cuda_linear_forward(CTX, y, x, w, b, M, K, N), (long long)N * 100000 + K);
 }
 static void linear_gelu(void *ctx, void *y, const void *x, const void *w, const void *b, int64_t M, int K, int N) {
     OP(mg_cuda_linear_gelu_forward(CTX, y, x, w, b, M, K, N));
@@ -182,11 +260,11 @@ static void qk_norm_rope(void *ctx, void *q, void *k, void *v, const void *qkv, 
     OP(mg_cuda_qk_norm_rope_forward(CTX, q, k, v, qkv, a));
 }
 static void attention(void *ctx, void *out, const void *q, const void *k, const void *v, const mg_attention_args *a) {
-    OP(mg_cuda_attention_forward(CTX, out, q, k, v, a));
+    OPK(mg_cuda_attention_forward(CTX, out, q, k, v, a), a->T * 1000 + a->D);
 }
 static void attention_bwd(void *ctx, void *dq, void *dk, void *dv, const void *dout, const void *q, const void *k,
                           const void *v, const void *out, const mg_attention_args *a) {
-    OP(mg_cuda_attention_backward(CTX, dq, dk, dv, dout, q, k, v, out, a));
+    OPK(mg_cuda_attention_backward(CTX, dq, dk, dv, dout, q, k, v, out, a), a->T * 1000 + a->D);
 }
 static void attention_decode(void *ctx, void *out, const void *q, const void *kc, const void *vc,
                              const mg_decode_args *a) {
@@ -210,17 +288,17 @@ static void scatter_rows(void *ctx, void *y, const void *src, const int32_t *row
 
 static void lora(void *ctx, void *y, void *u, void *xd, const void *x, const void *A, const void *B,
                  const mg_lora_args *a) {
-    OP(mg_cuda_lora_forward(CTX, y, u, xd, x, A, B, a));
+    OPK(mg_cuda_lora_forward(CTX, y, u, xd, x, A, B, a), (long long)a->N * 100000 + a->K);
 }
 
 // ---- training ----------------------------------------------------------------------------------
 
 static void linear_bw(void *ctx, void *dx, const void *dy, const void *w, int64_t M, int K, int N) {
-    OP(mg_cuda_linear_backward(CTX, dx, dy, w, M, K, N));
+    OPK(mg_cuda_linear_backward(CTX, dx, dy, w, M, K, N), (long long)N * 100000 + K);
 }
 static void lora_bw(void *ctx, void *dx, float *dA, float *dB, float *du, const void *dy, const void *x,
                     const void *xd, const void *u, const void *A, const void *B, const mg_lora_args *a) {
-    OP(mg_cuda_lora_backward(CTX, dx, dA, dB, du, dy, x, xd, u, A, B, a));
+    OPK(mg_cuda_lora_backward(CTX, dx, dA, dB, du, dy, x, xd, u, A, B, a), (long long)a->N * 100000 + a->K);
 }
 static void gelu_bw(void *ctx, void *dx, const void *dy, const void *x, int64_t n) {
     OP(mg_cuda_gelu_backward(CTX, dx, dy, x, n));
@@ -267,6 +345,11 @@ extern "C" void mg_backend_cuda_destroy(const mg_backend *be) {
     if (!be) return;
     cuda_backend *c = cb(be->ctx);
     if (c->cuda.stream) cudaStreamSynchronize(c->cuda.stream);  // no copy still reading the staging memory
+    if (c->prof) {
+        prof_report(c->prof);
+        for (int i = 0; i < PROF_PENDING; i++) cudaEventDestroy(c->prof->start[i]), cudaEventDestroy(c->prof->end[i]);
+        free(c->prof);
+    }
     for (int k = 0; k < 2; k++)
         if (c->copied[k]) cudaEventDestroy(c->copied[k]);
     if (c->staging) cudaFreeHost(c->staging);
@@ -290,6 +373,10 @@ extern "C" mg_status mg_backend_cuda_create(int device, mg_backend **out) {
     be->ctx = c;  // destroy finds the state through it, also after a partial create
     mg_status s = mg_cuda_ctx_create(&c->cuda, device);
     if (s == MG_OK) s = pin_staging(c);
+    const char *prof = getenv("MG_PROFILE");
+    if (s == MG_OK && prof && !strcmp(prof, "1") && (c->prof = (profile *)calloc(1, sizeof(profile))))
+        for (int i = 0; i < PROF_PENDING; i++)
+            cudaEventCreate(&c->prof->start[i]), cudaEventCreate(&c->prof->end[i]);
     if (s != MG_OK) {
         mg_backend_cuda_destroy(be);
         return s;

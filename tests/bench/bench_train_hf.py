@@ -79,7 +79,7 @@ def bench_medgem(model_dir, adapter, inputs, batch, steps):
     cmd = [os.path.join(REPO, "build", "tests", "gpu", "fullsize_train"), model_dir, adapter, inputs, out, "--steps",
            str(steps), "--batch", str(batch), "--lr", "1e-4", "--clip", "0.3", "--dropout", "0.1"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    sys.stderr.write(p.stderr[-2000:])
+    sys.stderr.write(p.stderr[-8000:])
     if p.returncode != 0:
         return None, None, None
     rate = float(re.search(r"([0-9.]+) images/s", p.stderr).group(1))

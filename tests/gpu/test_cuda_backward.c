@@ -756,12 +756,12 @@ static void case_bad_args(mg_cuda_ctx *ctx) {
     const mg_status s7 = mg_cuda_avgpool_backward(ctx, NULL, NULL, 1, 6, 4, 8);                /* 6 % 4 */
     const mg_adamw_args aa = {.n = 10, .lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .step = 0};
     const mg_status s8 = mg_cuda_adamw_step(ctx, NULL, NULL, NULL, NULL, NULL, &aa); /* step 0 */
-    const mg_status s9 = mg_cuda_linear_backward(ctx, NULL, NULL, NULL, 0, 8, 8);     /* M = 0 */
+    const mg_status s9 = mg_cuda_linear_backward(ctx, NULL, NULL, NULL, -1, 8, 8);    /* M < 0 (M = 0 is a no-op) */
     const int ok = s1 == MG_ERR_SHAPE && s2 == MG_ERR_SHAPE && s3 == MG_ERR_ARG && s4 == MG_ERR_UNSUPPORTED &&
                    s5 == MG_ERR_SHAPE && s6 == MG_ERR_SHAPE && s7 == MG_ERR_SHAPE && s8 == MG_ERR_ARG &&
                    s9 == MG_ERR_SHAPE;
     printf("bad_arguments(lora r=0, ldy<N, p=1, r=65; cross_entropy V=0; qk_norm_rope_backward odd D; "
-           "avgpool_backward G%%k; adamw step 0; linear_backward M=0): %s (statuses %d %d %d %d %d %d %d %d %d)\n",
+           "avgpool_backward G%%k; adamw step 0; linear_backward M<0): %s (statuses %d %d %d %d %d %d %d %d %d)\n",
            ok ? "OK" : "FAIL", s1, s2, s3, s4, s5, s6, s7, s8, s9);
     if (ok) test_passed_++; else test_failed_++;
 }
