@@ -34,6 +34,10 @@ static void *linear_weight(const mg_model *m, const mg_lora_module *mod) {
 }
 
 mg_status mg_model_merge_lora(mg_model *m, const mg_lora *lora) {
+    if (m->adapter_merged || m->lora)
+        return mg_fail(MG_ERR_ARG, "reload the base model to merge another adapter",
+                       "the model already carries an adapter (%s): merging would add LoRA on top of it",
+                       m->adapter_merged ? "merged" : "unmerged");
     /* check every module against this model before touching any weight */
     for (int i = 0; i < lora->n; i++) {
         const mg_lora_module *mod = &lora->mods[i];
@@ -48,6 +52,7 @@ mg_status mg_model_merge_lora(mg_model *m, const mg_lora *lora) {
                            mod->out, mod->in);
     }
     const mg_backend *be = m->be;
+    m->adapter_merged = true; /* from here the weights are no longer the base's, even if a copy fails */
     for (int i = 0; i < lora->n; i++) {
         const mg_lora_module *mod = &lora->mods[i];
         const int64_t n = (int64_t)mod->out * mod->in;

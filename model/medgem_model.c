@@ -111,6 +111,8 @@ static mg_status model_run(mg_model *m, const mg_model_input *in, const mg_model
     const int nv = head->vocab ? head->n_vocab : cfg->vocab;
     const size_t es = mg_dtype_size(be->act_dtype);
     int64_t n_soft = 0;
+    if (m->lora && m->adapter_merged)
+        return mg_fail(MG_ERR_ARG, "reload the base model", "an unmerged adapter on a model with one merged adds LoRA twice");
     MG_TRY(mg_check_input(cfg, in, head, mode, &n_soft));
 
     /* the per-token int arrays: built on the host, one copy to the device */

@@ -25,6 +25,8 @@ typedef struct {
                                * kv.B == 0 when there is none (any other forward discards it) */
     int64_t kv_len;           /* positions of each row filled in kv */
     const struct mg_lora_device *lora; /* an unmerged adapter every forward adds (model/lora_device.h); NULL: none */
+    bool adapter_merged;      /* an adapter has been merged into the weights (model/lora.h): a second merge or an
+                               * unmerged adapter on top would add LoRA twice, so both are refused */
     mg_siglip_weights vision;
     mg_projector_weights projector;
     mg_gemma3_weights text;

@@ -73,6 +73,9 @@ static size_t step_layout(step_bufs *f, char *base, const mg_config *cfg, const 
 mg_status mg_trainer_create(mg_trainer *t, mg_model *m, mg_lora_device *lora) {
     memset(t, 0, sizeof *t);
     if (lora->be != m->be) return mg_fail(MG_ERR_ARG, NULL, "the adapter and the model live on different backends");
+    if (m->adapter_merged)
+        return mg_fail(MG_ERR_ARG, "train from the base model (give the adapter to train with --adapter)",
+                       "the model has an adapter merged into its weights");
     t->m = m, t->lora = lora;
     if (!(t->marks = malloc((size_t)(m->cfg.n_layers + 1) * sizeof(int))))
         return mg_fail(MG_ERR_OOM, NULL, "trainer tables");

@@ -101,6 +101,8 @@ static void test_against_peft(mg_model *m, const mg_st_file *fx) {
     CHECK(lora.mods[0].scale == 2.0f, "scaling alpha/r = 2");
     s = mg_model_merge_lora(m, &lora);
     CHECK(s == MG_OK, "merge: %s", mg_last_error());
+    CHECK(m->adapter_merged && mg_model_merge_lora(m, &lora) == MG_ERR_ARG && strstr(mg_last_error(), "already"),
+          "the model knows its adapter is merged and refuses a second merge: %s", mg_last_error());
     mg_lora_free(&lora);
 
     forward_all(m, fx, got);
