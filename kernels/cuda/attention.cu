@@ -684,7 +684,8 @@ static __global__ void attention_backward_delta_kernel(float *delta, const bf16 
 //   keys), P = 2^(S·c − lse2) where visible, dS = P (dP − Δ) in S's registers,
 //   dQ += bf16(dS)·K (dS's accumulators are the A fragments, as P in the forward's P·V; K read
 //   with ldmatrix.trans as V there).
-// Accumulators: DP/2 floats for dQ, BK/4 for each of S and dP (160 + fragments at DP = 256).
+// Accumulators: DP/2 floats for dQ, BK/4 for each of S and dP (160 + fragments at DP = 256). Up
+// to DP = 80 the Q and dout A fragments stay in registers for the whole block (DP/2 registers).
 template <int DP>
 static __global__ void __launch_bounds__(TC_THREADS, 2)
     attention_backward_dq_tc_kernel(bf16 *dq, const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
@@ -695,6 +696,7 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     constexpr int NB = BK / 8;         // 8-key blocks of S and dP
     constexpr int KS = DP / 16;        // k16 steps of Q·Kᵀ
     constexpr int DB = DP / 8;         // 8-dim blocks of dQ (those at or past D stay unused)
+    constexpr bool QD_IN_REGS = DP <= 80;
     static_assert(BK <= TC_THREADS, "one thread per key code");
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *qs = reinterpret_cast<bf16 *>(smem_raw);          // [BQ][LD]
@@ -749,6 +751,8 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     float acc[DB][4];
 #pragma unroll
     for (int d = 0; d < DB; d++) acc[d][0] = acc[d][1] = acc[d][2] = acc[d][3] = 0.0f;
+    // Q's and dout's A fragments (when QD_IN_REGS): rows 0-7/8-15 × dims 16kk..+7/16kk+8..+15
+    uint32_t qreg[QD_IN_REGS ? KS : 1][4], dreg[QD_IN_REGS ? KS : 1][4];
 
     int stage = 0;
     for (int k0 = kv_begin; k0 < kv_end; k0 += BK, stage ^= 1) {
@@ -764,6 +768,15 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
             cp_async_commit();
             if (threadIdx.x < BK) next_code = tc_key_code(a, b, k1 + threadIdx.x, kv_end);  // stored after the math
         }
+        if constexpr (QD_IN_REGS) {
+            if (k0 == kv_begin)  // Q and dout landed with the first tile
+#pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    const int a_off = (warp * 16 + (lane & 15)) * LD + 16 * kk + (lane >> 4) * 8;
+                    ldmatrix_x4(qreg[kk], qs + a_off);
+                    ldmatrix_x4(dreg[kk], dos + a_off);
+                }
+        }
 
         // The warp skips a tile none of its rows can see (as in the forward).
         const bool warp_skips = w_first >= T || (a.causal && !a.group && k0 > w_last) ||
@@ -777,9 +790,14 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
 #pragma unroll
             for (int kk = 0; kk < KS; kk++) {
                 uint32_t qa[4], da[4];  // rows 0-7/8-15 × dims 16kk..+7/16kk+8..+15 of Q and of dout
-                const int a_off = (warp * 16 + (lane & 15)) * LD + 16 * kk + (lane >> 4) * 8;
-                ldmatrix_x4(qa, qs + a_off);
-                ldmatrix_x4(da, dos + a_off);
+                if constexpr (QD_IN_REGS) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) qa[e] = qreg[kk][e], da[e] = dreg[kk][e];
+                } else {
+                    const int a_off = (warp * 16 + (lane & 15)) * LD + 16 * kk + (lane >> 4) * 8;
+                    ldmatrix_x4(qa, qs + a_off);
+                    ldmatrix_x4(da, dos + a_off);
+                }
 #pragma unroll
                 for (int n = 0; n < NB; n += 2) {
                     uint32_t kb[4], vb[4];  // keys 8n..8n+7 × dims 16kk../16kk+8.., then keys 8n+8..8n+15
@@ -860,14 +878,16 @@ static size_t attention_backward_dq_smem_bytes(int DP) {
 // stages (Q, dout, and their lse2, Δ and group). The 4 warps split as KB = BK/16 key blocks × WN =
 // 4/KB: warp (kb, wn) owns keys 16kb..16kb+15. Per query tile, two phases:
 //   1. warp (kb, wn), queries wn·QW..+QW (QW = BQ/WN): Sᵀ = K·Qᵀ and dPᵀ = V·doutᵀ (K, V as A
-//      fragments, Q, dout as B, read like the forward's Q and K), Pᵀ and dSᵀ = Pᵀ(dPᵀ − Δ),
-//      stored as bf16 into ps, dss [BK][BQ + 8] (the +8 as the other rows: ldmatrix without conflicts);
-//   2. after a barrier, warp (kb, wn), dims wn·DW..+DW (DW = DP/WN): dV += Pᵀ·dout, dK += dSᵀ·Q
-//      (A fragments from ps/dss, B from dout/Q with ldmatrix.trans, as V in the forward).
-// WN = 1 (DP <= 80) gives each warp all of D; WN = 2 (DP >= 128) halves the dK/dV accumulators
-// (2·DW/2 floats per thread: 128 at DP = 256) so that they stay in registers.
+//      fragments, Q, dout as B, read like the forward's Q and K), Pᵀ and dSᵀ = Pᵀ(dPᵀ − Δ);
+//   2. warp (kb, wn), dims wn·DW..+DW (DW = DP/WN): dV += bf16(Pᵀ)·dout, dK += bf16(dSᵀ)·Q (B
+//      from dout/Q with ldmatrix.trans, as V in the forward).
+// WN = 1 (DP <= 80): each warp has all of D and all BQ queries, so phase 2's A fragments are its
+// own Pᵀ/dSᵀ accumulators (as P in the forward's P·V). WN = 2 (DP >= 128) halves the dK/dV
+// accumulators (2·DW/2 floats per thread: 128 at DP = 256) so that they stay in registers; then
+// phase 1 stores Pᵀ, dSᵀ as bf16 into ps, dss [BK][BQ + 8] (the +8 as the other rows: ldmatrix
+// without conflicts) and phase 2 reads them, after a barrier, with ldmatrix.
 // Barriers per query tile: the loop-top one (tile landed; everyone done with the previous tile,
-// its stage and ps/dss) and the one between the phases.
+// its stage and ps/dss) and, when WN = 2, the one between the phases.
 
 // The first query that can see a key of [k0, k_last] under causal + image groups: k0, or an
 // earlier query through an image it shares with a key of the tile: the first query whose group
@@ -892,10 +912,15 @@ static __device__ int tc_causal_group_begin(const mg_attention_args &a, int64_t 
     return range[2];
 }
 
-// Shared memory of the dk/dv kernel: K, V [BK][LD]; Q, dout [2][BQ][LD]; ps, dss [BK][BQ+8];
+// Warps per 16-key block of the dk/dv kernel (WN above).
+static constexpr __host__ __device__ int dkdv_wn(int BK) { return TC_WARPS / (BK / 16); }
+// Rows of ps and dss: BK when WN > 1, none when phase 2 reads registers.
+static constexpr __host__ __device__ int dkdv_ps_rows(int BK) { return dkdv_wn(BK) > 1 ? BK : 0; }
+
+// Shared memory of the dk/dv kernel: K, V [BK][LD]; Q, dout [2][BQ][LD]; ps, dss [PS_ROWS][BQ+8];
 // lse2, Δ, group [2][BQ].
 static constexpr __host__ __device__ size_t dkdv_smem_bytes(int DP, int BK, int BQ) {
-    return sizeof(bf16) * ((size_t)(2 * BK + 4 * BQ) * (DP + 8) + (size_t)2 * BK * (BQ + 8)) +
+    return sizeof(bf16) * ((size_t)(2 * BK + 4 * BQ) * (DP + 8) + (size_t)2 * dkdv_ps_rows(BK) * (BQ + 8)) +
            (2 * sizeof(float) + sizeof(int)) * 2 * (size_t)BQ;
 }
 
@@ -904,7 +929,8 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     attention_backward_dkdv_tc_kernel(bf16 *dk, bf16 *dv, const bf16 *q, const bf16 *k, const bf16 *v,
                                       const bf16 *dout, const float *lse2, const float *delta, mg_attention_args a) {
     constexpr int KB = BK / 16;          // key blocks of 16
-    constexpr int WN = TC_WARPS / KB;    // warps per key block
+    constexpr int WN = dkdv_wn(BK);      // warps per key block
+    constexpr int PS_ROWS = dkdv_ps_rows(BK);
     constexpr int QW = BQ / WN;          // queries per warp in phase 1
     constexpr int DW = DP / WN;          // dims per warp in phase 2
     constexpr int LD = DP + 8, LP = BQ + 8;
@@ -919,9 +945,9 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     bf16 *vs = ks + BK * LD;                         // [BK][LD]
     bf16 *qs = vs + BK * LD;                         // [2][BQ][LD]
     bf16 *dos = qs + 2 * BQ * LD;                    // [2][BQ][LD]
-    bf16 *ps = dos + 2 * BQ * LD;                    // [BK][LP] Pᵀ
-    bf16 *dss = ps + BK * LP;                        // [BK][LP] dSᵀ
-    float *slse = reinterpret_cast<float *>(dss + BK * LP);  // [2][BQ]
+    bf16 *ps = dos + 2 * BQ * LD;                    // [PS_ROWS][LP] Pᵀ (WN > 1)
+    bf16 *dss = ps + PS_ROWS * LP;                   // [PS_ROWS][LP] dSᵀ (WN > 1)
+    float *slse = reinterpret_cast<float *>(dss + PS_ROWS * LP);  // [2][BQ]
     float *sdelta = slse + 2 * BQ;                   // [2][BQ]
     int *sgroup = reinterpret_cast<int *>(sdelta + 2 * BQ);  // [2][BQ]
 
@@ -1004,8 +1030,8 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
         // answer for the WN warps of the block, which share ps/dss rows.
         const bool kb_skips = kj0 >= T || (a.causal && !a.group && q0 + BQ - 1 < kj0) ||
                               (a.window > 0 && q0 - kj1 >= a.window);
+        float s[NQ][4], dp[NQ][4];  // Sᵀ then Pᵀ; dPᵀ then dSᵀ
         if (!kb_skips) {
-            float s[NQ][4], dp[NQ][4];
 #pragma unroll
             for (int n = 0; n < NQ; n++)
 #pragma unroll
@@ -1030,7 +1056,7 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
                 }
             }
 
-            // Pᵀ and dSᵀ (row = key kj0 + fr + 8r, column = query q0 + col) into ps, dss.
+            // Pᵀ and dSᵀ (row = key kj0 + fr + 8r, column = query q0 + col), into ps, dss when WN > 1.
             const bool all_visible = !a.key_valid && kj1 < T && q0 + BQ <= T && (!a.causal || kj1 <= q0) &&
                                      (a.window == 0 || q0 + BQ - 1 - kj0 < a.window);
 #pragma unroll
@@ -1050,24 +1076,36 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
                     s[n][e] = p;
                     dp[n][e] = p * (dp[n][e] - delta_n[col]);
                 }
+                if constexpr (WN > 1)
 #pragma unroll
-                for (int r = 0; r < 2; r++) {
-                    const int off = (kb * 16 + fr + 8 * r) * LP + wn * QW + 8 * n + fc;
-                    *reinterpret_cast<uint32_t *>(ps + off) = pack_bf16x2(s[n][2 * r], s[n][2 * r + 1]);
-                    *reinterpret_cast<uint32_t *>(dss + off) = pack_bf16x2(dp[n][2 * r], dp[n][2 * r + 1]);
-                }
+                    for (int r = 0; r < 2; r++) {
+                        const int off = (kb * 16 + fr + 8 * r) * LP + wn * QW + 8 * n + fc;
+                        *reinterpret_cast<uint32_t *>(ps + off) = pack_bf16x2(s[n][2 * r], s[n][2 * r + 1]);
+                        *reinterpret_cast<uint32_t *>(dss + off) = pack_bf16x2(dp[n][2 * r], dp[n][2 * r + 1]);
+                    }
             }
         }
-        __syncthreads();  // ps, dss of every key block complete
+        if constexpr (WN > 1) __syncthreads();  // ps, dss of every key block complete
 
         if (!kb_skips) {
             // dV += Pᵀ·dout, dK += dSᵀ·Q over this warp's dims, 16 queries per step.
 #pragma unroll
             for (int jq = 0; jq < BQ / 16; jq++) {
                 uint32_t pa[4], sa[4];  // keys 0-7/8-15 of the block × queries 16jq..+7/16jq+8..+15
-                const int a_off = (kb * 16 + (lane & 15)) * LP + 16 * jq + (lane >> 4) * 8;
-                ldmatrix_x4(pa, ps + a_off);
-                ldmatrix_x4(sa, dss + a_off);
+                if constexpr (WN == 1) {  // query blocks 2jq, 2jq+1 of this warp's accumulators
+                    pa[0] = pack_bf16x2(s[2 * jq][0], s[2 * jq][1]);
+                    pa[1] = pack_bf16x2(s[2 * jq][2], s[2 * jq][3]);
+                    pa[2] = pack_bf16x2(s[2 * jq + 1][0], s[2 * jq + 1][1]);
+                    pa[3] = pack_bf16x2(s[2 * jq + 1][2], s[2 * jq + 1][3]);
+                    sa[0] = pack_bf16x2(dp[2 * jq][0], dp[2 * jq][1]);
+                    sa[1] = pack_bf16x2(dp[2 * jq][2], dp[2 * jq][3]);
+                    sa[2] = pack_bf16x2(dp[2 * jq + 1][0], dp[2 * jq + 1][1]);
+                    sa[3] = pack_bf16x2(dp[2 * jq + 1][2], dp[2 * jq + 1][3]);
+                } else {
+                    const int a_off = (kb * 16 + (lane & 15)) * LP + 16 * jq + (lane >> 4) * 8;
+                    ldmatrix_x4(pa, ps + a_off);
+                    ldmatrix_x4(sa, dss + a_off);
+                }
 #pragma unroll
                 for (int d = 0; d < DBW; d += 2) {
                     const int dg = wn * DBW + d;  // 8-dim block within D

@@ -6,6 +6,9 @@
 //          D's n8 blocks only, K tiles past an image group skipped under causal
 //   tc_v1  the previous production kernel: 64-row tiles, one K and one V buffer, no skipping
 //   fp32   attention_forward_fp32_kernel, fp32 on CUDA cores (the fallback for odd D / alignment)
+//   bwd_tc    attention_backward's tensor-core path (production): Δ, lse2 (the forward kernel's
+//             STATS mode), dq kernel, dk/dv kernel
+//   bwd_fp32  attention_backward's fp32 path (the fallback), the reference for bwd_tc
 // Shapes: SigLIP (B=8 images, H=16, T=4096, D=72, no mask); Gemma (B=32, H=8, Hkv=4, T=360,
 // D=256) causal, and causal + one image of 256 soft tokens at position 6 (the model's real mask).
 // Each shape is validated first: both tc versions against fp32 on the same random inputs (nmse
@@ -14,7 +17,10 @@
 // timed times (fp32: 3) with CUDA events around each run and a 256 MiB write between runs so
 // that no run finds its inputs in L2; the median is printed, then the tc/tc_v1 speed-up.
 // FLOPs: 4·B·H·T²·D with the real D (72, not the padded 80), halved when causal (the count
-// flash-attention's and torch's benchmarks use), so rows compare with attention_torch.py.
+// flash-attention's and torch's benchmarks use), so rows compare with attention_torch.py; the
+// backward counts 2.5x that (five T×T×D products; this one does eight: lse2's Q·Kᵀ and the dq
+// pass's S and dP are recomputed). The backward is validated the same way (dq, dk, dv of bwd_tc
+// against bwd_fp32 from zero, out from the tc forward) and timed accumulating.
 //
 // Build and run (GPU machine): make build/bench/attention && build/bench/attention
 // Next to torch SDPA on the same GPU:  python3 tests/bench/attention_torch.py
@@ -174,6 +180,98 @@ static int bench_shape(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_byte
     return ok;
 }
 
+// The backward with its path forced (the entry picks by alignment): scratch, Δ, then tc or fp32.
+template <bool TC>
+static mg_status attention_backward_path(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout,
+                                         const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *out,
+                                         const mg_attention_args *a) {
+    const int64_t n_stat = a->B * a->T * a->H;
+    float *lse2 = NULL;
+    MG_TRY(attention_backward_scratch(ctx, 2 * sizeof(float) * (size_t)n_stat, &lse2));
+    MG_TRY(attention_backward_delta_launch(ctx, lse2 + n_stat, dout, out, a));
+    if (TC) return attention_backward_tc_launch(ctx, dq, dk, dv, q, k, v, dout, lse2, lse2 + n_stat, a);
+    return attention_backward_fp32_launch(ctx, dq, dk, dv, q, k, v, dout, lse2, lse2 + n_stat, a);
+}
+
+static int bench_backward(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_bytes) {
+    const size_t nq = (size_t)s.B * s.T * s.H * s.D, nk = (size_t)s.B * s.T * s.Hkv * s.D;
+    bf16 *q = rand_device(nq, 2.0f), *k = rand_device(nk, 2.0f), *v = rand_device(nk, 1.0f),
+         *dout = rand_device(nq, 1.0f), *out = NULL;
+    int32_t *group = NULL;
+    if (s.img_start >= 0) {
+        std::vector<int32_t> h((size_t)(s.B * s.T), -1);
+        for (int64_t b = 0; b < s.B; b++)
+            for (int64_t t = s.img_start; t < s.img_start + s.img_len; t++) h[(size_t)(b * s.T + t)] = 0;
+        BENCH_CHECK(cudaMalloc(&group, h.size() * sizeof(int32_t)));
+        BENCH_CHECK(cudaMemcpy(group, h.data(), h.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    }
+    mg_attention_args a = {};
+    a.B = s.B, a.T = s.T, a.H = s.H, a.Hkv = s.Hkv, a.D = s.D;
+    a.scale = 1.0f / sqrtf((float)s.D);
+    a.causal = s.causal;
+    a.group = group;
+    BENCH_CHECK(cudaMalloc(&out, nq * sizeof(bf16)));
+    MG_CHECK(attention_forward_tc_launch(ctx, out, q, k, v, &a));
+
+    struct version {
+        const char *name;
+        bool tc;
+        int reps;
+        bf16 *dq, *dk, *dv;
+    } versions[] = {{"bwd_tc", true, REPEATS, NULL, NULL, NULL}, {"bwd_fp32", false, REPEATS_FP32, NULL, NULL, NULL}};
+    auto run = [&](const version &ver) {
+        return ver.tc ? attention_backward_path<true>(ctx, ver.dq, ver.dk, ver.dv, dout, q, k, v, out, &a)
+                      : attention_backward_path<false>(ctx, ver.dq, ver.dk, ver.dv, dout, q, k, v, out, &a);
+    };
+    for (version &ver : versions) {
+        BENCH_CHECK(cudaMalloc(&ver.dq, nq * sizeof(bf16)));
+        BENCH_CHECK(cudaMalloc(&ver.dk, nk * sizeof(bf16)));
+        BENCH_CHECK(cudaMalloc(&ver.dv, nk * sizeof(bf16)));
+        BENCH_CHECK(cudaMemset(ver.dq, 0, nq * sizeof(bf16)));
+        BENCH_CHECK(cudaMemset(ver.dk, 0, nk * sizeof(bf16)));
+        BENCH_CHECK(cudaMemset(ver.dv, 0, nk * sizeof(bf16)));
+        MG_CHECK(run(ver));
+    }
+    MG_CHECK(mg_cuda_sync(ctx));
+    int ok = 1;
+    const char *grads[3] = {"dq", "dk", "dv"};
+    for (int t = 0; t < 3; t++) {
+        const size_t n = t ? nk : nq;
+        const bf16 *got = t == 0 ? versions[0].dq : t == 1 ? versions[0].dk : versions[0].dv;
+        const bf16 *ref = t == 0 ? versions[1].dq : t == 1 ? versions[1].dk : versions[1].dv;
+        size_t nans = 0;
+        const double nmse = nmse_of(download(got, n), download(ref, n), &nans);
+        const int g_ok = nans == 0 && nmse <= 1e-4;
+        printf("# %s: bwd_tc vs bwd_fp32 %s nmse=%.2e nan=%zu: %s\n", s.name, grads[t], nmse, nans, g_ok ? "OK" : "FAIL");
+        ok &= g_ok;
+    }
+
+    const double flop = 2.5 * 4.0 * s.B * s.H * (double)s.T * s.T * s.D * (s.causal ? 0.5 : 1.0);
+    for (const version &ver : versions) {
+        cudaEvent_t e0, e1;
+        BENCH_CHECK(cudaEventCreate(&e0));
+        BENCH_CHECK(cudaEventCreate(&e1));
+        for (int i = 0; i < WARMUP; i++) MG_CHECK(run(ver));
+        std::vector<float> ms(ver.reps);
+        for (int i = 0; i < ver.reps; i++) {
+            BENCH_CHECK(cudaMemsetAsync(flush, i & 0xff, flush_bytes, ctx->stream));
+            BENCH_CHECK(cudaEventRecord(e0, ctx->stream));
+            MG_CHECK(run(ver));
+            BENCH_CHECK(cudaEventRecord(e1, ctx->stream));
+            BENCH_CHECK(cudaEventSynchronize(e1));
+            BENCH_CHECK(cudaEventElapsedTime(&ms[i], e0, e1));
+        }
+        BENCH_CHECK(cudaEventDestroy(e0));
+        BENCH_CHECK(cudaEventDestroy(e1));
+        std::sort(ms.begin(), ms.end());
+        const float med = ms[ver.reps / 2];
+        printf("%-8s | %-52s | %9.3f | %7.1f\n", ver.name, s.name, med, flop / (med * 1e-3) / 1e12);
+    }
+    for (version &ver : versions) cudaFree(ver.dq), cudaFree(ver.dk), cudaFree(ver.dv);
+    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(dout), cudaFree(out), cudaFree(group);
+    return ok;
+}
+
 int main(void) {
     mg_cuda_ctx ctx;
     MG_CHECK(mg_cuda_ctx_create(&ctx, 0));
@@ -190,6 +288,7 @@ int main(void) {
     printf("version | shape | time ms | TFLOP/s\n");
     int all_ok = 1;
     for (const shape &s : shapes) all_ok &= bench_shape(&ctx, s, flush, flush_bytes);
+    for (const shape &s : shapes) all_ok &= bench_backward(&ctx, s, flush, flush_bytes);
     cudaFree(flush);
     mg_cuda_ctx_destroy(&ctx);
     printf("# validation: %s\n", all_ok ? "all OK" : "FAILED");

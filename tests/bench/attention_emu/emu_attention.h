@@ -1,0 +1,66 @@
+// The launchers of kernels/cuda/attention.cu, emulated: the same kernels and configurations
+// (keep in step with attention_tc_launch, attention_backward_tc_launch and
+// attention_backward_fp32_launch), grids run by emu_launch. Included after attn_emu.inc.
+#pragma once
+
+template <int DP, int BQ, bool STATS>
+static void emu_forward_tc_cfg(bf16 *out, float *lse2, const bf16 *q, const bf16 *k, const bf16 *v,
+                               const mg_attention_args &a) {
+    emu_launch({(unsigned)((a.T + BQ - 1) / BQ), (unsigned)a.H, (unsigned)a.B}, TC_THREADS,
+               attention_tc_smem_bytes(DP, BQ), [&] { attention_forward_tc_kernel<DP, BQ, STATS>(out, lse2, q, k, v, a); });
+}
+template <bool STATS>
+static void emu_forward_tc(bf16 *out, float *lse2, const bf16 *q, const bf16 *k, const bf16 *v, const mg_attention_args &a) {
+    const int D = a.D;
+    if (D <= 32) return emu_forward_tc_cfg<32, 128, STATS>(out, lse2, q, k, v, a);
+    if (D <= 64) return emu_forward_tc_cfg<64, 128, STATS>(out, lse2, q, k, v, a);
+    if (D <= 80) return emu_forward_tc_cfg<80, 128, STATS>(out, lse2, q, k, v, a);
+    if (D <= 128) return emu_forward_tc_cfg<128, 64, STATS>(out, lse2, q, k, v, a);
+    return emu_forward_tc_cfg<256, 64, STATS>(out, lse2, q, k, v, a);
+}
+
+template <int DP, int BK, int BQ>
+static void emu_backward_tc_cfg(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *q, const bf16 *k, const bf16 *v,
+                                const bf16 *dout, float *lse2, const float *delta, const mg_attention_args &a) {
+    emu_forward_tc<true>(NULL, lse2, q, k, k, a);
+    emu_launch({(unsigned)((a.T + 63) / 64), (unsigned)a.H, (unsigned)a.B}, TC_THREADS, attention_backward_dq_smem_bytes(DP),
+               [&] { attention_backward_dq_tc_kernel<DP>(dq, q, k, v, dout, lse2, delta, a); });
+    emu_launch({(unsigned)((a.T + BK - 1) / BK), (unsigned)a.Hkv, (unsigned)a.B}, TC_THREADS, dkdv_smem_bytes(DP, BK, BQ),
+               [&] { attention_backward_dkdv_tc_kernel<DP, BK, BQ>(dk, dv, q, k, v, dout, lse2, delta, a); });
+}
+
+template <int DPL>
+static void emu_backward_fp32_dpl(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *q, const bf16 *k, const bf16 *v,
+                                  const bf16 *dout, float *lse2, const float *delta, const mg_attention_args &a) {
+    emu_launch({3, 1, 1}, 128, 0, [&] { attention_backward_dq_fp32_kernel<DPL>(dq, lse2, q, k, v, dout, delta, a); });
+    emu_launch({3, 1, 1}, 128, 0, [&] { attention_backward_dkdv_fp32_kernel<DPL>(dk, dv, q, k, v, dout, lse2, delta, a); });
+}
+
+// mg_cuda_attention_backward with the path given: Δ, then the tensor-core or the fp32 passes.
+static void emu_attention_backward(bool tc, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
+                                   const bf16 *k, const bf16 *v, const bf16 *out, const mg_attention_args &a) {
+    const int64_t n_stat = a.B * a.T * a.H;
+    std::vector<float> scratch(2 * n_stat, NAN);  // NaN: a statistic read before it is written shows
+    float *lse2 = scratch.data(), *delta = lse2 + n_stat;
+    emu_launch({4, 1, 1}, 128, 0, [&] { attention_backward_delta_kernel(delta, dout, out, a); });
+    if (tc) {
+        const int D = a.D, DP = D <= 32 ? 32 : D <= 64 ? 64 : D <= 80 ? 80 : D <= 128 ? 128 : 256;
+        switch (DP) {
+        case 32: return emu_backward_tc_cfg<32, 64, 64>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+        case 64: return emu_backward_tc_cfg<64, 64, 64>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+        case 80: return emu_backward_tc_cfg<80, 64, 64>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+        case 128: return emu_backward_tc_cfg<128, 32, 64>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+        default: return emu_backward_tc_cfg<256, 32, 32>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+        }
+    }
+    switch ((a.D + 31) / 32) {
+    case 1: return emu_backward_fp32_dpl<1>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 2: return emu_backward_fp32_dpl<2>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 3: return emu_backward_fp32_dpl<3>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 4: return emu_backward_fp32_dpl<4>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 5: return emu_backward_fp32_dpl<5>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 6: return emu_backward_fp32_dpl<6>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    case 7: return emu_backward_fp32_dpl<7>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    default: return emu_backward_fp32_dpl<8>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+    }
+}

@@ -1,0 +1,30 @@
+// tests/gpu/test_cuda_ops.c's CUDA layer on the host, for test_main.c: device memory is host memory,
+// copies are memcpy, and mg_cuda_attention_backward runs the kernels in the emulator, choosing the
+// path with the production condition (attention_backward_uses_tensor_cores).
+#include "emu.h"
+#include "attn_emu.inc"
+#include "emu_attention.h"
+extern "C" {
+#include "engine/status.h"
+#include "kernels/cuda/cuda_context.h"
+}
+
+int emu_tc_calls, emu_fp32_calls;
+
+extern "C" mg_status mg_cuda_attention_backward(mg_cuda_ctx *, void *dq, void *dk, void *dv, const void *dout,
+                                                const void *q, const void *k, const void *v, const void *out,
+                                                const mg_attention_args *a) {
+    const bool tc = attention_backward_uses_tensor_cores(dq, dk, dv, dout, q, k, v, a->D);
+    (tc ? emu_tc_calls : emu_fp32_calls)++;
+    emu_attention_backward(tc, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, (const bf16 *)q,
+                           (const bf16 *)k, (const bf16 *)v, (const bf16 *)out, *a);
+    return MG_OK;
+}
+extern "C" mg_status mg_cuda_alloc(mg_cuda_ctx *, void **p, size_t bytes) {
+    *p = aligned_alloc(256, (bytes + 255) / 256 * 256);  // cudaMalloc's alignment
+    return MG_OK;
+}
+extern "C" void mg_cuda_free(void *p) { free(p); }
+extern "C" mg_status mg_cuda_upload(mg_cuda_ctx *, void *d, const void *s, size_t n) { memcpy(d, s, n); return MG_OK; }
+extern "C" mg_status mg_cuda_download(mg_cuda_ctx *, void *d, const void *s, size_t n) { memcpy(d, s, n); return MG_OK; }
+extern "C" mg_status mg_cuda_sync(mg_cuda_ctx *) { return MG_OK; }

@@ -1,0 +1,27 @@
+/* Runs tests/gpu/test_cuda_ops.c's attention_backward cases (its harness, reference and verdicts)
+ * on the emulated kernels (fake_cuda.cpp): small shapes only, the emulator is slow. */
+#define main test_cuda_ops_main
+#include "tests/gpu/test_cuda_ops.c"
+#undef main
+
+extern int emu_tc_calls, emu_fp32_calls;
+
+int main(void) {
+    rng_state = 11;
+    mg_cuda_ctx ctx;
+    memset(&ctx, 0, sizeof ctx);
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 37, .H = 4, .Hkv = 2, .D = 16, .causal = 1, .padding = 1,
+                                              .img_start = -1, .want_groups = 4});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 70, .H = 2, .Hkv = 1, .D = 200, .causal = 1, .padding = 1,
+                                              .img_start = 10, .img_len = 20, .want_groups = 1});
+    case_attention_backward(&ctx, (attn_case){.B = 1, .T = 33, .H = 2, .Hkv = 2, .D = 5, .causal = 1, .window = 3,
+                                              .img_start = -1, .fp32_kernel = 1, .want_groups = 2});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 100, .H = 4, .Hkv = 2, .D = 72, .causal = 1, .window = 30,
+                                              .padding = 1, .img_start = 10, .img_len = 40, .fp32_kernel = 1,
+                                              .want_groups = 4});
+    case_attention_backward(&ctx, (attn_case){.B = 3, .T = 100, .H = 4, .Hkv = 2, .D = 72, .causal = 1, .window = 30,
+                                              .padding = 1, .img_start = 10, .img_len = 40, .want_groups = 2});
+    printf("tensor-core path %d calls, fp32 path %d calls; %d/%d passed\n", emu_tc_calls, emu_fp32_calls, test_passed_,
+           test_passed_ + test_failed_);
+    return test_failed_ != 0;
+}
