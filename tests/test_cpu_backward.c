@@ -19,37 +19,10 @@
 
 #include "engine/backend.h"
 #include "engine/dropout.h"
-#include "tests/test.h"
+#include "tests/cpu_op_harness.h"
 
-#define GUARD 16
-#define SENTINEL 12345.678f
 #define THREADS 3 /* more threads than rows in some cases, fewer in others */
 
-/* ---- helpers (as tests/test_cpu_ops.c) ---------------------------------------------------- */
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static float uniform(float lo, float hi) { /* xorshift64*, reproducible */
-    rng_state ^= rng_state >> 12, rng_state ^= rng_state << 25, rng_state ^= rng_state >> 27;
-    return lo + (hi - lo) * (float)((rng_state * 0x2545f4914f6cdd1dull) >> 40) / (float)(1 << 24);
-}
-static float *rand_vec(int64_t n, float lo, float hi) {
-    float *x = malloc((size_t)(n ? n : 1) * sizeof(float));
-    for (int64_t i = 0; i < n; i++) x[i] = uniform(lo, hi);
-    return x;
-}
-/* An output buffer of n floats with GUARD sentinels on each side. */
-static float *out_new(int64_t n) {
-    float *p = malloc((size_t)(n + 2 * GUARD) * sizeof(float));
-    for (int64_t i = 0; i < n + 2 * GUARD; i++) p[i] = SENTINEL;
-    return p + GUARD;
-}
-static void out_free(const char *what, float *p, int64_t n) {
-    int ok = 1;
-    for (int i = 0; i < GUARD; i++) ok &= p[-1 - i] == SENTINEL && p[n + i] == SENTINEL;
-    CHECK(ok, "%s wrote outside its output", what);
-    free(p - GUARD);
-}
-static double *ref_new(int64_t n) { return calloc((size_t)(n ? n : 1), sizeof(double)); }
 static double *to_double(const float *x, int64_t n) {
     double *d = ref_new(n);
     for (int64_t i = 0; i < n; i++) d[i] = x[i];

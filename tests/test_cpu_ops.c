@@ -9,36 +9,11 @@
 #include <stdlib.h>
 
 #include "engine/backend.h"
-#include "tests/test.h"
+#include "tests/cpu_op_harness.h"
 
-#define GUARD 16
-#define SENTINEL 12345.678f
 #define TOL 1e-5    /* fp32 math against float64: a few ulps of accumulated rounding */
 #define EXACT 1e-12 /* pure copies: any difference is a bug */
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static float uniform(float lo, float hi) { /* xorshift64*, reproducible */
-    rng_state ^= rng_state >> 12, rng_state ^= rng_state << 25, rng_state ^= rng_state >> 27;
-    return lo + (hi - lo) * (float)((rng_state * 0x2545f4914f6cdd1dull) >> 40) / (float)(1 << 24);
-}
-static float *rand_vec(int64_t n, float lo, float hi) {
-    float *x = malloc((size_t)n * sizeof(float));
-    for (int64_t i = 0; i < n; i++) x[i] = uniform(lo, hi);
-    return x;
-}
-/* An output buffer of n floats with GUARD sentinels on each side. */
-static float *out_new(int64_t n) {
-    float *p = malloc((size_t)(n + 2 * GUARD) * sizeof(float));
-    for (int64_t i = 0; i < n + 2 * GUARD; i++) p[i] = SENTINEL;
-    return p + GUARD;
-}
-static void out_free(const char *what, float *p, int64_t n) {
-    int ok = 1;
-    for (int i = 0; i < GUARD; i++) ok &= p[-1 - i] == SENTINEL && p[n + i] == SENTINEL;
-    CHECK(ok, "%s wrote outside its output", what);
-    free(p - GUARD);
-}
-static double *ref_new(int64_t n) { return calloc((size_t)n, sizeof(double)); }
 
 static const mg_backend *be;
 

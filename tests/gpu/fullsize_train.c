@@ -17,20 +17,11 @@
 #include "engine/device.h"
 #include "engine/optim.h"
 #include "model/train_step.h"
+#include "tests/test.h"
 
 static int die(const char *what) {
     fprintf(stderr, "fullsize_train: %s\n%s\n", what, mg_last_error());
     return 1;
-}
-
-static int32_t *as_ints(const mg_st_tensor *t) {
-    const int64_t n = mg_st_numel(t);
-    float *f = malloc((size_t)n * sizeof(float));
-    int32_t *v = malloc((size_t)n * sizeof(int32_t));
-    mg_to_f32(f, t->data, t->dtype, (size_t)n);
-    for (int64_t i = 0; i < n; i++) v[i] = (int32_t)f[i];
-    free(f);
-    return v;
 }
 
 static double now_s(void) {
@@ -83,7 +74,7 @@ int main(int argc, char **argv) {
         return die("bad inputs");
     }
     const int64_t n = idt->shape[0], T = idt->shape[1], px_row = mg_st_numel(px) / n;
-    int32_t *ids = as_ints(idt), *tt = as_ints(ttt), *labels = as_ints(lbt);
+    int32_t *ids = test_fixture_ints(idt), *tt = test_fixture_ints(ttt), *labels = test_fixture_ints(lbt);
     float *pixels = malloc((size_t)mg_st_numel(px) * sizeof(float));
     mg_to_f32(pixels, px->data, px->dtype, (size_t)mg_st_numel(px));
     int32_t *bids = malloc((size_t)(B * T) * sizeof(int32_t)), *btt = malloc((size_t)(B * T) * sizeof(int32_t)),
