@@ -492,6 +492,13 @@ int mg_tape_mark(const mg_tape *t) { return t->n_rec; }
 
 void mg_tape_clear_grads(mg_tape *t) { t->n_bind = 0; }
 
+void mg_tape_truncate(mg_tape *t, int mark) {
+    if (mark >= 0 && mark < t->n_rec) t->n_rec = mark;
+    t->n_bind = 0;
+}
+
+size_t mg_tape_arena_bytes(const mg_tape *t) { return t->arena_bytes; }
+
 void mg_tape_set_leaves(mg_tape *t, const void *params_act, float *grads, int64_t n) {
     t->leaves = params_act, t->leaf_grads = grads, t->n_leaves = n;
 }

@@ -47,6 +47,11 @@ void mg_tape_reset(mg_tape *t);
 int mg_tape_mark(const mg_tape *t);
 /* Forgets every gradient binding, keeping the records (the next segment's backward). */
 void mg_tape_clear_grads(mg_tape *t);
+/* Forgets the records from position `mark` on (and every gradient binding): the records before it
+ * stay, so a segment can be recomputed after segments that were kept. */
+void mg_tape_truncate(mg_tape *t, int mark);
+/* Bytes of the gradient arena (it grows to the largest segment's need). */
+size_t mg_tape_arena_bytes(const mg_tape *t);
 
 /* params_act[n] (act_dtype, on the inner backend) holds every LoRA A and B that lora_forward will
  * read; grads[n] (fp32) receives their gradients (+=) at the same element offsets. */

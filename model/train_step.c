@@ -28,12 +28,15 @@ typedef struct {
     void *hn;        /* (R, C) after the final norm */
     void *dhn;       /* (R, C) its gradient */
     void *logits;    /* (Rc, V) one chunk of logits, then its gradient in place */
-    void *scratch;   /* one layer's activations (text or vision) or the projector's */
+    void *vstore;    /* the kept vision layers' activations, one part per layer */
+    void *scratch;   /* the text layers' activations (all, or one with recompute), a recomputed vision
+                      * layer's, or the projector's, in turn */
 } step_bufs;
 
 typedef struct {
     int64_t B, T, M, N, R, Rc, n_soft;
     size_t tok_bytes;
+    int vision_keep; /* top vision layers whose activations are kept (the others are recomputed) */
 } step_dims;
 
 static size_t step_layout(step_bufs *f, char *base, const mg_config *cfg, const mg_lora_device *lora, size_t es,
@@ -60,12 +63,15 @@ static size_t step_layout(step_bufs *f, char *base, const mg_config *cfg, const 
     f->dhn = mg_carve(base, &used, d->R * C, es);
     f->logits = mg_carve(base, &used, d->Rc * cfg->vocab, es);
     size_t scratch = mg_gemma3_layer_train_bytes(cfg, lora, d->M, es) * (recompute ? 1 : (size_t)cfg->n_layers);
+    size_t vstore = 0;
     if (d->N) {
         const size_t vis = mg_siglip_layer_train_bytes(cfg, lora, d->N, es);
         const size_t proj = mg_projector_scratch_bytes(cfg, d->N, es);
-        scratch = vis > scratch ? vis : scratch;
+        vstore = vis * (size_t)d->vision_keep;
+        if (d->vision_keep < cfg->v_layers) scratch = vis > scratch ? vis : scratch;
         scratch = proj > scratch ? proj : scratch;
     }
+    f->vstore = mg_carve(base, &used, (int64_t)vstore, 1);
     f->scratch = mg_carve(base, &used, (int64_t)scratch, 1);
     return used;
 }
@@ -77,8 +83,12 @@ mg_status mg_trainer_create(mg_trainer *t, mg_model *m, mg_lora_device *lora) {
         return mg_fail(MG_ERR_ARG, "train from the base model (give the adapter to train with --adapter)",
                        "the model has an adapter merged into its weights");
     t->m = m, t->lora = lora;
-    if (!(t->marks = malloc((size_t)(m->cfg.n_layers + 1) * sizeof(int))))
+    t->marks = malloc((size_t)(m->cfg.n_layers + 1) * sizeof(int));
+    t->vmarks = malloc((size_t)(m->cfg.v_layers + 1) * sizeof(int));
+    if (!t->marks || !t->vmarks) {
+        mg_trainer_free(t);
         return mg_fail(MG_ERR_OOM, NULL, "trainer tables");
+    }
     MG_TRY(mg_tape_create(&t->tape, m->be));
     mg_tape_set_leaves(t->tape, lora->act, lora->grads, lora->n_params);
     return MG_OK;
@@ -86,9 +96,21 @@ mg_status mg_trainer_create(mg_trainer *t, mg_model *m, mg_lora_device *lora) {
 
 void mg_trainer_free(mg_trainer *t) {
     if (t->m && t->work) t->m->be->free(t->m->be->ctx, t->work);
+    if (!t->m) memset(t, 0, sizeof *t);
     mg_tape_destroy(t->tape);
     free(t->marks);
+    free(t->vmarks);
     memset(t, 0, sizeof *t);
+}
+
+size_t mg_memory_budget(const mg_backend *be, const mg_model *m, double max_gb) {
+    const double margin = 2e9;
+    if (max_gb > 0) return max_gb * 1e9 > margin ? (size_t)(max_gb * 1e9 - margin) : 0;
+    if (be == mg_backend_cpu()) return 0;
+    mg_gpu_info gi;
+    mg_gpu_query(&gi);
+    if (!gi.available || (double)gi.free_mem <= margin) return 0;
+    return m->arena_bytes + (size_t)((double)gi.free_mem - margin);
 }
 
 int64_t mg_count_targets(const int32_t *labels, int64_t B, int64_t T) {
@@ -115,6 +137,24 @@ static mg_status segment_backward(mg_trainer *t, int from, int to, const void *o
     const mg_status s = mg_tape_backward(t->tape, from, to);
     mg_tape_clear_grads(t->tape);
     return s;
+}
+
+/* How many of the top vision layers keep their activations within t->memory_budget: the weights,
+ * the adapter state, the step's buffers with k layers kept, and the tape's gradient arena (about
+ * one layer's activations) must fit. */
+static int plan_vision_keep(const mg_trainer *t, step_dims *d, size_t es) {
+    const mg_config *cfg = &t->m->cfg;
+    if (!d->N || !t->memory_budget || !has_vision_lora(t->lora, cfg)) return 0;
+    step_bufs f;
+    d->vision_keep = 0;
+    const size_t base = step_layout(&f, NULL, cfg, t->lora, es, d, t->recompute);
+    const size_t layer = mg_siglip_layer_train_bytes(cfg, t->lora, d->N, es);
+    const size_t text = mg_gemma3_layer_train_bytes(cfg, t->lora, d->M, es);
+    const size_t fixed = t->m->arena_bytes + (size_t)t->lora->n_params * (4 * sizeof(float) + es) + base +
+                         (layer > text ? layer : text);
+    if (fixed >= t->memory_budget) return 0;
+    const size_t k = (t->memory_budget - fixed) / layer;
+    return k > (size_t)cfg->v_layers ? cfg->v_layers : (int)k;
 }
 
 mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *labels, float grad_scale,
@@ -160,6 +200,8 @@ mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *
     /* the buffers: one allocation, kept while later steps fit in it */
     mg_token_arrays host, dev;
     d.tok_bytes = mg_token_arrays_layout(&host, NULL, d.M, 0, d.n_soft, d.R, 0);
+    d.vision_keep = plan_vision_keep(t, &d, es);
+    t->vision_keep = d.vision_keep;
     step_bufs f;
     const size_t need = step_layout(&f, NULL, cfg, lora, es, &d, t->recompute);
     if (need > t->work_bytes) {
@@ -198,12 +240,23 @@ mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *
                                    .group = dev.group };
 
     /* ---- forward, keeping each layer's input ---- */
+    mg_tape_reset(t->tape);
+    t->vmarks[0] = t->vmarks[cfg->v_layers] = 0;
     if (d.N) {
         be->upload(be->ctx, f.pixels, in->pixels, MG_F32, d.N * 3 * (int64_t)cfg->image_size * cfg->image_size);
         mg_siglip_embed(be, cfg, &m->vision, vsaved, f.pixels, d.N, f.cols);
-        for (int l = 0; l < cfg->v_layers; l++)
-            mg_siglip_layer_train(be, cfg, &m->vision, lora, l, d.N, vsaved + (size_t)(l * NPC) * es,
-                                  vsaved + (size_t)((l + 1) * NPC) * es, f.scratch);
+        /* the bottom layers run plainly (recomputed in backward); the top vision_keep are recorded
+         * now, each with its activations in its own part of vstore */
+        const int first_kept = cfg->v_layers - d.vision_keep;
+        const size_t vbytes = mg_siglip_layer_train_bytes(cfg, lora, d.N, es);
+        for (int l = 0; l < cfg->v_layers; l++) {
+            t->vmarks[l] = mg_tape_mark(t->tape);
+            const bool kept = l >= first_kept;
+            mg_siglip_layer_train(kept ? tb : be, cfg, &m->vision, lora, l, d.N, vsaved + (size_t)(l * NPC) * es,
+                                  vsaved + (size_t)((l + 1) * NPC) * es,
+                                  kept ? (char *)f.vstore + (size_t)(l - first_kept) * vbytes : f.scratch);
+        }
+        t->vmarks[cfg->v_layers] = mg_tape_mark(t->tape);
         /* post_layernorm, multi_modal_projector */
         be->layernorm_forward(be->ctx, f.vis, vsaved + (size_t)(cfg->v_layers * NPC) * es, m->vision.post_ln_w,
                               m->vision.post_ln_b, d.N * P, Cv, cfg->v_eps);
@@ -215,7 +268,7 @@ mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *
     /* with recompute, the layers run plainly and are recorded again one at a time in backward;
      * without, each is recorded now, its activations in its own part of the scratch */
     const size_t text_bytes = mg_gemma3_layer_train_bytes(cfg, lora, d.M, es);
-    mg_tape_reset(t->tape);
+    const int vision_end = mg_tape_mark(t->tape); /* the kept vision layers' records end here */
     for (int l = 0; l < cfg->n_layers; l++) {
         t->marks[l] = mg_tape_mark(t->tape);
         mg_gemma3_layer_train(t->recompute ? be : tb, cfg, &m->text, lora, l, &tok, xsaved + (size_t)(l * MC) * es,
@@ -245,9 +298,9 @@ mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *
     for (int l = cfg->n_layers - 1; l >= 0; l--) {
         const void *x_in = xsaved + (size_t)(l * MC) * es;
         if (t->recompute) {
-            mg_tape_reset(t->tape);
+            mg_tape_truncate(t->tape, vision_end);
             mg_gemma3_layer_train(tb, cfg, &m->text, lora, l, &tok, x_in, f.ytmp, f.scratch);
-            MG_TRY(segment_backward(t, 0, mg_tape_mark(t->tape), f.ytmp, g_out, x_in, g_in, MC, MC));
+            MG_TRY(segment_backward(t, vision_end, mg_tape_mark(t->tape), f.ytmp, g_out, x_in, g_in, MC, MC));
         } else {
             MG_TRY(segment_backward(t, t->marks[l], t->marks[l + 1], xsaved + (size_t)((l + 1) * MC) * es, g_out, x_in,
                                     g_in, MC, MC));
@@ -264,17 +317,24 @@ mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *
         be->scatter_rows_backward(be->ctx, dsoft, g_out, dev.soft_rows, d.n_soft, C);
         /* post_layernorm + projector */
         const void *v_last = vsaved + (size_t)(cfg->v_layers * NPC) * es;
-        mg_tape_reset(t->tape);
+        mg_tape_truncate(t->tape, vision_end); /* the text and head records are done with */
         tb->layernorm_forward(tb->ctx, f.vis, v_last, m->vision.post_ln_w, m->vision.post_ln_b, d.N * P, Cv,
                               cfg->v_eps);
         mg_projector_forward(tb, cfg, &m->projector, f.ytmp, f.vis, d.N, f.scratch);
-        MG_TRY(segment_backward(t, 0, mg_tape_mark(t->tape), f.ytmp, dsoft, v_last, g_out, d.N * mm * C, NPC));
-        /* g_out = dL/d(last vision layer's output) */
+        MG_TRY(segment_backward(t, vision_end, mg_tape_mark(t->tape), f.ytmp, dsoft, v_last, g_out, d.N * mm * C,
+                                NPC));
+        /* g_out = dL/d(last vision layer's output); kept layers replay their records, the others
+         * are recomputed through the tape first */
+        const int first_kept = cfg->v_layers - d.vision_keep;
         for (int l = cfg->v_layers - 1; l >= 0; l--) {
-            const void *x_in = vsaved + (size_t)(l * NPC) * es;
-            mg_tape_reset(t->tape);
-            mg_siglip_layer_train(tb, cfg, &m->vision, lora, l, d.N, x_in, f.ytmp, f.scratch);
-            MG_TRY(segment_backward(t, 0, mg_tape_mark(t->tape), f.ytmp, g_out, x_in, g_in, NPC, NPC));
+            const void *x_in = vsaved + (size_t)(l * NPC) * es, *x_out = vsaved + (size_t)((l + 1) * NPC) * es;
+            if (l >= first_kept) {
+                MG_TRY(segment_backward(t, t->vmarks[l], t->vmarks[l + 1], x_out, g_out, x_in, g_in, NPC, NPC));
+            } else {
+                mg_tape_reset(t->tape);
+                mg_siglip_layer_train(tb, cfg, &m->vision, lora, l, d.N, x_in, f.ytmp, f.scratch);
+                MG_TRY(segment_backward(t, 0, mg_tape_mark(t->tape), f.ytmp, g_out, x_in, g_in, NPC, NPC));
+            }
             void *swap = g_out;
             g_out = g_in, g_in = swap;
         }

@@ -26,7 +26,9 @@ static const char *USAGE =
     "  optimisation           --epochs 5, --batch 1 (micro-batch), --grad-accum 8, --max-steps 0 (0: all epochs),\n"
     "                         --lr 5e-4, --weight-decay 0, --warmup-ratio 0.03, --max-grad-norm 0.3 (0: none),\n"
     "                         --schedule cosine|linear|constant, --loss-on seed|answer (seed: the guide's labels)\n"
-    "  --recompute            recompute text layers in backward too (least memory; vision layers always are)\n"
+    "  --recompute            recompute text layers in backward too (least memory)\n"
+    "  --max-memory GB        device memory to use: the top vision layers keep their activations within it\n"
+    "                         (faster), the others are recomputed in backward (default: the GPU's free memory)\n"
     "  --single-bos           one BOS and the final newline (TRL's path) instead of the guide's stripped text\n"
     "  --prompt-file F        the user text after the image (default: the guide's 8-class prompt)\n"
     "  --eval-every N         evaluate the test split every N epochs, score mode, adapter unmerged (1; 0: never)\n"
@@ -92,7 +94,7 @@ static int train_option(const char *a, const char *v, mg_train_opts *o, int *bad
             { "--weight-decay", NULL, &o->weight_decay }, { "--warmup-ratio", NULL, &o->warmup_ratio },
             { "--max-grad-norm", NULL, &o->max_grad_norm }, { "--eval-every", &o->eval_every, NULL },
             { "--eval-batch", &o->eval.batch, NULL }, { "--save-every", &o->save_every, NULL },
-            { "--threads", &o->threads, NULL },
+            { "--threads", &o->threads, NULL },       { "--max-memory", NULL, &o->max_memory_gb },
         };
         for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
             if (strcmp(a, nums[i].flag)) continue;

@@ -256,6 +256,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
     if (s == MG_OK && o->resume) s = load_moments(o->resume, &dev);
     if (s == MG_OK) s = mg_trainer_create(&tr, m, &dev);
     tr.recompute = o->recompute;
+    tr.memory_budget = mg_memory_budget(be, m, o->max_memory_gb);
     const mg_classifier_opts co = { .text = o->prompt_text, .guide_path = o->guide_path };
     if (s == MG_OK) s = mg_classifier_init(&cl, m, &co);
     if (s == MG_OK) s = build_prompts(&tp, &cl, o, o->batch);

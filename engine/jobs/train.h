@@ -51,6 +51,8 @@ typedef struct {
     mg_loss_on loss_on;        /* MG_LOSS_ON_SEED (the guide's labels) */
     bool guide_path;           /* the guide's stripped training text with two BOS (true) */
     bool recompute;            /* recompute text layers in backward (least memory) instead of keeping them */
+    double max_memory_gb;      /* device memory the run may use (GB); vision layers' activations are kept
+                                * within it, recomputed beyond; 0: the GPU's free memory (the CPU: none kept) */
     const char *prompt_text;   /* the question; NULL: the guide's 8-class prompt */
     /* evaluation */
     int eval_every;            /* evaluate the test split every N epochs (1); 0: never */

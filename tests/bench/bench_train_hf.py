@@ -72,12 +72,13 @@ def bench_hf(model_dir, adapter, data, batch, steps, checkpointing, liger):
     return rate, peak
 
 
-def bench_medgem(model_dir, adapter, inputs, batch, steps):
+def bench_medgem(model_dir, adapter, inputs, batch, steps, max_memory):
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.path.join(REPO, "build", "lib") + ":" + env.get("LD_LIBRARY_PATH", "")
     out = os.path.join(model_dir, "bench_train_outputs.safetensors")
     cmd = [os.path.join(REPO, "build", "tests", "gpu", "fullsize_train"), model_dir, adapter, inputs, out, "--steps",
-           str(steps), "--batch", str(batch), "--lr", "1e-4", "--clip", "0.3", "--dropout", "0.1"]
+           str(steps), "--batch", str(batch), "--lr", "1e-4", "--clip", "0.3", "--dropout", "0.1", "--max-memory",
+           str(max_memory)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     sys.stderr.write(p.stderr[-8000:])
     if p.returncode != 0:
@@ -93,6 +94,7 @@ def main():
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--dir", default="/tmp/mg4b")
     ap.add_argument("--no-hf", action="store_true", help="medgem only")
+    ap.add_argument("--max-memory", type=float, default=40, help="medgem's device memory budget in GB (the guide's A100-40GB)")
     args = ap.parse_args()
     from safetensors.torch import save_file
     device = torch.device("cuda")
@@ -112,7 +114,7 @@ def main():
           f"{args.steps} updates per configuration (the first 2 not timed), liger {'yes' if have_liger else 'no'}")
     rows = []
     for b in batches:
-        mg = bench_medgem(args.dir, adapter, inputs, b, args.steps)
+        mg = bench_medgem(args.dir, adapter, inputs, b, args.steps, args.max_memory)
         rows.append((b, "medgem", mg[0], mg[1], mg[2]))
     # Liger patches transformers' classes for the rest of the process: every plain run goes first
     for liger in ((False, True) if have_liger and not args.no_hf else (False,) if not args.no_hf else ()):

@@ -1,7 +1,7 @@
 /* medgem's LoRA training steps on given batches, for tests/gpu/train_compare.py and the training
  * benchmark (not a unit test):
  *   build/tests/gpu/fullsize_train MODEL_DIR ADAPTER_DIR INPUTS.safetensors OUTPUT.safetensors
- *       [--steps N] [--batch B] [--lr X] [--clip X] [--dropout P] [--recompute] [--cpu]
+ *       [--steps N] [--batch B] [--lr X] [--clip X] [--dropout P] [--recompute] [--max-memory GB] [--cpu]
  * INPUTS (F32): pixel_values [n,3,S,S], input_ids [n,T], token_type_ids [n,T], labels [n,T]
  * (-100 = ignored). Update k (0-based) trains on rows (k*B .. k*B+B-1) mod n, one micro-batch,
  * AdamW (0.9, 0.999, 1e-8, no weight decay) at a constant lr with global-norm clipping. OUTPUT:
@@ -33,16 +33,17 @@ static double now_s(void) {
 int main(int argc, char **argv) {
     if (argc < 5) {
         fprintf(stderr, "usage: %s MODEL_DIR ADAPTER_DIR INPUTS.safetensors OUTPUT.safetensors [--steps N] [--batch B] "
-                        "[--lr X] [--clip X] [--dropout P] [--recompute] [--cpu]\n", argv[0]);
+                        "[--lr X] [--clip X] [--dropout P] [--recompute] [--max-memory GB] [--cpu]\n", argv[0]);
         return 2;
     }
     int steps = 20, B = 4;
-    double lr = 1e-4, clip = 0, dropout = 0;
+    double lr = 1e-4, clip = 0, dropout = 0, max_gb = 0;
     bool force_cpu = false, recompute = false;
     for (int i = 5; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(a, "--cpu")) force_cpu = true;
         else if (!strcmp(a, "--recompute")) recompute = true;
+        else if (!strcmp(a, "--max-memory")) max_gb = atof(v), i++;
         else if (!strcmp(a, "--steps")) steps = atoi(v), i++;
         else if (!strcmp(a, "--batch")) B = atoi(v), i++;
         else if (!strcmp(a, "--lr")) lr = atof(v), i++;
@@ -66,6 +67,7 @@ int main(int argc, char **argv) {
     if (mg_lora_device_create(&dev, be, &m.cfg, &lora, true) != MG_OK) return die("adapter on the backend");
     if (mg_trainer_create(&tr, &m, &dev) != MG_OK) return die("trainer");
     tr.recompute = recompute;
+    tr.memory_budget = mg_memory_budget(be, &m, max_gb);
     if (mg_st_open(argv[3], &in) != MG_OK) return die("cannot read the inputs");
     const mg_st_tensor *px = mg_st_find(&in, "pixel_values"), *idt = mg_st_find(&in, "input_ids"),
                        *ttt = mg_st_find(&in, "token_type_ids"), *lbt = mg_st_find(&in, "labels");
@@ -106,16 +108,18 @@ int main(int argc, char **argv) {
         secs[k] = (float)(now_s() - t);
         if (k >= 2) timed += secs[k];
         losses[k] = (float)(sum / (double)targets), norms[k] = (float)norm;
-        fprintf(stderr, "update %2d: loss %.6f grad norm %.6f  %.3f s\n", k + 1, losses[k], norms[k], secs[k]);
+        fprintf(stderr, "update %2d: loss %.6f grad norm %.6f  %.3f s  (%d vision layers kept)\n", k + 1, losses[k],
+                norms[k], secs[k], tr.vision_keep);
     }
     if (steps > 2)
         fprintf(stderr, "medgem train: %.3f images/s over updates 3..%d (batch %d, T %lld)\n",
                 (double)(steps - 2) * B / timed, steps, B, (long long)T);
     mg_gpu_info gi;
     mg_gpu_query(&gi);
-    fprintf(stderr, "medgem memory: weights %.2f GB + activations %.2f GB + LoRA state %.2f GB = %.2f GB; device used %.2f GB\n",
-            m.arena_bytes / 1e9, tr.peak_bytes / 1e9, dev.n_params * 18.0 / 1e9,
-            (m.arena_bytes + tr.peak_bytes + dev.n_params * 18.0) / 1e9,
+    const double arena = (double)mg_tape_arena_bytes(tr.tape);
+    fprintf(stderr, "medgem memory: weights %.2f GB + activations %.2f GB + gradients %.2f GB + LoRA state %.2f GB = %.2f GB; device used %.2f GB\n",
+            m.arena_bytes / 1e9, tr.peak_bytes / 1e9, arena / 1e9, dev.n_params * 18.0 / 1e9,
+            (m.arena_bytes + tr.peak_bytes + arena + dev.n_params * 18.0) / 1e9,
             gi.available ? (double)(gi.total_mem - gi.free_mem) / 1e9 : 0.0);
     const int64_t shape[1] = { steps };
     const mg_st_entry e[3] = { { "losses", MG_F32, 1, shape, losses }, { "grad_norms", MG_F32, 1, shape, norms },
