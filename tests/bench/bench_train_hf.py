@@ -9,8 +9,9 @@ GPU, at MedGemma-4B's full shapes (random weights: tests/gpu/fullsize_compare.py
 Every configuration runs --steps LoRA updates (r 8, alpha 16, all-linear, AdamW) of one
 micro-batch each; the time of the updates after the first two is what counts (images/s), and the
 peak is torch.cuda.max_memory_allocated for HF and, for medgem, what it allocated (weights +
-activations + LoRA state, printed by fullsize_train) and the device's used memory (cudaMemGetInfo,
-which includes the CUDA context). HF runs in bf16 with the LoRA weights in fp32 under autocast (the
+activations + gradients + LoRA state, printed by fullsize_train) and the device's used memory
+(cudaMemGetInfo, which includes the CUDA context). medgem keeps as many vision layers' activations
+as fit in --max-memory (40 GB by default: the guide's A100-40GB) and recomputes the others. HF runs in bf16 with the LoRA weights in fp32 under autocast (the
 guide's setting), sdpa attention, with and without gradient checkpointing; "+Liger" adds
 liger_kernel's Gemma 3 patches (fused linear cross-entropy, RMSNorm, GeGLU) when the package is
 importable. A configuration that runs out of memory is reported as OOM. Prints a Markdown table.
