@@ -82,9 +82,10 @@ static double nice_step(double range, int target) {
 }
 
 static void svg_open(FILE *f, const char *id, int fold, const char *title, int w, int h) {
-    fprintf(f, "<figure><svg id=\"chart-%s-%d\" viewBox=\"0 0 %d %d\" role=\"img\" xmlns=\"http://www.w3.org/2000/svg\">"
-               "<title>",
-            id, fold, w, h);
+    /* max-width in proportion to the viewBox: every chart's text shows at the same size */
+    fprintf(f, "<figure><svg id=\"chart-%s-%d\" viewBox=\"0 0 %d %d\" style=\"max-width:%dpx\" role=\"img\" "
+               "xmlns=\"http://www.w3.org/2000/svg\"><title>",
+            id, fold, w, h, w * 7 / 6);
     esc(f, title);
     fprintf(f, "</title>\n<text x=\"%d\" y=\"16\" text-anchor=\"middle\" class=\"t\">", w / 2);
     esc(f, title);
@@ -240,7 +241,7 @@ static void chart_accuracy(FILE *f, int fold, const train_log *t, const mg_run_f
 
 /* Heat map of the confusion matrix: colour = share of the true class's images, text = count */
 static void chart_confusion(FILE *f, int fold, const char *id, const char *title, const mg_metrics *m) {
-    const int K = m->n_classes, cell = 34, L = 62, T = 44, w = L + K * cell + 12, h = T + K * cell + 40;
+    const int K = m->n_classes, cell = 36, L = 62, T = 44, w = L + K * cell + 12, h = T + K * cell + 52;
     svg_open(f, id, fold, title, w, h);
     fprintf(f, "<text x=\"%d\" y=\"34\" text-anchor=\"middle\">predicted</text>\n", L + K * cell / 2);
     fprintf(f, "<text transform=\"translate(14 %d) rotate(-90)\" text-anchor=\"middle\">true class</text>\n", T + K * cell / 2);
@@ -256,17 +257,19 @@ static void chart_confusion(FILE *f, int fold, const char *id, const char *title
             fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"rgb(%d,%d,%d)\" stroke=\"#fff\"/>",
                     L + q * cell, T + y * cell, cell, cell, r, g, b);
             if (c)
-                fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" fill=\"%s\">%lld</text>", L + q * cell + cell / 2,
-                        T + y * cell + cell / 2 + 4, s > 0.5 ? "#fff" : "#222", (long long)c);
+                fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\"%s>%lld</text>", L + q * cell + cell / 2,
+                        T + y * cell + cell / 2 + 4, s > 0.5 ? " class=\"w\"" : "", (long long)c);
         }
         fputc('\n', f);
     }
     for (int q = 0; q < K; q++)
         fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%d %s</text>", L + q * cell + cell / 2,
                 T + K * cell + 14, q, MG_BREAKHIS_TYPE_CODES[q]);
-    fprintf(f, "\n<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" class=\"lg\">colour: share of the row's images; %lld "
-               "answers naming no class not shown</text>\n",
-            L + K * cell / 2, T + K * cell + 32, (long long)m->no_answer);
+    fprintf(f, "\n<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" class=\"lg\">colour: share of the true class's images</text>\n",
+            L + K * cell / 2, T + K * cell + 32);
+    if (m->no_answer)
+        fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" class=\"lg\">%lld answers named no class (not shown)</text>\n",
+                L + K * cell / 2, T + K * cell + 46, (long long)m->no_answer);
     svg_close(f);
 }
 
@@ -323,7 +326,7 @@ static void summary_table(FILE *f, const mg_run_opts *o, const mg_run_result *r)
     static const char *const task[2] = { "8-class", "binary" }, *const model[2] = { "baseline", "fine-tuned" };
     static const char *const f1[2] = { "weighted", "malignant" };
     const bool guide = mg_run_is_guide_selection(o), folds = r->n_folds > 1;
-    fprintf(f, "<table class=\"num\"><tr><th>task</th><th>model</th><th>accuracy</th><th>F1</th><th>patient-level rate</th>"
+    fprintf(f, "<table class=\"num sum\"><tr><th>task</th><th>model</th><th>accuracy</th><th>F1</th><th>patient-level rate</th>"
                "<th>ROC-AUC</th>%s</tr>\n",
             guide ? "<th class=\"guide\">guide: accuracy</th><th class=\"guide\">guide: F1</th>" : "");
     for (int t = 0; t < 2; t++)
@@ -462,12 +465,12 @@ static const char *const CSS =
     "body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color:#222;max-width:1120px;margin:0 auto;padding:16px 20px}"
     "h1{font-size:24px;margin:8px 0}h2{font-size:19px;margin:28px 0 8px;border-bottom:1px solid #ddd}h3{font-size:16px;margin:18px 0 6px}"
     "table{border-collapse:collapse;margin:8px 0;font-size:14px}td,th{border:1px solid #ddd;padding:3px 8px}"
-    "th{background:#f4f6f8;text-align:left}table.num td{text-align:right}table.num td:first-child{text-align:left}"
+    "th{background:#f4f6f8;text-align:left}table.num td{text-align:right;white-space:nowrap}table.sum td:nth-child(2){text-align:left}table.num td:first-child{text-align:left}"
     "table.num tr.ft td{font-weight:600}td.guide,th.guide{background:#fbf7ee;color:#555}tr.tot td{background:#f9f9f9}"
     "table.kv th{width:130px;vertical-align:top}small{color:#666;font-weight:400}code{font-size:13px}ul.small{font-size:13px}"
     ".charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:12px 20px;align-items:start}"
-    "figure{margin:0}svg{width:100%;height:auto;max-width:560px;display:block;font:11px system-ui,sans-serif}"
-    "svg text{fill:#333}svg .t{font-size:13px;font-weight:600}svg .lg{font-size:11px}"
+    "figure{margin:0}svg{width:100%;height:auto;display:block;font:11px system-ui,sans-serif}"
+    "svg text{fill:#333}svg text.w{fill:#fff}svg .t{font-size:13px;font-weight:600}svg .lg{font-size:11px}"
     "svg .g{stroke:#e6e6e6}svg .frame{fill:none;stroke:#999}.note{color:#555;font-size:14px}";
 
 mg_status mg_report_write(const char *path, const mg_run_opts *o, const mg_run_result *r, const mg_bh_index *ix) {
