@@ -27,7 +27,8 @@ static const command COMMANDS[] = {
 };
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: medgem <command> [options]   (medgem <command> --help for its options)\n\ncommands:\n");
+    fprintf(f, "usage: medgem <command> [options]   (medgem <command> --help: its options and their defaults)\n"
+               "start with `medgem run`: the whole workflow on an embedded tiny model and synthetic data\n\ncommands:\n");
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
 }
