@@ -215,6 +215,20 @@ static void test_bad_input(void) {
     CHECK(test_run(MEDGEM " run --help", &out) == 0 && strstr(out, "--save-merged") && strstr(out, "--mode score|generate"),
           "run --help lists the flags");
     free(out);
+    /* docs/cli.md documents every command: each one's usage line is there */
+    size_t n;
+    char *doc = slurp("docs/cli.md", &n);
+    static const char *const cmds[] = { "run", "data", "info", "classify", "generate", "eval", "train", "bench", "merge", "tokenize" };
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, MEDGEM " %s --help", cmds[i]);
+        test_run(cmd, &out);
+        char *nl = strchr(out, '\n');
+        if (nl) *nl = 0;
+        CHECK(doc && strstr(doc, out), "docs/cli.md holds `%s`", out);
+        free(out);
+    }
+    free(doc);
 }
 
 int main(void) {

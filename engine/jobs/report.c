@@ -482,8 +482,10 @@ mg_status mg_report_write(const char *path, const mg_run_opts *o, const mg_run_r
                "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
                "<title>medgem run %s</title><style>%s</style></head><body>\n",
             r->started, CSS);
-    fprintf(f, "<h1>medgem run: LoRA fine-tuning of MedGemma on BreakHis</h1>\n<p class=\"note\">%s · %s · %s</p>\n",
-            r->started, r->embedded_model ? "embedded tiny model on synthetic data" : "", r->backend);
+    fprintf(f, "<h1>medgem run: LoRA fine-tuning of MedGemma on BreakHis</h1>\n<p class=\"note\">%s · %s%s · ", r->started,
+            r->embedded_model ? "embedded tiny model" : "model ", r->embedded_model ? "" : r->model_dir);
+    esc(f, r->embedded_data ? "synthetic data" : r->data);
+    fprintf(f, " · %s</p>\n", r->backend);
 
     fprintf(f, "<h2 id=\"summary\">Summary</h2>\n");
     if (r->n_folds > 1) fprintf(f, "<p>Mean ± standard deviation over folds 1-5.</p>\n");
