@@ -5,12 +5,19 @@
 #   make test-gpu   build and run the GPU tests; `make test-gpu PREBUILT=yes` runs the binaries already
 #                   in build/ (a GPU machine that got build/ copied and has no build deps)
 #   make clean
+#   make CUDA=no    the CPU-only medgem (what `make` builds when the CUDA toolkit is missing)
 
 # ---- options -------------------------------------------------------------------------------
 CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,$(patsubst %/bin/nvcc,%,$(shell command -v nvcc 2>/dev/null)))
 # sm_80: the users' A100; sm_90a: the H100 (wgmma); compute_90 PTX so newer GPUs can JIT.
 CUDA_ARCH ?= -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_90,code=compute_90
 OPT ?= -O2
+# CUDA=auto: with the GPU kernels when nvcc is found, else the CPU-only build; yes: require nvcc;
+# no: the CPU-only build (kernels/cpu/no_cuda.c stands in for the CUDA entry points).
+CUDA ?= auto
+ifneq ($(filter-out auto yes no,$(CUDA)),)
+  $(error CUDA must be auto, yes or no)
+endif
 # SANITIZE=address|undefined|address,undefined builds into its own folder (build/san-address, ...)
 # so sanitized and plain objects never mix: `make SANITIZE=address test`.
 SANITIZE ?=
@@ -30,11 +37,17 @@ NVCC = $(CUDA_HOME)/bin/nvcc
 BUILD = build$(if $(SANITIZE),/san-$(subst $(comma),-,$(SANITIZE)),)
 
 # ---- dependency detection --------------------------------------------------------------------
-ifeq ($(wildcard $(NVCC)),)
-  $(info ✗ CUDA toolkit not found (set CUDA_HOME); run `make deps` or install CUDA 13)
-  $(if $(filter no,$(PREBUILT)),$(error nvcc is required to build medgem))
+ifeq ($(CUDA),no)
+  $(info ✓ CPU-only build (CUDA=no))
+else ifeq ($(wildcard $(NVCC)),)
+  ifeq ($(CUDA),yes)
+    $(error nvcc not found (set CUDA_HOME, or install CUDA 13); `make CUDA=no` builds the CPU-only medgem)
+  endif
+  $(info ✗ CUDA toolkit not found (set CUDA_HOME to use one): building the CPU-only medgem (`make CUDA=no` forces this))
+  override CUDA := no
 else
   $(info ✓ CUDA at $(CUDA_HOME))
+  override CUDA := yes
 endif
 ifeq ($(wildcard /usr/include/sentencepiece_processor.h),)
   $(info ✗ libsentencepiece-dev missing: run `make deps`)
@@ -52,19 +65,20 @@ endif
 # -fopenmp: the CPU reference ops parallelise plain loops over rows.
 SAN_FLAGS = $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer,)
 CFLAGS   = -std=c11 $(OPT) -g -Wall -Wextra -Werror=implicit-function-declaration -fPIC -fopenmp \
-           -D_GNU_SOURCE -I. -I/usr/include/stb -isystem $(CUDA_HOME)/include $(SAN_FLAGS)
+           -D_GNU_SOURCE -I. -I/usr/include/stb $(if $(filter yes,$(CUDA)),-isystem $(CUDA_HOME)/include,) $(SAN_FLAGS)
 CXXFLAGS = -std=c++17 $(OPT) -g -Wall -Wextra -fPIC -I. $(SAN_FLAGS)
 NVFLAGS  = -std=c++17 $(OPT) -g -Xcompiler -fPIC,-Wall,-Wextra -I. $(CUDA_ARCH) --expt-relaxed-constexpr
 # cudart is linked statically; cuBLASLt (too large to copy beside the binary) is found in the CUDA
 # install through its rpath; libsentencepiece is copied into build/lib and found through $ORIGIN/lib
 # (../lib and ../../lib for the test programs under build/tests/).
-LDLIBS   = -L$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -lsentencepiece -lz -lstdc++ -lgomp -lm -ldl -lrt -lpthread $(SAN_FLAGS)
-RPATH    = -Wl,-rpath,'$$ORIGIN/lib' -Wl,-rpath,'$$ORIGIN/../lib' -Wl,-rpath,'$$ORIGIN/../../lib' -Wl,-rpath,$(CUDA_HOME)/lib64
+CUDA_LIBS = $(if $(filter yes,$(CUDA)),-L$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static,)
+LDLIBS   = $(CUDA_LIBS) -lsentencepiece -lz -lstdc++ -lgomp -lm -ldl -lrt -lpthread $(SAN_FLAGS)
+RPATH    = -Wl,-rpath,'$$ORIGIN/lib' -Wl,-rpath,'$$ORIGIN/../lib' -Wl,-rpath,'$$ORIGIN/../../lib' $(if $(filter yes,$(CUDA)),-Wl$(comma)-rpath$(comma)$(CUDA_HOME)/lib64,)
 
 # ---- sources ---------------------------------------------------------------------------------
-LIB_C   = $(wildcard engine/*.c engine/jobs/*.c model/*.c kernels/cpu/*.c tokenizer/*.c data/*.c)
+LIB_C   = $(filter-out $(if $(filter yes,$(CUDA)),kernels/cpu/no_cuda.c,),$(wildcard engine/*.c engine/jobs/*.c model/*.c kernels/cpu/*.c tokenizer/*.c data/*.c))
 LIB_CXX = $(wildcard tokenizer/*.cpp)
-LIB_CU  = $(wildcard kernels/cuda/*.cu)
+LIB_CU  = $(if $(filter yes,$(CUDA)),$(wildcard kernels/cuda/*.cu),)
 CLI_C   = $(wildcard engine/cli/*.c)
 TESTS   = $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 GPU_TESTS = $(patsubst tests/gpu/%.c,$(BUILD)/tests/gpu/%,$(wildcard tests/gpu/test_*.c))
@@ -73,7 +87,7 @@ LIB_OBJ = $(LIB_C:%.c=$(BUILD)/obj/%.o) $(LIB_CXX:%.cpp=$(BUILD)/obj/%.o) $(LIB_
 CLI_OBJ = $(CLI_C:%.c=$(BUILD)/obj/%.o)
 
 # ---- targets ---------------------------------------------------------------------------------
-.PHONY: all deps test test-gpu clean
+.PHONY: all deps test test-gpu clean FORCE gpu-needs-cuda
 all: $(BUILD)/medgem $(BUILD)/libmedgem.a $(BUILD)/libmedgem.so $(BUILD)/lib/libsentencepiece.so.0
 
 # The Debian packages the build and the tests need (run as root or through sudo).
@@ -92,13 +106,19 @@ $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/libmedgem.a: $(LIB_OBJ)
+# The configuration the objects were built for: switching CUDA=yes/no in one build folder relinks.
+$(BUILD)/config.stamp: FORCE
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	@echo "CUDA=$(CUDA)" | cmp -s - $@ || echo "CUDA=$(CUDA)" > $@
+FORCE:
+
+$(BUILD)/libmedgem.a: $(LIB_OBJ) $(BUILD)/config.stamp
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $(LIB_OBJ)
 
 # The shared library carries the static cudart so embedders need only the driver.
-$(BUILD)/libmedgem.so: $(LIB_OBJ)
-	$(CXX) -shared -o $@ $^ $(RPATH) $(LDLIBS)
+$(BUILD)/libmedgem.so: $(LIB_OBJ) $(BUILD)/config.stamp
+	$(CXX) -shared -o $@ $(LIB_OBJ) $(RPATH) $(LDLIBS)
 
 $(BUILD)/medgem: $(CLI_OBJ) $(BUILD)/libmedgem.a $(BUILD)/lib/libsentencepiece.so.0
 	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
@@ -116,8 +136,10 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libmedgem.a $(BUILD)/lib/libsentencepiece.s
 test: all $(TESTS)
 	@sh tests/run_tests.sh $(TESTS)
 
-test-gpu: $(if $(filter yes,$(PREBUILT)),,all $(GPU_TESTS))
+test-gpu: $(if $(filter yes,$(PREBUILT)),,$(if $(filter no,$(CUDA)),gpu-needs-cuda,all $(GPU_TESTS)))
 	@sh tests/run_tests.sh $(GPU_TESTS)
+gpu-needs-cuda:
+	@echo "make test-gpu needs the CUDA build (nvcc); this is the CPU-only build (CUDA=no)" >&2; exit 1
 
 # Kernel lab (STYLE habit 10): tests/bench/<op>.cu includes its production kernel and times it;
 # make build/bench/attention. Compiled by nvcc, linked like the library (libmedgem.a supplies the

@@ -38,58 +38,6 @@ static int fail(const char *what) {
     return 1;
 }
 
-static void progress_bar(void *user, int64_t done, int64_t total, double seconds) {
-    (void)user;
-    const int width = 30, filled = (int)(width * done / (total > 0 ? total : 1));
-    const double rate = seconds > 0 ? (double)done / seconds : 0;
-    fprintf(stderr, "\r[%.*s%*s] %lld/%lld images, %.2f images/s, ETA %.0f s ", filled,
-            "==============================", width - filled, "", (long long)done, (long long)total, rate,
-            rate > 0 ? (double)(total - done) / rate : 0);
-    fflush(stderr);
-}
-
-/* A JSON number, or null for NaN (ROC-AUC with one class only, no patients) */
-static void json_num(double x) {
-    if (isnan(x)) printf("null");
-    else printf("%.9g", x);
-}
-
-static void print_json(const mg_eval_result *r, const mg_bh_selection *sel, mg_eval_mode mode, int64_t selected) {
-    const mg_metrics *m = &r->metrics;
-    const int K = m->n_classes;
-    printf("{\"images\": %lld, \"selected\": %lld, \"skipped\": %lld, \"mode\": \"%s\",\n", (long long)r->n,
-           (long long)selected, (long long)r->skipped, mode == MG_EVAL_SCORE ? "score" : "generate");
-    char mag[16];
-    snprintf(mag, sizeof mag, sel->mag ? "%dX" : "all", sel->mag);
-    printf(" \"selection\": {\"fold\": %d, \"mag\": \"%s\", \"split\": \"%s\", \"balance\": \"%s\", \"seed\": %llu},\n",
-           sel->fold, mag, sel->split == MG_BH_SPLIT_TRAIN ? "train" : "test", mg_balance_name(sel->balance),
-           (unsigned long long)sel->seed);
-    printf(" \"accuracy\": "), json_num(m->accuracy);
-    printf(", \"f1_weighted\": "), json_num(m->f1_weighted);
-    printf(", \"f1_macro\": "), json_num(m->f1_macro);
-    printf(", \"no_answer\": %lld,\n \"confusion\": [", (long long)m->no_answer);
-    for (int y = 0; y < K; y++) {
-        printf("%s[", y ? ", " : "");
-        for (int p = 0; p < K; p++) printf("%s%lld", p ? ", " : "", (long long)m->confusion[y][p]);
-        printf("]");
-    }
-    printf("],\n \"per_class\": [");
-    for (int k = 0; k < K; k++) {
-        printf("%s\n  {\"class\": %d, \"name\": \"%s\", \"precision\": ", k ? "," : "", k, MG_BREAKHIS_CLASSES[k]);
-        json_num(m->precision[k]), printf(", \"recall\": "), json_num(m->recall[k]);
-        printf(", \"f1\": "), json_num(m->f1[k]), printf(", \"support\": %lld}", (long long)m->support[k]);
-    }
-    printf("],\n \"binary\": {\"accuracy\": "), json_num(m->bin_accuracy);
-    printf(", \"f1_malignant\": "), json_num(m->bin_f1_positive);
-    printf(", \"sensitivity\": "), json_num(m->sensitivity);
-    printf(", \"specificity\": "), json_num(m->specificity);
-    printf(", \"auc\": "), json_num(m->auc);
-    printf("},\n \"patient_rate\": "), json_num(m->patient_rate);
-    printf(", \"patients\": %lld, \"seconds\": %.3f, \"images_per_s\": ", (long long)m->n_patients, r->seconds);
-    json_num(r->seconds > 0 ? (double)r->n / r->seconds : NAN);
-    printf("}\n");
-}
-
 static void print_text(const mg_eval_result *r, mg_eval_mode mode) {
     const mg_metrics *m = &r->metrics;
     const int K = m->n_classes;
@@ -123,6 +71,7 @@ int cmd_eval(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         mg_status st;
+        int bad;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(USAGE, stdout); return 0; }
         if (!strcmp(a, "--json")) { json = true; continue; }
         if (!strcmp(a, "--cpu")) { force_cpu = true; continue; }
@@ -136,21 +85,16 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--csv")) csv = v;
         else if (!strcmp(a, "--prompt-file")) prompt_file = v;
-        else if (!strcmp(a, "--batch")) eo.batch = atoi(v);
-        else if (!strcmp(a, "--threads")) eo.threads = atoi(v);
-        else if (!strcmp(a, "--max-new-tokens")) eo.max_new_tokens = atoi(v);
-        else if (!strcmp(a, "--mode") && (!strcmp(v, "score") || !strcmp(v, "generate")))
-            eo.mode = !strcmp(v, "score") ? MG_EVAL_SCORE : MG_EVAL_GENERATE;
-        else if (!strcmp(a, "--on-bad-image") && (!strcmp(v, "skip") || !strcmp(v, "fail")))
-            eo.on_bad = !strcmp(v, "skip") ? MG_BAD_SKIP : MG_BAD_FAIL;
-        else { fprintf(stderr, "medgem eval: bad option '%s %s'\n\n%s", a, v, USAGE); return 2; }
+        else if (cli_eval_option(a, v, &eo, &bad)) {
+            if (bad) { fprintf(stderr, "medgem eval: bad value '%s' for %s\n\n%s", v, a, USAGE); return 2; }
+        } else { fprintf(stderr, "medgem eval: unknown option '%s'\n\n%s", a, USAGE); return 2; }
     }
     if (!dir || !data) { fprintf(stderr, "medgem eval: give --model DIR and --data PATH\n\n%s", USAGE); return 2; }
     if (eo.batch < 1 || eo.threads < 1 || eo.max_new_tokens < 1) {
         fprintf(stderr, "medgem eval: --batch, --threads and --max-new-tokens take positive integers\n");
         return 2;
     }
-    if (isatty(STDERR_FILENO)) eo.progress = progress_bar;
+    if (isatty(STDERR_FILENO)) eo.progress = cli_eval_progress;
 
     int rc = 0;
     mg_bh_index *ix = NULL;
@@ -174,7 +118,7 @@ int cmd_eval(int argc, char **argv) {
     }
     if (eo.progress) fputc('\n', stderr);
     if (csv && mg_eval_write_csv(csv, ix, &r) != MG_OK) { rc = fail("cannot write the CSV"); goto done; }
-    if (json) print_json(&r, &sel, eo.mode, n);
+    if (json) mg_eval_write_json(stdout, &r, &sel, eo.mode, n);
     else print_text(&r, eo.mode);
     fprintf(stderr, "medgem eval: %lld images (%lld skipped) in %.1f s, %.2f images/s: accuracy %.4f, binary accuracy %.4f\n",
             (long long)r.n, (long long)r.skipped, r.seconds, r.seconds > 0 ? (double)r.n / r.seconds : 0.0,

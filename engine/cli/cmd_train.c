@@ -1,7 +1,6 @@
 /* medgem train: LoRA fine-tuning on a BreakHis selection (engine/jobs/train.h), with a progress
  * bar on stderr, train_log.jsonl and the adapter in --out, checkpoints, --resume, and Ctrl-C
  * writing a checkpoint before exiting with status 130. */
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,60 +50,12 @@ static int fail(const char *what) {
     return 1;
 }
 
-static void progress_bar(void *user, const mg_train_progress *p) {
-    (void)user;
-    const int width = 24, filled = (int)(width * (int64_t)p->step / (p->total_steps > 0 ? p->total_steps : 1));
-    fprintf(stderr, "\repoch %d/%d [%.*s%*s] %d/%d loss %.4f lr %.2e gnorm %.3f %.2f img/s ETA %.0f s ", p->epoch,
-            p->epochs, filled, "========================", width - filled, "", p->step, p->total_steps, p->loss, p->lr,
-            p->grad_norm, p->images_per_s, p->eta_s);
-    fflush(stderr);
-}
-
 static void print_eval(void *user, int epoch, const mg_eval_result *r) {
     (void)user;
     fprintf(stderr, "\nepoch %d evaluation: %lld images, accuracy %.4f, F1 weighted %.4f, binary accuracy %.4f, "
                     "ROC-AUC %.4f\n",
             epoch, (long long)r->n, r->metrics.accuracy, r->metrics.f1_weighted, r->metrics.bin_accuracy,
             r->metrics.auc);
-}
-
-/* Parses one train option into o; returns 1 when the flag is one, with *bad set for a bad value. */
-static int train_option(const char *a, const char *v, mg_train_opts *o, int *bad) {
-    char *end = NULL;
-    const double x = strtod(v, &end);
-    const int num = end && end != v && *end == 0, integer = num && x == floor(x) && fabs(x) < 1e9;
-    *bad = 0;
-    if (!strcmp(a, "--adapter")) o->adapter = v;
-    else if (!strcmp(a, "--lora-targets")) o->lora_targets = v;
-    else if (!strcmp(a, "--prompt-file")) o->prompt_text = v; /* read by the caller */
-    else if (!strcmp(a, "--resume")) o->resume = v;
-    else if (!strcmp(a, "--schedule")) *bad = mg_schedule_parse(v, &o->schedule) != MG_OK;
-    else if (!strcmp(a, "--loss-on")) {
-        *bad = strcmp(v, "seed") && strcmp(v, "answer");
-        o->loss_on = !strcmp(v, "answer") ? MG_LOSS_ON_ANSWER : MG_LOSS_ON_SEED;
-    } else if (!strcmp(a, "--on-bad-image")) {
-        *bad = strcmp(v, "skip") && strcmp(v, "fail");
-        o->on_bad = o->eval.on_bad = !strcmp(v, "fail") ? MG_BAD_FAIL : MG_BAD_SKIP;
-    } else {
-        struct { const char *flag; int *i; double *d; } nums[] = {
-            { "--lora-r", &o->lora_r, NULL },         { "--lora-alpha", NULL, &o->lora_alpha },
-            { "--lora-dropout", NULL, &o->lora_dropout }, { "--epochs", &o->epochs, NULL },
-            { "--batch", &o->batch, NULL },           { "--grad-accum", &o->grad_accum, NULL },
-            { "--max-steps", &o->max_steps, NULL },   { "--lr", NULL, &o->lr },
-            { "--weight-decay", NULL, &o->weight_decay }, { "--warmup-ratio", NULL, &o->warmup_ratio },
-            { "--max-grad-norm", NULL, &o->max_grad_norm }, { "--eval-every", &o->eval_every, NULL },
-            { "--eval-batch", &o->eval.batch, NULL }, { "--save-every", &o->save_every, NULL },
-            { "--threads", &o->threads, NULL },       { "--max-memory", NULL, &o->max_memory_gb },
-        };
-        for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
-            if (strcmp(a, nums[i].flag)) continue;
-            if (nums[i].i) *bad = !integer, *nums[i].i = (int)x;
-            else *bad = !num, *nums[i].d = x;
-            return 1;
-        }
-        return 0;
-    }
-    return 1;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -130,7 +81,7 @@ int cmd_train(int argc, char **argv) {
         } else if (!strcmp(a, "--model")) dir = v;
         else if (!strcmp(a, "--data")) data = v;
         else if (!strcmp(a, "--out")) o.out_dir = v;
-        else if (train_option(a, v, &o, &bad)) {
+        else if (cli_train_option(a, v, &o, &bad)) {
             if (!strcmp(a, "--prompt-file")) prompt_file = v, o.prompt_text = NULL;
             if (bad) { fprintf(stderr, "medgem train: bad value '%s' for %s\n\n%s", v, a, USAGE); return 2; }
         } else { fprintf(stderr, "medgem train: unknown option '%s'\n\n%s", a, USAGE); return 2; }
@@ -139,7 +90,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "medgem train: give --model DIR, --data PATH and --out DIR\n\n%s", USAGE);
         return 2;
     }
-    if (isatty(STDERR_FILENO)) o.progress = progress_bar;
+    if (isatty(STDERR_FILENO)) o.progress = cli_train_progress;
     o.on_eval = print_eval;
     o.stop = &stop_requested;
     o.eval.threads = o.threads;

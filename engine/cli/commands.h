@@ -6,6 +6,7 @@
 #include <stdbool.h>
 
 #include "engine/backend.h"
+#include "engine/jobs/train.h"
 #include "model/medgem_model.h"
 
 int cmd_version(int argc, char **argv);
@@ -18,6 +19,21 @@ int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+
+/* engine/cli/cli_options.c: the options train, eval and run share. Each applies one flag with its
+ * value and returns 1 when the flag is one it knows (then *bad tells whether the value was bad),
+ * else 0. cli_train_option: --adapter --lora-targets --prompt-file (stores the path) --resume
+ * --schedule --loss-on --on-bad-image --lora-r --lora-alpha --lora-dropout --epochs --batch
+ * --grad-accum --max-steps --lr --weight-decay --warmup-ratio --max-grad-norm --eval-every
+ * --eval-batch --save-every --threads. cli_eval_option: --mode --on-bad-image --batch --threads
+ * --max-new-tokens (eval's --batch is the evaluation batch; run and train call that --eval-batch). */
+int cli_train_option(const char *flag, const char *value, mg_train_opts *o, int *bad);
+int cli_eval_option(const char *flag, const char *value, mg_eval_opts *o, int *bad);
+/* Progress bars on stderr (with ETA) for mg_train_opts.progress and mg_eval_opts.progress; the
+ * evaluation's user pointer, when not NULL, is a label printed before the bar. */
+void cli_train_progress(void *user, const mg_train_progress *p);
+void cli_eval_progress(void *user, int64_t done, int64_t total, double seconds);
 
 /* engine/cli/cli_model.c: opens the backend (printing which on stderr), the model in dir and, when
  * adapter is not NULL, merges that PEFT adapter. Returns 0, or 1 after printing the error as

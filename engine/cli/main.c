@@ -11,8 +11,9 @@ typedef struct {
     const char *summary;
 } command;
 
-/* In the order a user meets them: data, model, inference, evaluation, speed, export, debugging. */
+/* In the order a user meets them: the main job, data, model, inference, evaluation, speed, export, debugging. */
 static const command COMMANDS[] = {
+    { "run", cmd_run, "the guide's whole workflow: baseline, LoRA training, merge, final evaluation, report.html" },
     { "data", cmd_data, "BreakHis counts, splits and leakage; `data synth` writes a synthetic set" },
     { "info", cmd_info, "check a model directory and print its architecture, sizes and GPU needs" },
     { "classify", cmd_classify, "class probabilities of images (one forward, the class digits' logits)" },
@@ -26,7 +27,8 @@ static const command COMMANDS[] = {
 };
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: medgem <command> [options]   (medgem <command> --help for its options)\n\ncommands:\n");
+    fprintf(f, "usage: medgem <command> [options]   (medgem <command> --help: its options and their defaults)\n"
+               "start with `medgem run`: the whole workflow on an embedded tiny model and synthetic data\n\ncommands:\n");
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
 }

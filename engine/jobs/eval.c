@@ -1,6 +1,7 @@
 /* The evaluation loop (engine/jobs/eval.h): loader batches -> classifier -> per-image results -> metrics. */
 #include "engine/jobs/eval.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "data/prefetch.h"
 #include "engine/atomic_file.h"
 #include "data/synth.h"
+#include "data/splits.h"
 
 mg_eval_opts mg_eval_defaults(void) {
     return (mg_eval_opts){ .mode = MG_EVAL_SCORE, .batch = 8, .max_new_tokens = 40, .threads = 2, .on_bad = MG_BAD_SKIP };
@@ -151,3 +153,47 @@ mg_status mg_eval_write_csv(const char *path, const mg_bh_index *ix, const mg_ev
     free(buf);
     return s;
 }
+/* ---- the JSON report (mg_eval_write_json) ---- */
+
+/* A JSON number, or null for NaN (ROC-AUC with one class only, no patients) */
+static void json_num(FILE *f, double x) {
+    if (isnan(x)) fprintf(f, "null");
+    else fprintf(f, "%.9g", x);
+}
+
+void mg_eval_write_json(FILE *f, const mg_eval_result *r, const mg_bh_selection *sel, mg_eval_mode mode, int64_t selected) {
+    const mg_metrics *m = &r->metrics;
+    const int K = m->n_classes;
+    fprintf(f, "{\"images\": %lld, \"selected\": %lld, \"skipped\": %lld, \"mode\": \"%s\",\n", (long long)r->n,
+           (long long)selected, (long long)r->skipped, mode == MG_EVAL_SCORE ? "score" : "generate");
+    char mag[16];
+    snprintf(mag, sizeof mag, sel->mag ? "%dX" : "all", sel->mag);
+    fprintf(f, " \"selection\": {\"fold\": %d, \"mag\": \"%s\", \"split\": \"%s\", \"balance\": \"%s\", \"seed\": %llu},\n",
+           sel->fold, mag, sel->split == MG_BH_SPLIT_TRAIN ? "train" : "test", mg_balance_name(sel->balance),
+           (unsigned long long)sel->seed);
+    fprintf(f, " \"accuracy\": "), json_num(f, m->accuracy);
+    fprintf(f, ", \"f1_weighted\": "), json_num(f, m->f1_weighted);
+    fprintf(f, ", \"f1_macro\": "), json_num(f, m->f1_macro);
+    fprintf(f, ", \"no_answer\": %lld,\n \"confusion\": [", (long long)m->no_answer);
+    for (int y = 0; y < K; y++) {
+        fprintf(f, "%s[", y ? ", " : "");
+        for (int p = 0; p < K; p++) fprintf(f, "%s%lld", p ? ", " : "", (long long)m->confusion[y][p]);
+        fprintf(f, "]");
+    }
+    fprintf(f, "],\n \"per_class\": [");
+    for (int k = 0; k < K; k++) {
+        fprintf(f, "%s\n  {\"class\": %d, \"name\": \"%s\", \"precision\": ", k ? "," : "", k, MG_BREAKHIS_CLASSES[k]);
+        json_num(f, m->precision[k]), fprintf(f, ", \"recall\": "), json_num(f, m->recall[k]);
+        fprintf(f, ", \"f1\": "), json_num(f, m->f1[k]), fprintf(f, ", \"support\": %lld}", (long long)m->support[k]);
+    }
+    fprintf(f, "],\n \"binary\": {\"accuracy\": "), json_num(f, m->bin_accuracy);
+    fprintf(f, ", \"f1_malignant\": "), json_num(f, m->bin_f1_positive);
+    fprintf(f, ", \"sensitivity\": "), json_num(f, m->sensitivity);
+    fprintf(f, ", \"specificity\": "), json_num(f, m->specificity);
+    fprintf(f, ", \"auc\": "), json_num(f, m->auc);
+    fprintf(f, "},\n \"patient_rate\": "), json_num(f, m->patient_rate);
+    fprintf(f, ", \"patients\": %lld, \"seconds\": %.3f, \"images_per_s\": ", (long long)m->n_patients, r->seconds);
+    json_num(f, r->seconds > 0 ? (double)r->n / r->seconds : NAN);
+    fprintf(f, "}\n");
+}
+

@@ -10,7 +10,10 @@
 #ifndef MG_EVAL_H
 #define MG_EVAL_H
 
+#include <stdio.h>
+
 #include "data/breakhis_index.h"
+#include "data/splits.h"
 #include "engine/metrics.h"
 #include "engine/jobs/classifier.h"
 
@@ -56,5 +59,13 @@ void mg_eval_result_free(mg_eval_result *r);
  *   path,label,pred,prob_0..prob_{K-1},logit_0..logit_{K-1}[,answer]
  * (answer in generate mode only); fields with a comma, quote or newline are quoted (RFC 4180). */
 mg_status mg_eval_write_csv(const char *path, const mg_bh_index *ix, const mg_eval_result *r);
+
+/* The metrics as the one JSON object `medgem eval --json` prints (and `medgem run` puts in
+ * metrics.json): images, selected, skipped, mode, selection {fold, mag, split, balance, seed},
+ * accuracy, f1_weighted, f1_macro, no_answer, confusion, per_class [{class, name, precision, recall,
+ * f1, support}], binary {accuracy, f1_malignant, sensitivity, specificity, auc}, patient_rate,
+ * patients, seconds, images_per_s; NaN as null. Ends with a newline. */
+void mg_eval_write_json(FILE *f, const mg_eval_result *r, const mg_bh_selection *sel, mg_eval_mode mode,
+                        int64_t selected);
 
 #endif
