@@ -45,6 +45,8 @@ static const char *USAGE =
     "  --eval-every N         evaluate the test split every N epochs during training (1; 0: never)\n"
     "  --save-every N         checkpoint every N optimizer updates (0: only on Ctrl-C)\n"
     "  --recompute            recompute text layers in backward too (least memory)\n"
+    "  --max-memory GB        device memory to use: the top vision layers keep their activations within it\n"
+    "                         (faster), the others are recomputed in backward (default: the GPU's free memory)\n"
     "  --single-bos           one BOS and the final newline (TRL's path) for training and evaluation\n"
     "  --prompt-file F        the user text after the image (default: the guide's 8-class prompt)\n"
     "  --threads N            image decoding threads (2)\n"
