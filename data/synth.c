@@ -98,22 +98,6 @@ mg_status mg_png_encode(const unsigned char *rgb, int w, int h, unsigned char **
     return MG_OK;
 }
 
-static mg_status mkdirs(const char *path) {
-    char buf[4800];
-    if ((size_t)snprintf(buf, sizeof buf, "%s", path) >= sizeof buf) return mg_fail(MG_ERR_ARG, NULL, "path too long: %s", path);
-    for (char *p = buf + 1; ; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, 0755) && errno != EEXIST)
-                return mg_fail(MG_ERR_IO, "check that the parent folder is writable", "cannot create folder %s: %s", buf, strerror(errno));
-            *p = c;
-            if (!c) break;
-        }
-    }
-    return MG_OK;
-}
-
 static const int MAGS[4] = { 40, 100, 200, 400 };
 static const char *const SUFFIX[8] = { "", "AB", "CD", "B", "F", "DE", "EF", "G" };
 
@@ -146,7 +130,7 @@ mg_status mg_synth_breakhis(const char *out_dir, const mg_synth_opts *o) {
             snprintf(dir, sizeof dir, "%s/histology_slides/breast/%s/SOB/%s/SOB_%c_%s_14-%d%s/%dX", root,
                      label < 4 ? "benign" : "malignant", MG_BREAKHIS_CLASS_FOLDERS[label], label < 4 ? 'B' : 'M',
                      MG_BREAKHIS_TYPE_CODES[label], slide, suf, MAGS[m]);
-            st = mkdirs(dir);
+            st = mg_make_dirs(dir);
         }
     }
     char err[1024] = "";

@@ -60,3 +60,19 @@ mg_status mg_write_parts_atomic(const char *path, const void *const *parts, cons
 mg_status mg_write_file_atomic(const char *path, const void *bytes, size_t n) {
     return mg_write_parts_atomic(path, &bytes, &n, 1, true);
 }
+
+mg_status mg_make_dirs(const char *path) {
+    char buf[4800];
+    if ((size_t)snprintf(buf, sizeof buf, "%s", path) >= sizeof buf)
+        return mg_fail(MG_ERR_ARG, NULL, "path too long: %s", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p != '\0') continue;
+        const char c = *p;
+        *p = '\0';
+        if (mkdir(buf, 0755) && errno != EEXIST)
+            return mg_fail(MG_ERR_IO, "check that the parent folder is writable", "cannot create folder %s: %s", buf,
+                           strerror(errno));
+        *p = c;
+        if (!c) return MG_OK;
+    }
+}

@@ -17,4 +17,7 @@ mg_status mg_write_parts_atomic(const char *path, const void *const *parts, cons
 /* One buffer, durable. */
 mg_status mg_write_file_atomic(const char *path, const void *bytes, size_t n);
 
+/* `mkdir -p path`: every missing folder on the way, 0755; existing ones are fine. */
+mg_status mg_make_dirs(const char *path);
+
 #endif

@@ -75,6 +75,22 @@ static inline int32_t *test_fixture_ints(const mg_st_tensor *t) {
     return v;
 }
 
+/* The whole file at path, NUL-terminated, malloc'd (*n: its length; n may be NULL); NULL when it
+ * cannot be read. */
+static inline char *test_slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    const long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)(len > 0 ? len : 0) + 1);
+    const size_t got = fread(buf, 1, (size_t)(len > 0 ? len : 0), f);
+    buf[got] = 0;
+    if (n) *n = got;
+    fclose(f);
+    return buf;
+}
+
 static inline int test_finish(void) {
     printf("RESULT %d passed, %d failed\n", test_passed_, test_failed_);
     return test_failed_ ? 1 : 0;

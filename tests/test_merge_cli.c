@@ -45,22 +45,9 @@ static int merge(char **out, const char *fmt, ...) {
     return test_run(cmd, out);
 }
 
-static char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)len + 1);
-    *n = fread(s, 1, (size_t)len, f);
-    s[*n] = 0;
-    fclose(f);
-    return s;
-}
-
 static int same_file(const char *a, const char *b) {
     size_t na = 0, nb = 0;
-    char *x = read_all(a, &na), *y = read_all(b, &nb);
+    char *x = test_slurp(a, &na), *y = test_slurp(b, &nb);
     const int same = x && y && na == nb && !memcmp(x, y, na);
     free(x), free(y);
     return same;
@@ -277,7 +264,7 @@ static void edited_adapter(const char *dir, const char *from, const char *to) {
     char cwd[1024], path[1024], link[1100];
     size_t n;
     mkdir(dir, 0755);
-    char *config = read_all(ADAPTER "/adapter_config.json", &n), *at = config ? strstr(config, from) : NULL;
+    char *config = test_slurp(ADAPTER "/adapter_config.json", &n), *at = config ? strstr(config, from) : NULL;
     CHECK(at != NULL, "test setup: '%s' in the adapter config", from);
     if (!at) { free(config); return; }
     char *edited = malloc(n + strlen(to) + 1);
@@ -316,7 +303,7 @@ static void test_bad_input(void) {
     snprintf(dir, sizeof dir, "%s/wide", tmp);
     mkdir(dir, 0755);
     size_t n;
-    char *config = read_all(TINY "/config.json", &n), *at = config ? strstr(config, "\"intermediate_size\": 88") : NULL;
+    char *config = test_slurp(TINY "/config.json", &n), *at = config ? strstr(config, "\"intermediate_size\": 88") : NULL;
     CHECK(at != NULL, "test setup: intermediate_size 88 in the tiny config");
     if (at) {
         char *wide = malloc(n + 2);

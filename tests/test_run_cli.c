@@ -18,22 +18,9 @@
 #define MEDGEM "build/medgem"
 #define WORK "build/test_run"
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    const long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    *n = fread(buf, 1, (size_t)len, f);
-    buf[*n] = 0;
-    fclose(f);
-    return buf;
-}
-
 static mg_json *parse_file(const char *path) {
     size_t n;
-    char *s = slurp(path, &n);
+    char *s = test_slurp(path, &n);
     mg_json *j = NULL;
     if (s && mg_json_parse(s, n, path, &j) != MG_OK) j = NULL;
     free(s);
@@ -42,7 +29,7 @@ static mg_json *parse_file(const char *path) {
 
 static int lines_of(const char *path) {
     size_t n;
-    char *s = slurp(path, &n);
+    char *s = test_slurp(path, &n);
     int c = 0;
     for (size_t i = 0; s && i < n; i++) c += s[i] == '\n';
     free(s);
@@ -109,14 +96,14 @@ static void test_reduced(void) {
     static const char *const csv[] = { WORK "/small/predictions_baseline.csv", WORK "/small/predictions_finetuned.csv" };
     for (int i = 0; i < 2; i++) {
         size_t n;
-        char *s = slurp(csv[i], &n);
+        char *s = test_slurp(csv[i], &n);
         CHECK(s && !strncmp(s, "path,label,pred,prob_0", 22) && lines_of(csv[i]) == n_test + 1,
               "%s: header and %lld rows (%d lines)", csv[i], (long long)n_test, lines_of(csv[i]));
         free(s);
     }
     /* train_log.jsonl: every line parses; 4 updates and one evaluation */
     size_t n;
-    char *log = slurp(WORK "/small/train_log.jsonl", &n);
+    char *log = test_slurp(WORK "/small/train_log.jsonl", &n);
     int steps = 0, evals = 0, bad = 0;
     for (char *p = log, *nl; p && (nl = strchr(p, '\n')); p = nl + 1) {
         *nl = 0;
@@ -132,7 +119,7 @@ static void test_reduced(void) {
               stat(WORK "/small/adapter/adapter_config.json", &sb) == 0,
           "the adapter is saved");
     /* report.html: one self-contained page with each chart */
-    char *html = slurp(WORK "/small/report.html", &n);
+    char *html = test_slurp(WORK "/small/report.html", &n);
     CHECK(html && !strncmp(html, "<!DOCTYPE html>", 15) && strstr(html, "</html>"), "report.html is a complete page");
     if (html) {
         static const char *const charts[] = { "chart-loss-1", "chart-lr-1", "chart-accuracy-1", "chart-confusion-baseline-1",
@@ -167,7 +154,7 @@ static void test_all_folds(void) {
     CHECK(folds && folds->n == 5, "metrics.json holds 5 folds");
     mg_json_free(m);
     size_t n;
-    char *html = slurp(WORK "/folds/report.html", &n);
+    char *html = test_slurp(WORK "/folds/report.html", &n);
     CHECK(html && strstr(html, "chart-roc-5") && strstr(html, " ± "), "the report has each fold and mean ± sd");
     free(html);
 }
@@ -217,7 +204,7 @@ static void test_bad_input(void) {
     free(out);
     /* docs/cli.md documents every command: each one's usage line is there */
     size_t n;
-    char *doc = slurp("docs/cli.md", &n);
+    char *doc = test_slurp("docs/cli.md", &n);
     static const char *const cmds[] = { "run", "data", "info", "classify", "generate", "eval", "train", "bench", "merge", "tokenize" };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char cmd[128];

@@ -24,22 +24,9 @@
 #define WORK "build/test_train"
 #define DATA WORK "/synth"
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    const long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)len + 1);
-    *n = fread(buf, 1, (size_t)len, f);
-    buf[*n] = 0;
-    fclose(f);
-    return buf;
-}
-
 static int count_lines(const char *path, const char *needle) {
     size_t n;
-    char *s = slurp(path, &n);
+    char *s = test_slurp(path, &n);
     int c = 0;
     for (char *p = s, *nl; p && *p; p = nl + 1) {
         nl = strchr(p, '\n');
@@ -62,7 +49,7 @@ static void test_learns(void) {
     free(out);
     /* every update line has the keys; the last evaluation's accuracy */
     size_t n;
-    char *log = slurp(WORK "/learn/train_log.jsonl", &n);
+    char *log = test_slurp(WORK "/learn/train_log.jsonl", &n);
     CHECK(log != NULL, "train_log.jsonl written");
     if (!log) return;
     int updates = 0, evals = 0, keys_ok = 1;
@@ -159,8 +146,8 @@ static void test_resume(void) {
     const char *resume[] = { RUN_ARGS, "--out", WORK "/part", "--resume", ckpt, NULL };
     CHECK(wait_status(spawn(resume, WORK "/resume.log")) == 0, "the resumed run exits 0");
     size_t na, nb;
-    char *a = slurp(WORK "/full/adapter/adapter_model.safetensors", &na);
-    char *b = slurp(WORK "/part/adapter/adapter_model.safetensors", &nb);
+    char *a = test_slurp(WORK "/full/adapter/adapter_model.safetensors", &na);
+    char *b = test_slurp(WORK "/part/adapter/adapter_model.safetensors", &nb);
     CHECK(a && b && na == nb && !memcmp(a, b, na), "the resumed run's adapter has the uninterrupted run's bytes (%zu vs %zu)",
           na, nb);
     CHECK(count_lines(WORK "/part/train_log.jsonl", "\"step\"") == 24, "the log holds each of the 24 updates once");

@@ -48,21 +48,6 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-static mg_status mkdir_p(const char *dir) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return mg_fail(MG_ERR_ARG, NULL, "path too long: %s", dir);
-    for (char *p = buf + 1;; p++) {
-        const char c = *p;
-        if (c != '/' && c != 0) continue;
-        *p = 0;
-        if (mkdir(buf, 0755) && errno != EEXIST)
-            return mg_fail(MG_ERR_IO, "check the --out path and its permissions", "cannot create %s: %s", buf,
-                           strerror(errno));
-        *p = c;
-        if (!c) return MG_OK;
-    }
-}
-
 static bool is_model_dir(const char *dir) {
     char p[4200];
     snprintf(p, sizeof p, "%s/config.json", dir);
@@ -141,7 +126,7 @@ static void stage(const mg_run_opts *o, int fold, mg_run_stage s, const char *wh
 static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_bh_index *ix, const char *model_dir,
                           mg_run_fold *f) {
     char path[4400];
-    MG_TRY(mkdir_p(f->dir));
+    MG_TRY(mg_make_dirs(f->dir));
     mg_bh_selection sel = o->sel;
     sel.fold = f->fold;
     int64_t *train = NULL, *test = NULL;
@@ -226,7 +211,7 @@ mg_status mg_run(const mg_run_opts *o, mg_run_result *r) {
     struct tm tm;
     localtime_r(&wall, &tm);
     strftime(r->started, sizeof r->started, "%Y-%m-%d %H:%M:%S", &tm);
-    MG_TRY(mkdir_p(o->out_dir));
+    MG_TRY(mg_make_dirs(o->out_dir));
 
     /* the model and the data */
     r->embedded_model = !o->model_dir;

@@ -42,21 +42,6 @@ typedef struct {
     int64_t micro; /* micro-batches of that epoch consumed */
 } run_position;
 
-static mg_status mkdir_p(const char *dir) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return mg_fail(MG_ERR_ARG, NULL, "path too long: %s", dir);
-    for (char *p = buf + 1;; p++) {
-        const char c = *p;
-        if (c != '/' && c != 0) continue;
-        *p = 0;
-        if (mkdir(buf, 0755) && errno != EEXIST)
-            return mg_fail(MG_ERR_IO, "check the --out path and its permissions", "cannot create %s: %s", buf,
-                           strerror(errno));
-        *p = c;
-        if (!c) return MG_OK;
-    }
-}
-
 static void remove_dir(const char *dir) {
     DIR *d = opendir(dir);
     if (!d) return;
@@ -76,7 +61,7 @@ static mg_status save_checkpoint(const mg_train_opts *o, const mg_config *cfg, m
                                  const run_position *pos, int total, int warmup, char *last, size_t last_cap) {
     char dir[4096], path[4352];
     snprintf(dir, sizeof dir, "%s/checkpoint-%d", o->out_dir, pos->step);
-    MG_TRY(mkdir_p(dir));
+    MG_TRY(mg_make_dirs(dir));
     const size_t bytes = (size_t)dev->n_params * sizeof(float);
     float *m = malloc(bytes), *v = malloc(bytes);
     mg_status s = m && v ? MG_OK : mg_fail(MG_ERR_OOM, NULL, "optimizer state of %lld parameters", (long long)dev->n_params);
@@ -228,7 +213,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
                        int64_t n_test, const mg_train_opts *o, mg_train_result *res) {
     memset(res, 0, sizeof *res);
     MG_TRY(check_opts(o, n_train));
-    MG_TRY(mkdir_p(o->out_dir));
+    MG_TRY(mg_make_dirs(o->out_dir));
     const double t0 = now_s();
     const mg_backend *be = m->be;
     const int64_t n_batches = (n_train + o->batch - 1) / o->batch;
@@ -361,7 +346,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
     /* the trained adapter, in PEFT's format */
     if (s == MG_OK && !res->interrupted) {
         snprintf(path, sizeof path, "%s/adapter", o->out_dir);
-        s = mkdir_p(path);
+        s = mg_make_dirs(path);
         if (s == MG_OK) s = mg_lora_device_download(&dev, lora.params, NULL, NULL);
         if (s == MG_OK) s = mg_lora_save(path, &lora, &m->cfg);
     }
