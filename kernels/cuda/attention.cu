@@ -655,6 +655,9 @@ extern "C" mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, cons
 // dq and dk/dv have separate owners, so nothing is summed with atomics and the result does not
 // depend on scheduling (bit-identical across runs); the price is recomputing S and dP in pass 4
 // (and lse2's Q·Kᵀ in pass 2): 8 T×T×D products instead of FlashAttention-2's 5.
+// Up to D = 80 on tensor cores (SigLIP), passes 3 and 4 are one (FUSED, FlashAttention-2's
+// scheme): the dk/dv kernel also computes each tile's dQ and adds it with fp32 atomics to a
+// scratch accumulator, then dq += scale · acc; 6 products, dq's last bits scheduling-dependent.
 // Tensor cores when D is a multiple of 8 and q, k, v, dout, dq, dk, dv are 16-byte aligned
 // (P and dS rounded to bf16 for their products, as in the forward); fp32 on CUDA cores otherwise.
 // ================================================================================================
