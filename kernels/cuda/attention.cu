@@ -655,6 +655,9 @@ extern "C" mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, cons
 // dq and dk/dv have separate owners, so nothing is summed with atomics and the result does not
 // depend on scheduling (bit-identical across runs); the price is recomputing S and dP in pass 4
 // (and lse2's Q·Kᵀ in pass 2): 8 T×T×D products instead of FlashAttention-2's 5.
+// Up to D = 80 on tensor cores (SigLIP), passes 3 and 4 are one (FUSED, FlashAttention-2's
+// scheme): the dk/dv kernel also computes each tile's dQ and adds it with fp32 atomics to a
+// scratch accumulator, then dq += scale · acc; 6 products, dq's last bits scheduling-dependent.
 // Tensor cores when D is a multiple of 8 and q, k, v, dout, dq, dk, dv are 16-byte aligned
 // (P and dS rounded to bf16 for their products, as in the forward); fp32 on CUDA cores otherwise.
 // ================================================================================================
@@ -914,23 +917,36 @@ static __device__ int tc_causal_group_begin(const mg_attention_args &a, int64_t 
 
 // Warps per 16-key block of the dk/dv kernel (WN above).
 static constexpr __host__ __device__ int dkdv_wn(int BK) { return TC_WARPS / (BK / 16); }
-// Rows of ps and dss: BK when WN > 1, none when phase 2 reads registers.
+// Rows of ps: BK when WN > 1, none when phase 2 reads registers; dss also has BK rows when the
+// kernel computes dQ (FUSED: phase 3 reads dS from there).
 static constexpr __host__ __device__ int dkdv_ps_rows(int BK) { return dkdv_wn(BK) > 1 ? BK : 0; }
+static constexpr __host__ __device__ int dkdv_dss_rows(int BK, bool FUSED) {
+    return dkdv_wn(BK) > 1 || FUSED ? BK : 0;
+}
 
-// Shared memory of the dk/dv kernel: K, V [BK][LD]; Q, dout [2][BQ][LD]; ps, dss [PS_ROWS][BQ+8];
-// lse2, Δ, group [2][BQ].
-static constexpr __host__ __device__ size_t dkdv_smem_bytes(int DP, int BK, int BQ) {
-    return sizeof(bf16) * ((size_t)(2 * BK + 4 * BQ) * (DP + 8) + (size_t)2 * dkdv_ps_rows(BK) * (BQ + 8)) +
+// Shared memory of the dk/dv kernel: K, V [BK][LD]; Q, dout [2][BQ][LD]; ps [PS_ROWS][BQ+8], dss
+// [DSS_ROWS][BQ+8]; lse2, Δ, group [2][BQ].
+static constexpr __host__ __device__ size_t dkdv_smem_bytes(int DP, int BK, int BQ, bool FUSED) {
+    return sizeof(bf16) * ((size_t)(2 * BK + 4 * BQ) * (DP + 8) +
+                           (size_t)(dkdv_ps_rows(BK) + dkdv_dss_rows(BK, FUSED)) * (BQ + 8)) +
            (2 * sizeof(float) + sizeof(int)) * 2 * (size_t)BQ;
 }
 
-template <int DP, int BK, int BQ>
+// FUSED (FlashAttention-2's single pass, WN = 1 only): a third phase per query tile computes
+// dQ = dS·K for the tile's queries from dSᵀ (bf16 in dss, written by phase 1) and K, warp w taking
+// queries 16w..16w+15 over all BK keys, and adds it to the fp32 dq_acc[B,T,H,D] (unscaled) with
+// atomics: every key tile of the row adds there, so the sum's order (and its last bits) depends on
+// scheduling. attention_backward_dq_add_kernel then does dq += scale · dq_acc. One more barrier per
+// tile (dss complete before phase 3).
+template <int DP, int BK, int BQ, bool FUSED>
 static __global__ void __launch_bounds__(TC_THREADS, 2)
-    attention_backward_dkdv_tc_kernel(bf16 *dk, bf16 *dv, const bf16 *q, const bf16 *k, const bf16 *v,
+    attention_backward_dkdv_tc_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
                                       const bf16 *dout, const float *lse2, const float *delta, mg_attention_args a) {
     constexpr int KB = BK / 16;          // key blocks of 16
     constexpr int WN = dkdv_wn(BK);      // warps per key block
     constexpr int PS_ROWS = dkdv_ps_rows(BK);
+    constexpr int DSS_ROWS = dkdv_dss_rows(BK, FUSED);
+    static_assert(!FUSED || (WN == 1 && BQ == 16 * TC_WARPS), "phase 3: one warp per 16 queries of the tile");
     constexpr int QW = BQ / WN;          // queries per warp in phase 1
     constexpr int DW = DP / WN;          // dims per warp in phase 2
     constexpr int LD = DP + 8, LP = BQ + 8;
@@ -946,8 +962,8 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     bf16 *qs = vs + BK * LD;                         // [2][BQ][LD]
     bf16 *dos = qs + 2 * BQ * LD;                    // [2][BQ][LD]
     bf16 *ps = dos + 2 * BQ * LD;                    // [PS_ROWS][LP] Pᵀ (WN > 1)
-    bf16 *dss = ps + PS_ROWS * LP;                   // [PS_ROWS][LP] dSᵀ (WN > 1)
-    float *slse = reinterpret_cast<float *>(dss + PS_ROWS * LP);  // [2][BQ]
+    bf16 *dss = ps + PS_ROWS * LP;                   // [DSS_ROWS][LP] dSᵀ (WN > 1 or FUSED)
+    float *slse = reinterpret_cast<float *>(dss + DSS_ROWS * LP);  // [2][BQ]
     float *sdelta = slse + 2 * BQ;                   // [2][BQ]
     int *sgroup = reinterpret_cast<int *>(sdelta + 2 * BQ);  // [2][BQ]
 
@@ -1076,14 +1092,18 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
                     s[n][e] = p;
                     dp[n][e] = p * (dp[n][e] - delta_n[col]);
                 }
-                if constexpr (WN > 1)
+                if constexpr (WN > 1 || FUSED)
 #pragma unroll
                     for (int r = 0; r < 2; r++) {
                         const int off = (kb * 16 + fr + 8 * r) * LP + wn * QW + 8 * n + fc;
-                        *reinterpret_cast<uint32_t *>(ps + off) = pack_bf16x2(s[n][2 * r], s[n][2 * r + 1]);
+                        if constexpr (WN > 1) *reinterpret_cast<uint32_t *>(ps + off) = pack_bf16x2(s[n][2 * r], s[n][2 * r + 1]);
                         *reinterpret_cast<uint32_t *>(dss + off) = pack_bf16x2(dp[n][2 * r], dp[n][2 * r + 1]);
                     }
             }
+        } else if constexpr (FUSED) {
+            // Phase 3 reads every key's dS: this block of 16 keys adds nothing (16 rows of BQ bf16).
+            for (int e = lane; e < 16 * BQ / 8; e += 32)
+                *reinterpret_cast<uint4 *>(dss + (kb * 16 + e / (BQ / 8)) * LP + 8 * (e % (BQ / 8))) = make_uint4(0, 0, 0, 0);
         }
         if constexpr (WN > 1) __syncthreads();  // ps, dss of every key block complete
 
@@ -1123,6 +1143,49 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
                 }
             }
         }
+        if constexpr (FUSED) {
+            __syncthreads();  // dss holds every key block's dSᵀ
+            const int qw = q0 + 16 * warp;  // this warp's queries qw..qw+15 (past T: dS = 0, nothing to add)
+            if (qw < T) {
+                constexpr int DB = DP / 8;
+                float dq_p[DB][4];
+#pragma unroll
+                for (int d = 0; d < DB; d++) dq_p[d][0] = dq_p[d][1] = dq_p[d][2] = dq_p[d][3] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < BK / 16; kk++) {
+                    // dS's A fragment (queries × keys 16kk..) from dSᵀ rows (keys) with .trans:
+                    // matrices (keys +0, queries +0), (keys +0, queries +8), (keys +8, +0), (+8, +8).
+                    uint32_t sa[4];
+                    ldmatrix_x4_trans(sa, dss + (16 * kk + ((lane >> 4) & 1) * 8 + (lane & 7)) * LP + 16 * warp +
+                                              ((lane >> 3) & 1) * 8);
+#pragma unroll
+                    for (int d = 0; d < DB; d += 2) {
+                        if (8 * d >= D) continue;  // warp-uniform; D is a multiple of 8
+                        uint32_t kt[4];  // keys 16kk..+7/+8..+15 × dims 8d..8d+7, then dims 8d+8..8d+15
+                        ldmatrix_x4_trans(kt, ks + (16 * kk + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + 8 * d + (lane >> 4) * 8);
+                        mma_bf16_16816(dq_p[d], sa, kt[0], kt[1]);
+                        if (8 * d + 8 < D) mma_bf16_16816(dq_p[d + 1], sa, kt[2], kt[3]);
+                    }
+                }
+                const int h = g * HG + hh;
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const int i = qw + fr + 8 * r;
+                    if (i >= T) continue;
+                    float *row = dq_acc + ((b * T + i) * H + h) * (int64_t)D;
+#pragma unroll
+                    for (int d = 0; d < DB; d++) {
+                        if (8 * d >= D) continue;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+                        atomicAdd(reinterpret_cast<float2 *>(row + 8 * d + fc), make_float2(dq_p[d][2 * r], dq_p[d][2 * r + 1]));
+#else
+                        atomicAdd(row + 8 * d + fc, dq_p[d][2 * r]);
+                        atomicAdd(row + 8 * d + fc + 1, dq_p[d][2 * r + 1]);
+#endif
+                    }
+                }
+            }
+        }
         if (it + 1 < n_it && threadIdx.x < BQ) {
             slse[(st ^ 1) * BQ + threadIdx.x] = next_l;
             sdelta[(st ^ 1) * BQ + threadIdx.x] = next_d;
@@ -1150,9 +1213,23 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
 }
 
 static size_t attention_backward_dkdv_smem_bytes(int DP) {
-    // The configurations of attention_backward_dkdv_tc_launch: (BK, BQ) = (64, 64) up to DP = 80,
-    // (32, 64) at 128, (32, 32) at 256.
-    return DP <= 80 ? dkdv_smem_bytes(DP, 64, 64) : DP <= 128 ? dkdv_smem_bytes(DP, 32, 64) : dkdv_smem_bytes(DP, 32, 32);
+    // The configurations of attention_backward_tc_launch: (BK, BQ) = (64, 64), fused, up to DP =
+    // 80; (32, 64) at 128, (32, 32) at 256.
+    return DP <= 80 ? dkdv_smem_bytes(DP, 64, 64, true)
+                    : DP <= 128 ? dkdv_smem_bytes(DP, 32, 64, false) : dkdv_smem_bytes(DP, 32, 32, false);
+}
+
+// dq += scale · acc over n elements (n a multiple of 4; dq 8-byte, acc 16-byte aligned): the fused
+// pass's fp32 dQ into the bf16 gradient, one rounding.
+static __global__ void attention_backward_dq_add_kernel(bf16 *dq, const float *acc, float scale, int64_t n) {
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t e = 4 * ((int64_t)blockIdx.x * blockDim.x + threadIdx.x); e < n; e += 4 * stride) {
+        const float4 x = *reinterpret_cast<const float4 *>(acc + e);
+        __nv_bfloat162 *p = reinterpret_cast<__nv_bfloat162 *>(dq + e);
+        const float2 lo = __bfloat1622float2(p[0]), hi = __bfloat1622float2(p[1]);
+        p[0] = __floats2bfloat162_rn(lo.x + scale * x.x, lo.y + scale * x.y);
+        p[1] = __floats2bfloat162_rn(hi.x + scale * x.z, hi.y + scale * x.w);
+    }
 }
 
 // ---- fp32 on CUDA cores (any D <= 256, any alignment) ------------------------------------------
@@ -1320,19 +1397,41 @@ static mg_status attention_backward_dq_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *dq,
     return MG_OK;
 }
 
-template <int DP, int BK, int BQ>
-static mg_status attention_backward_dkdv_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *dk, bf16 *dv, const bf16 *q,
-                                                       const bf16 *k, const bf16 *v, const bf16 *dout,
+// FUSED: dq_acc (n_stat·D floats, 16-byte aligned) is zeroed, the kernel adds dQ into it, and
+// attention_backward_dq_add_kernel adds scale · dq_acc to dq.
+template <int DP, int BK, int BQ, bool FUSED>
+static mg_status attention_backward_dkdv_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, float *dq_acc,
+                                                       const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
                                                        const float *lse2, const float *delta,
                                                        const mg_attention_args *a) {
-    const size_t smem = dkdv_smem_bytes(DP, BK, BQ);
-    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_tc_kernel<DP, BK, BQ>,
+    const int64_t n_dq = a->B * a->T * a->H * a->D;
+    if (FUSED) MG_CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, sizeof(float) * (size_t)n_dq, ctx->stream));
+    const size_t smem = dkdv_smem_bytes(DP, BK, BQ, FUSED);
+    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_tc_kernel<DP, BK, BQ, FUSED>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)((a->T + BK - 1) / BK), (unsigned)a->Hkv, (unsigned)a->B);
-    attention_backward_dkdv_tc_kernel<DP, BK, BQ>
-        <<<grid, TC_THREADS, smem, ctx->stream>>>(dk, dv, q, k, v, dout, lse2, delta, *a);
+    attention_backward_dkdv_tc_kernel<DP, BK, BQ, FUSED>
+        <<<grid, TC_THREADS, smem, ctx->stream>>>(dk, dv, dq_acc, q, k, v, dout, lse2, delta, *a);
     MG_CUDA_LAUNCH_CHECK(attention_backward_dkdv_tc_kernel);
+    if (FUSED) {
+        const int threads = 256;
+        const unsigned blocks = grid_stride_blocks(ctx, n_dq / 4, threads);
+        attention_backward_dq_add_kernel<<<blocks, threads, 0, ctx->stream>>>(dq, dq_acc, a->scale, n_dq);
+        MG_CUDA_LAUNCH_CHECK(attention_backward_dq_add_kernel);
+    }
     return MG_OK;
+}
+
+// Up to DP = 80 (BK = BQ = 64, one warp per 16 keys) the dk/dv kernel also computes dQ (FUSED)
+// unless `separate_dq` (the lab's comparison): 5 T×T×D products instead of 8.
+static bool attention_backward_fuses_dq(int D, bool separate_dq) { return D <= 80 && !separate_dq; }
+
+// The scratch's floats: lse2 and Δ (n_stat each), then, when fused, dq_acc (n_stat·D) from a
+// 16-byte boundary.
+static size_t attention_backward_scratch_floats(const mg_attention_args *a, bool fused) {
+    const size_t n_stat = (size_t)(a->B * a->T * a->H);
+    const size_t acc_off = (2 * n_stat + 3) / 4 * 4;
+    return fused ? acc_off + n_stat * (size_t)a->D : 2 * n_stat;
 }
 
 // lse2 (the forward kernel's STATS mode), dq, then dk and dv, with D padded to DP as in the
@@ -1341,7 +1440,7 @@ static mg_status attention_backward_dkdv_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *d
 // keeps shared memory under 110 KB (two blocks per SM on the H100/H200).
 static mg_status attention_backward_tc_launch(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *q,
                                               const bf16 *k, const bf16 *v, const bf16 *dout, float *lse2,
-                                              const float *delta, const mg_attention_args *a) {
+                                              const float *delta, float *dq_acc, const mg_attention_args *a) {
     const int D = a->D;
     const int DP = D <= 32 ? 32 : D <= 64 ? 64 : D <= 80 ? 80 : D <= 128 ? 128 : 256;
     const size_t smem = attention_backward_dq_smem_bytes(DP) > attention_backward_dkdv_smem_bytes(DP)
@@ -1352,22 +1451,29 @@ static mg_status attention_backward_tc_launch(mg_cuda_ctx *ctx, bf16 *dq, bf16 *
                        "attention_backward: D=%d needs %zu bytes of shared memory, %s allows %zu", D, smem, ctx->name,
                        ctx->smem_optin);
     MG_TRY(attention_tc_launch<true>(ctx, NULL, lse2, q, k, k, a));  // v unused in STATS mode
+    // dq_acc != NULL: the fused pass (attention_backward_fuses_dq), else the dq kernel first.
+    if (dq_acc) switch (DP) {
+        case 32: return attention_backward_dkdv_tc_launch_cfg<32, 64, 64, true>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
+        case 64: return attention_backward_dkdv_tc_launch_cfg<64, 64, 64, true>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
+        case 80: return attention_backward_dkdv_tc_launch_cfg<80, 64, 64, true>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
+        default: return mg_fail(MG_ERR_UNSUPPORTED, NULL, "attention_backward: no fused pass at D=%d", D);
+        }
     switch (DP) {
     case 32:
         MG_TRY(attention_backward_dq_tc_launch_cfg<32>(ctx, dq, q, k, v, dout, lse2, delta, a));
-        return attention_backward_dkdv_tc_launch_cfg<32, 64, 64>(ctx, dk, dv, q, k, v, dout, lse2, delta, a);
+        return attention_backward_dkdv_tc_launch_cfg<32, 64, 64, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
     case 64:
         MG_TRY(attention_backward_dq_tc_launch_cfg<64>(ctx, dq, q, k, v, dout, lse2, delta, a));
-        return attention_backward_dkdv_tc_launch_cfg<64, 64, 64>(ctx, dk, dv, q, k, v, dout, lse2, delta, a);
+        return attention_backward_dkdv_tc_launch_cfg<64, 64, 64, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
     case 80:
         MG_TRY(attention_backward_dq_tc_launch_cfg<80>(ctx, dq, q, k, v, dout, lse2, delta, a));
-        return attention_backward_dkdv_tc_launch_cfg<80, 64, 64>(ctx, dk, dv, q, k, v, dout, lse2, delta, a);
+        return attention_backward_dkdv_tc_launch_cfg<80, 64, 64, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
     case 128:
         MG_TRY(attention_backward_dq_tc_launch_cfg<128>(ctx, dq, q, k, v, dout, lse2, delta, a));
-        return attention_backward_dkdv_tc_launch_cfg<128, 32, 64>(ctx, dk, dv, q, k, v, dout, lse2, delta, a);
+        return attention_backward_dkdv_tc_launch_cfg<128, 32, 64, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
     default:
         MG_TRY(attention_backward_dq_tc_launch_cfg<256>(ctx, dq, q, k, v, dout, lse2, delta, a));
-        return attention_backward_dkdv_tc_launch_cfg<256, 32, 32>(ctx, dk, dv, q, k, v, dout, lse2, delta, a);
+        return attention_backward_dkdv_tc_launch_cfg<256, 32, 32, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
     }
 }
 
@@ -1432,20 +1538,30 @@ static bool attention_backward_uses_tensor_cores(const void *dq, const void *dk,
     return D % 8 == 0 && addr % 16 == 0;
 }
 
+// The backward after the argument checks: scratch, Δ, then the tensor-core path (`tc`; fused dq
+// unless `separate_dq`) or the fp32 one. The lab calls it with each path forced.
+static mg_status attention_backward_run(mg_cuda_ctx *ctx, bool tc, bool separate_dq, bf16 *dq, bf16 *dk, bf16 *dv,
+                                        const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
+                                        const bf16 *out, const mg_attention_args *a) {
+    const int64_t n_stat = a->B * a->T * a->H;  // < 2^63: B, H <= 65535 and T < 2^31
+    if (n_stat > ((int64_t)1 << 46))            // so that n_stat·(D + 3) floats cannot overflow
+        return mg_fail(MG_ERR_SHAPE, NULL, "attention_backward: B*T*H = %lld rows is too many", (long long)n_stat);
+    const bool fused = tc && attention_backward_fuses_dq(a->D, separate_dq);
+    const size_t floats = attention_backward_scratch_floats(a, fused);
+    float *lse2 = NULL;
+    MG_TRY(attention_backward_scratch(ctx, sizeof(float) * floats, &lse2));
+    float *delta = lse2 + n_stat;
+    float *dq_acc = fused ? lse2 + (floats - (size_t)n_stat * a->D) : NULL;
+    MG_TRY(attention_backward_delta_launch(ctx, delta, dout, out, a));
+    if (tc) return attention_backward_tc_launch(ctx, dq, dk, dv, q, k, v, dout, lse2, delta, dq_acc, a);
+    return attention_backward_fp32_launch(ctx, dq, dk, dv, q, k, v, dout, lse2, delta, a);
+}
+
 extern "C" mg_status mg_cuda_attention_backward(mg_cuda_ctx *ctx, void *dq, void *dk, void *dv, const void *dout,
                                                 const void *q, const void *k, const void *v, const void *out,
                                                 const mg_attention_args *a) {
     MG_TRY(attention_check_args(a, "attention_backward"));
-    const int64_t n_stat = a->B * a->T * a->H;  // < 2^63: B, H <= 65535 and T < 2^31
-    if (n_stat > ((int64_t)1 << 56))            // so that 8 bytes each cannot overflow
-        return mg_fail(MG_ERR_SHAPE, NULL, "attention_backward: B*T*H = %lld rows is too many", (long long)n_stat);
-    float *lse2 = NULL;
-    MG_TRY(attention_backward_scratch(ctx, 2 * sizeof(float) * (size_t)n_stat, &lse2));
-    float *delta = lse2 + n_stat;
-    MG_TRY(attention_backward_delta_launch(ctx, delta, (const bf16 *)dout, (const bf16 *)out, a));
-    if (attention_backward_uses_tensor_cores(dq, dk, dv, dout, q, k, v, a->D))
-        return attention_backward_tc_launch(ctx, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)q,
-                                            (const bf16 *)k, (const bf16 *)v, (const bf16 *)dout, lse2, delta, a);
-    return attention_backward_fp32_launch(ctx, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)q, (const bf16 *)k,
-                                          (const bf16 *)v, (const bf16 *)dout, lse2, delta, a);
+    const bool tc = attention_backward_uses_tensor_cores(dq, dk, dv, dout, q, k, v, a->D);
+    return attention_backward_run(ctx, tc, false, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
+                                  (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, (const bf16 *)out, a);
 }

@@ -81,7 +81,9 @@ mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, const void *q, 
 /* attention.cu: dq[B,T,H,D], dk, dv[B,T,Hkv,D] += the gradients of attention_forward (same args and
  * mask) from dout and the forward's q, k, v, out; each read as bf16, the fp32 gradient added, one
  * rounding. Row log-sum-exps recomputed into ctx->attn_scratch (grown on demand: the first call at
- * a larger B*T*H waits for the stream and may fail with MG_ERR_OOM). Deterministic (no atomics).
+ * a larger B*T*H waits for the stream and may fail with MG_ERR_OOM; with D <= 80 on tensor cores
+ * it also holds an fp32 dq accumulator of B*T*H*D floats). dk, dv deterministic; dq too except with
+ * D <= 80 on tensor cores (fp32 atomics: its last bits may vary between runs).
  * D a multiple of 8 and all pointers but out 16-byte aligned: tensor cores, P and dS rounded to
  * bf16 for their products; otherwise fp32 on CUDA cores (slow; for odd D / misaligned views). */
 mg_status mg_cuda_attention_backward(mg_cuda_ctx *ctx, void *dq, void *dk, void *dv, const void *dout, const void *q,

@@ -180,18 +180,6 @@ static int bench_shape(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_byte
     return ok;
 }
 
-// The backward with its path forced (the entry picks by alignment): scratch, Δ, then tc or fp32.
-template <bool TC>
-static mg_status attention_backward_path(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout,
-                                         const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *out,
-                                         const mg_attention_args *a) {
-    const int64_t n_stat = a->B * a->T * a->H;
-    float *lse2 = NULL;
-    MG_TRY(attention_backward_scratch(ctx, 2 * sizeof(float) * (size_t)n_stat, &lse2));
-    MG_TRY(attention_backward_delta_launch(ctx, lse2 + n_stat, dout, out, a));
-    if (TC) return attention_backward_tc_launch(ctx, dq, dk, dv, q, k, v, dout, lse2, lse2 + n_stat, a);
-    return attention_backward_fp32_launch(ctx, dq, dk, dv, q, k, v, dout, lse2, lse2 + n_stat, a);
-}
 
 static int bench_backward(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_bytes) {
     const size_t nq = (size_t)s.B * s.T * s.H * s.D, nk = (size_t)s.B * s.T * s.Hkv * s.D;
@@ -213,15 +201,18 @@ static int bench_backward(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_b
     BENCH_CHECK(cudaMalloc(&out, nq * sizeof(bf16)));
     MG_CHECK(attention_forward_tc_launch(ctx, out, q, k, v, &a));
 
+    // bwd_tc_sep: the tensor-core path with the separate dq kernel (the previous production path).
     struct version {
         const char *name;
-        bool tc;
+        bool tc, separate_dq;
         int reps;
         bf16 *dq, *dk, *dv;
-    } versions[] = {{"bwd_tc", true, REPEATS, NULL, NULL, NULL}, {"bwd_fp32", false, REPEATS_FP32, NULL, NULL, NULL}};
+    } versions[] = {{"bwd_tc", true, false, REPEATS, NULL, NULL, NULL},
+                    {"bwd_tc_sep", true, true, REPEATS, NULL, NULL, NULL},
+                    {"bwd_fp32", false, false, REPEATS_FP32, NULL, NULL, NULL}};
+    const int n_versions = (int)(sizeof versions / sizeof versions[0]), ref_version = n_versions - 1;
     auto run = [&](const version &ver) {
-        return ver.tc ? attention_backward_path<true>(ctx, ver.dq, ver.dk, ver.dv, dout, q, k, v, out, &a)
-                      : attention_backward_path<false>(ctx, ver.dq, ver.dk, ver.dv, dout, q, k, v, out, &a);
+        return attention_backward_run(ctx, ver.tc, ver.separate_dq, ver.dq, ver.dk, ver.dv, dout, q, k, v, out, &a);
     };
     for (version &ver : versions) {
         BENCH_CHECK(cudaMalloc(&ver.dq, nq * sizeof(bf16)));
@@ -235,16 +226,19 @@ static int bench_backward(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_b
     MG_CHECK(mg_cuda_sync(ctx));
     int ok = 1;
     const char *grads[3] = {"dq", "dk", "dv"};
-    for (int t = 0; t < 3; t++) {
-        const size_t n = t ? nk : nq;
-        const bf16 *got = t == 0 ? versions[0].dq : t == 1 ? versions[0].dk : versions[0].dv;
-        const bf16 *ref = t == 0 ? versions[1].dq : t == 1 ? versions[1].dk : versions[1].dv;
-        size_t nans = 0;
-        const double nmse = nmse_of(download(got, n), download(ref, n), &nans);
-        const int g_ok = nans == 0 && nmse <= 1e-4;
-        printf("# %s: bwd_tc vs bwd_fp32 %s nmse=%.2e nan=%zu: %s\n", s.name, grads[t], nmse, nans, g_ok ? "OK" : "FAIL");
-        ok &= g_ok;
-    }
+    for (int vi = 0; vi < ref_version; vi++)
+        for (int t = 0; t < 3; t++) {
+            const version &got_v = versions[vi], &ref_v = versions[ref_version];
+            const size_t n = t ? nk : nq;
+            const bf16 *got = t == 0 ? got_v.dq : t == 1 ? got_v.dk : got_v.dv;
+            const bf16 *ref = t == 0 ? ref_v.dq : t == 1 ? ref_v.dk : ref_v.dv;
+            size_t nans = 0;
+            const double nmse = nmse_of(download(got, n), download(ref, n), &nans);
+            const int g_ok = nans == 0 && nmse <= 1e-4;
+            printf("# %s: %s vs bwd_fp32 %s nmse=%.2e nan=%zu: %s\n", s.name, got_v.name, grads[t], nmse, nans,
+                   g_ok ? "OK" : "FAIL");
+            ok &= g_ok;
+        }
 
     const double flop = 2.5 * 4.0 * s.B * s.H * (double)s.T * s.T * s.D * (s.causal ? 0.5 : 1.0);
     for (const version &ver : versions) {
@@ -287,7 +281,8 @@ int main(void) {
     };
     printf("version | shape | time ms | TFLOP/s\n");
     int all_ok = 1;
-    for (const shape &s : shapes) all_ok &= bench_shape(&ctx, s, flush, flush_bytes);
+    if (!getenv("ATTN_LAB_BWD_ONLY"))  // set: the backward's rows only
+        for (const shape &s : shapes) all_ok &= bench_shape(&ctx, s, flush, flush_bytes);
     for (const shape &s : shapes) all_ok &= bench_backward(&ctx, s, flush, flush_bytes);
     cudaFree(flush);
     mg_cuda_ctx_destroy(&ctx);

@@ -80,6 +80,7 @@ static inline float __shfl_sync(unsigned, float v, int src) {
 }
 static inline int atomicMin(int *p, int v) { int o = *p; if (v < o) *p = v; return o; }
 static inline int atomicMax(int *p, int v) { int o = *p; if (v > o) *p = v; return o; }
+static inline float atomicAdd(float *p, float v) { float o = *p; *p = o + v; return o; }
 
 static inline void emu_check_smem(const void *p, size_t bytes, const char *what) {
     const unsigned char *c = (const unsigned char *)p;

@@ -19,14 +19,27 @@ static void emu_forward_tc(bf16 *out, float *lse2, const bf16 *q, const bf16 *k,
     return emu_forward_tc_cfg<256, 64, STATS>(out, lse2, q, k, v, a);
 }
 
-template <int DP, int BK, int BQ>
+// FUSED: dq through the dk/dv kernel's dQ phase (fp32 accumulator, then dq += scale · acc, here on
+// the host as attention_backward_dq_add_kernel does) unless EMU_SEPARATE_DQ is set.
+template <int DP, int BK, int BQ, bool FUSED>
 static void emu_backward_tc_cfg(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *q, const bf16 *k, const bf16 *v,
                                 const bf16 *dout, float *lse2, const float *delta, const mg_attention_args &a) {
     emu_forward_tc<true>(NULL, lse2, q, k, k, a);
-    emu_launch({(unsigned)((a.T + 63) / 64), (unsigned)a.H, (unsigned)a.B}, TC_THREADS, attention_backward_dq_smem_bytes(DP),
-               [&] { attention_backward_dq_tc_kernel<DP>(dq, q, k, v, dout, lse2, delta, a); });
-    emu_launch({(unsigned)((a.T + BK - 1) / BK), (unsigned)a.Hkv, (unsigned)a.B}, TC_THREADS, dkdv_smem_bytes(DP, BK, BQ),
-               [&] { attention_backward_dkdv_tc_kernel<DP, BK, BQ>(dk, dv, q, k, v, dout, lse2, delta, a); });
+    const bool fused = FUSED && !getenv("EMU_SEPARATE_DQ");
+    if (!fused)
+        emu_launch({(unsigned)((a.T + 63) / 64), (unsigned)a.H, (unsigned)a.B}, TC_THREADS, attention_backward_dq_smem_bytes(DP),
+                   [&] { attention_backward_dq_tc_kernel<DP>(dq, q, k, v, dout, lse2, delta, a); });
+    const size_t n_dq = (size_t)(a.B * a.T * a.H * a.D);
+    std::vector<float> acc(fused ? n_dq : 0, 0.0f);
+    if constexpr (FUSED) {
+        if (fused)
+            emu_launch({(unsigned)((a.T + BK - 1) / BK), (unsigned)a.Hkv, (unsigned)a.B}, TC_THREADS, dkdv_smem_bytes(DP, BK, BQ, true),
+                       [&] { attention_backward_dkdv_tc_kernel<DP, BK, BQ, true>(dk, dv, acc.data(), q, k, v, dout, lse2, delta, a); });
+    }
+    if (!fused)
+        emu_launch({(unsigned)((a.T + BK - 1) / BK), (unsigned)a.Hkv, (unsigned)a.B}, TC_THREADS, dkdv_smem_bytes(DP, BK, BQ, false),
+                   [&] { attention_backward_dkdv_tc_kernel<DP, BK, BQ, false>(dk, dv, NULL, q, k, v, dout, lse2, delta, a); });
+    for (size_t e = 0; e < acc.size(); e++) dq[e] = __float2bfloat16_rn(__bfloat162float(dq[e]) + a.scale * acc[e]);
 }
 
 template <int DPL>
@@ -46,11 +59,11 @@ static void emu_attention_backward(bool tc, bf16 *dq, bf16 *dk, bf16 *dv, const 
     if (tc) {
         const int D = a.D, DP = D <= 32 ? 32 : D <= 64 ? 64 : D <= 80 ? 80 : D <= 128 ? 128 : 256;
         switch (DP) {
-        case 32: return emu_backward_tc_cfg<32, 64, 64>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
-        case 64: return emu_backward_tc_cfg<64, 64, 64>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
-        case 80: return emu_backward_tc_cfg<80, 64, 64>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
-        case 128: return emu_backward_tc_cfg<128, 32, 64>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
-        default: return emu_backward_tc_cfg<256, 32, 32>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+        case 32: return emu_backward_tc_cfg<32, 64, 64, true>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+        case 64: return emu_backward_tc_cfg<64, 64, 64, true>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+        case 80: return emu_backward_tc_cfg<80, 64, 64, true>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+        case 128: return emu_backward_tc_cfg<128, 32, 64, false>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
+        default: return emu_backward_tc_cfg<256, 32, 32, false>(dq, dk, dv, q, k, v, dout, lse2, delta, a);
         }
     }
     switch ((a.D + 31) / 32) {
