@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 #include "engine/dtype.h"
@@ -35,6 +36,22 @@ static inline uint64_t rng_next(void) { /* splitmix64 */
 }
 static inline double rng_uniform(void) { return (double)(rng_next() >> 11) * 0x1.0p-53 * 2.0 - 1.0; } /* [-1, 1) */
 static inline int rng_int(int n) { return (int)(rng_next() % (uint64_t)n); }
+
+/* The start of an op-test program: seeds the generator (MG_TEST_SEED, else the clock) and creates
+ * the CUDA context; 0 (a failure counted) when there is no GPU. */
+static inline int op_test_start(const char *name, mg_cuda_ctx *ctx) {
+    const char *seed_env = getenv("MG_TEST_SEED");
+    const uint64_t seed = seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)time(NULL);
+    rng_state = seed;
+    if (mg_cuda_ctx_create(ctx, 0) != MG_OK) {
+        printf("no GPU: cannot run %s: %s\n", name, mg_last_error());
+        test_failed_++;
+        return 0;
+    }
+    printf("%s: %s (sm_%d%d, %d SMs), seed %llu (MG_TEST_SEED=%llu repeats this run)\n", name, ctx->name,
+           ctx->cc_major, ctx->cc_minor, ctx->sm_count, (unsigned long long)seed, (unsigned long long)seed);
+    return 1;
+}
 
 static inline void *xmalloc(size_t bytes) {
     void *p = malloc(bytes ? bytes : 1);

@@ -767,18 +767,8 @@ static void case_bad_args(mg_cuda_ctx *ctx) {
 }
 
 int main(void) {
-    const char *seed_env = getenv("MG_TEST_SEED");
-    const uint64_t seed = seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)time(NULL);
-    rng_state = seed;
     mg_cuda_ctx ctx;
-    mg_status s = mg_cuda_ctx_create(&ctx, 0);
-    if (s != MG_OK) {
-        printf("no GPU: cannot run the CUDA backward tests: %s\n", mg_last_error());
-        test_failed_++;
-        return test_finish();
-    }
-    printf("test_cuda_backward: %s (sm_%d%d, %d SMs), seed %llu (MG_TEST_SEED=%llu repeats this run)\n", ctx.name,
-           ctx.cc_major, ctx.cc_minor, ctx.sm_count, (unsigned long long)seed, (unsigned long long)seed);
+    if (!op_test_start("test_cuda_backward", &ctx)) return test_finish();
 
     /* linear_backward: odd shapes (one misaligned dy), a shape twice (the cached plan), then the
      * model's frozen linears at batch 8 (M = 2880 text rows, 4096 patches): text q|k|v, o,

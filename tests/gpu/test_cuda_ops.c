@@ -955,18 +955,8 @@ static void case_bad_args(mg_cuda_ctx *ctx) {
 }
 
 int main(void) {
-    const char *seed_env = getenv("MG_TEST_SEED");
-    const uint64_t seed = seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)time(NULL);
-    rng_state = seed;
     mg_cuda_ctx ctx;
-    mg_status s = mg_cuda_ctx_create(&ctx, 0);
-    if (s != MG_OK) {
-        printf("no GPU: cannot run the CUDA op tests: %s\n", mg_last_error());
-        test_failed_++;
-        return test_finish();
-    }
-    printf("test_cuda_ops: %s (sm_%d%d, %d SMs), seed %llu (MG_TEST_SEED=%llu repeats this run)\n", ctx.name,
-           ctx.cc_major, ctx.cc_minor, ctx.sm_count, (unsigned long long)seed, (unsigned long long)seed);
+    if (!op_test_start("test_cuda_ops", &ctx)) return test_finish();
 
     /* linear: odd shapes, then SigLIP qkv/fc1/fc2, Gemma q/o/gate|up/down, the projector */
     case_linear(&ctx, 37, 40, 33, 1, 0, 0);
