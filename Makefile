@@ -161,6 +161,11 @@ $(BUILD)/examples/%_static: examples/%.c engine/medgem.h $(BUILD)/libmedgem.a $(
 	@mkdir -p $(dir $@)
 	$(CC) $(EXAMPLE_CFLAGS) -o $@ $< $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
 
+# valgrind programs (tests/valgrind/*.c, the public header only, static library)
+$(BUILD)/valgrind/%: tests/valgrind/%.c engine/medgem.h $(BUILD)/libmedgem.a $(BUILD)/lib/libsentencepiece.so.0
+	@mkdir -p $(dir $@)
+	$(CC) $(EXAMPLE_CFLAGS) -o $@ $< $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
+
 # ---- install ---------------------------------------------------------------------------------
 # PREFIX/include/medgem.h, PREFIX/lib/libmedgem.so.VERSION (+ .so.MAJOR, .so links), libmedgem.a,
 # PREFIX/lib/medgem/libsentencepiece.so.0 (the runtime the library was built with; the GPU machine
@@ -192,7 +197,7 @@ uninstall:
 
 # Each test binary prints "RESULT <p> passed, <f> failed"; the runner sums them.
 # tests/test_examples runs the examples; tests/test_install installs into a temporary prefix.
-test: all examples $(TESTS)
+test: all examples $(BUILD)/valgrind/api_lifecycle $(TESTS)
 	@sh tests/run_tests.sh $(TESTS)
 
 test-gpu: $(if $(filter yes,$(PREBUILT)),,$(if $(filter no,$(CUDA)),gpu-needs-cuda,all $(GPU_TESTS)))

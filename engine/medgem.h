@@ -72,7 +72,7 @@ typedef enum {
     MEDGEM_ERR_NUMERIC = 9,     /* NaN or Inf where a finite value is required (diverged training) */
 } medgem_status;
 
-const char *medgem_status_name(medgem_status s); /* "MG_OK", "MG_ERR_IO", ... */
+const char *medgem_status_name(medgem_status s); /* "ok", "io error", "format error", ... (static) */
 /* The message of the last failure on the calling thread; "" when none. Valid until the next
  * failing call on this thread. */
 const char *medgem_last_error(void);
@@ -129,8 +129,9 @@ void medgem_model_options_init(medgem_model_options *o);
 medgem_status medgem_model_open(const char *dir, const medgem_model_options *o, medgem_model **out);
 /* Releases the model and its backend (m may be NULL). Free its trainers first. */
 void medgem_model_free(medgem_model *m);
-/* The message of the last failed call on m (or on its adapters and trainers); "" when none.
- * Owned by m; valid until its next failing call. m NULL: medgem_last_error(). */
+/* The message of the last failed call that took m (open, classify, generate, adapter_load,
+ * merge_adapter, trainer_create); "" when none. Owned by m; valid until its next failing call.
+ * m NULL: medgem_last_error(). Adapters and trainers keep their own (medgem_*_last_error). */
 const char *medgem_model_last_error(const medgem_model *m);
 /* What runs the model, for logs: "cpu (requested)", "cuda (NVIDIA H100 80GB HBM3)", ... (owned by m). */
 const char *medgem_model_backend(const medgem_model *m);
