@@ -4,6 +4,8 @@
 #   make test       build and run every test that needs no GPU (CI runs this)
 #   make test-gpu   build and run the GPU tests; `make test-gpu PREBUILT=yes` runs the binaries already
 #                   in build/ (a GPU machine that got build/ copied and has no build deps)
+#   make examples   examples/*.c against build/libmedgem.so and build/libmedgem.a (build/examples/)
+#   make install PREFIX=/usr/local   header, libmedgem.so.0 (+ .a), medgem, medgem.pc; make uninstall
 #   make clean
 #   make CUDA=no    the CPU-only medgem (what `make` builds when the CUDA toolkit is missing)
 
@@ -21,6 +23,9 @@ endif
 # SANITIZE=address|undefined|address,undefined builds into its own folder (build/san-address, ...)
 # so sanitized and plain objects never mix: `make SANITIZE=address test`.
 SANITIZE ?=
+# make install: where (PREFIX) and, for packagers, a staging root (DESTDIR).
+PREFIX ?= /usr/local
+DESTDIR ?=
 # PREBUILT=yes: test-gpu runs what is in build/ without rebuilding (and without needing nvcc).
 PREBUILT ?= no
 ifneq ($(filter-out yes no,$(PREBUILT)),)
@@ -35,6 +40,11 @@ CC  ?= gcc
 CXX ?= g++
 NVCC = $(CUDA_HOME)/bin/nvcc
 BUILD = build$(if $(SANITIZE),/san-$(subst $(comma),-,$(SANITIZE)),)
+
+# The library's version is the public header's; the soname carries its major number.
+VERSION := $(shell sed -n 's/^\#define MEDGEM_VERSION "\(.*\)"/\1/p' engine/medgem.h)
+SOMAJOR := $(firstword $(subst ., ,$(VERSION)))
+SONAME  := libmedgem.so.$(SOMAJOR)
 
 # ---- dependency detection --------------------------------------------------------------------
 ifeq ($(CUDA),no)
@@ -73,7 +83,10 @@ NVFLAGS  = -std=c++17 $(OPT) -g -Xcompiler -fPIC,-Wall,-Wextra -I. $(CUDA_ARCH) 
 # (../lib and ../../lib for the test programs under build/tests/).
 CUDA_LIBS = $(if $(filter yes,$(CUDA)),-L$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static,)
 LDLIBS   = $(CUDA_LIBS) -lsentencepiece -lz -lstdc++ -lgomp -lm -ldl -lrt -lpthread $(SAN_FLAGS)
-RPATH    = -Wl,-rpath,'$$ORIGIN/lib' -Wl,-rpath,'$$ORIGIN/../lib' -Wl,-rpath,'$$ORIGIN/../../lib' $(if $(filter yes,$(CUDA)),-Wl$(comma)-rpath$(comma)$(CUDA_HOME)/lib64,)
+# $ORIGIN/medgem and $ORIGIN/../lib/medgem: where `make install` puts libsentencepiece beside
+# PREFIX/lib/libmedgem.so and PREFIX/bin/medgem.
+RPATH    = -Wl,-rpath,'$$ORIGIN/lib' -Wl,-rpath,'$$ORIGIN/../lib' -Wl,-rpath,'$$ORIGIN/../../lib' \
+           -Wl,-rpath,'$$ORIGIN/medgem' -Wl,-rpath,'$$ORIGIN/../lib/medgem' $(if $(filter yes,$(CUDA)),-Wl$(comma)-rpath$(comma)$(CUDA_HOME)/lib64,)
 
 # ---- sources ---------------------------------------------------------------------------------
 LIB_C   = $(filter-out $(if $(filter yes,$(CUDA)),kernels/cpu/no_cuda.c,),$(wildcard engine/*.c engine/jobs/*.c model/*.c kernels/cpu/*.c tokenizer/*.c data/*.c))
@@ -87,14 +100,14 @@ LIB_OBJ = $(LIB_C:%.c=$(BUILD)/obj/%.o) $(LIB_CXX:%.cpp=$(BUILD)/obj/%.o) $(LIB_
 CLI_OBJ = $(CLI_C:%.c=$(BUILD)/obj/%.o)
 
 # ---- targets ---------------------------------------------------------------------------------
-.PHONY: all deps test test-gpu clean FORCE gpu-needs-cuda
-all: $(BUILD)/medgem $(BUILD)/libmedgem.a $(BUILD)/libmedgem.so $(BUILD)/lib/libsentencepiece.so.0
+.PHONY: all deps test test-gpu clean FORCE gpu-needs-cuda examples install uninstall
+all: $(BUILD)/medgem $(BUILD)/libmedgem.a $(BUILD)/libmedgem.so $(BUILD)/$(SONAME) $(BUILD)/lib/libsentencepiece.so.0
 
 # The Debian packages the build and the tests need (run as root or through sudo).
 deps:
 	$(if $(shell command -v sudo 2>/dev/null),sudo,) apt-get update -qq
 	$(if $(shell command -v sudo 2>/dev/null),sudo,) apt-get install -y --no-install-recommends \
-	    build-essential libsentencepiece-dev sentencepiece libstb-dev zlib1g-dev python3 valgrind
+	    build-essential libsentencepiece-dev sentencepiece libstb-dev zlib1g-dev python3 valgrind pkg-config
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -116,9 +129,13 @@ $(BUILD)/libmedgem.a: $(LIB_OBJ) $(BUILD)/config.stamp
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $(LIB_OBJ)
 
-# The shared library carries the static cudart so embedders need only the driver.
+# The shared library carries the static cudart so embedders need only the driver. Its soname is
+# libmedgem.so.<major> (the ABI promise of engine/medgem.h); build/libmedgem.so.0 links to it so that
+# programs linked against build/libmedgem.so find it at run time.
 $(BUILD)/libmedgem.so: $(LIB_OBJ) $(BUILD)/config.stamp
-	$(CXX) -shared -o $@ $(LIB_OBJ) $(RPATH) $(LDLIBS)
+	$(CXX) -shared -Wl,-soname,$(SONAME) -o $@ $(LIB_OBJ) $(RPATH) $(LDLIBS)
+$(BUILD)/$(SONAME): $(BUILD)/libmedgem.so
+	ln -sf libmedgem.so $@
 
 $(BUILD)/medgem: $(CLI_OBJ) $(BUILD)/libmedgem.a $(BUILD)/lib/libsentencepiece.so.0
 	$(CC) -o $@ $(CLI_OBJ) $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
@@ -132,8 +149,55 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libmedgem.a $(BUILD)/lib/libsentencepiece.s
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
 
+# ---- examples: the public header only (-Iengine, not -I.), against each library ---------------
+EXAMPLES = $(patsubst examples/%.c,%,$(wildcard examples/*.c))
+EXAMPLE_BINS = $(foreach e,$(EXAMPLES),$(BUILD)/examples/$(e) $(BUILD)/examples/$(e)_static)
+EXAMPLE_CFLAGS = -std=c11 $(OPT) -g -Wall -Wextra -Iengine $(SAN_FLAGS)
+examples: $(EXAMPLE_BINS)
+$(BUILD)/examples/%: examples/%.c engine/medgem.h $(BUILD)/libmedgem.so $(BUILD)/$(SONAME)
+	@mkdir -p $(dir $@)
+	$(CC) $(EXAMPLE_CFLAGS) -o $@ $< -L$(BUILD) -lmedgem -Wl,-rpath,'$$ORIGIN/..' $(SAN_FLAGS)
+$(BUILD)/examples/%_static: examples/%.c engine/medgem.h $(BUILD)/libmedgem.a $(BUILD)/lib/libsentencepiece.so.0
+	@mkdir -p $(dir $@)
+	$(CC) $(EXAMPLE_CFLAGS) -o $@ $< $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
+
+# valgrind programs (tests/valgrind/*.c, the public header only, static library)
+$(BUILD)/valgrind/%: tests/valgrind/%.c engine/medgem.h $(BUILD)/libmedgem.a $(BUILD)/lib/libsentencepiece.so.0
+	@mkdir -p $(dir $@)
+	$(CC) $(EXAMPLE_CFLAGS) -o $@ $< $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
+
+# ---- install ---------------------------------------------------------------------------------
+# PREFIX/include/medgem.h, PREFIX/lib/libmedgem.so.VERSION (+ .so.MAJOR, .so links), libmedgem.a,
+# PREFIX/lib/medgem/libsentencepiece.so.0 (the runtime the library was built with; the GPU machine
+# lacks it), PREFIX/bin/medgem, PREFIX/lib/pkgconfig/medgem.pc and medgem-static.pc (libmedgem.a).
+INSTALL_LIB = $(DESTDIR)$(PREFIX)/lib
+PC_PRIVATE  = -L$${libdir}/medgem -Wl,-rpath,$${libdir}/medgem \
+              $(if $(filter yes,$(CUDA)),-L$(CUDA_HOME)/lib64 -Wl$(comma)-rpath$(comma)$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static,) \
+              -lsentencepiece -lz -lstdc++ -lgomp -lm -ldl -lrt -lpthread
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(INSTALL_LIB)/pkgconfig $(INSTALL_LIB)/medgem
+	install -m 644 engine/medgem.h $(DESTDIR)$(PREFIX)/include/medgem.h
+	install -m 755 $(BUILD)/libmedgem.so $(INSTALL_LIB)/libmedgem.so.$(VERSION)
+	ln -sf libmedgem.so.$(VERSION) $(INSTALL_LIB)/$(SONAME)
+	ln -sf $(SONAME) $(INSTALL_LIB)/libmedgem.so
+	install -m 644 $(BUILD)/libmedgem.a $(INSTALL_LIB)/libmedgem.a
+	install -m 755 $(BUILD)/lib/libsentencepiece.so.0 $(INSTALL_LIB)/medgem/libsentencepiece.so.0
+	ln -sf libsentencepiece.so.0 $(INSTALL_LIB)/medgem/libsentencepiece.so
+	install -m 755 $(BUILD)/medgem $(DESTDIR)$(PREFIX)/bin/medgem
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@PRIVATE@|$(strip $(PC_PRIVATE))|' \
+	    pkgconfig/medgem.pc.in > $(INSTALL_LIB)/pkgconfig/medgem.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@PRIVATE@|$(strip $(PC_PRIVATE))|' \
+	    pkgconfig/medgem-static.pc.in > $(INSTALL_LIB)/pkgconfig/medgem-static.pc
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/include/medgem.h $(DESTDIR)$(PREFIX)/bin/medgem \
+	      $(INSTALL_LIB)/libmedgem.so.$(VERSION) $(INSTALL_LIB)/$(SONAME) $(INSTALL_LIB)/libmedgem.so \
+	      $(INSTALL_LIB)/libmedgem.a $(INSTALL_LIB)/medgem/libsentencepiece.so.0 $(INSTALL_LIB)/medgem/libsentencepiece.so \
+	      $(INSTALL_LIB)/pkgconfig/medgem.pc $(INSTALL_LIB)/pkgconfig/medgem-static.pc
+	-rmdir $(INSTALL_LIB)/medgem 2>/dev/null
+
 # Each test binary prints "RESULT <p> passed, <f> failed"; the runner sums them.
-test: all $(TESTS)
+# tests/test_examples runs the examples; tests/test_install installs into a temporary prefix.
+test: all examples $(BUILD)/valgrind/api_lifecycle $(TESTS)
 	@sh tests/run_tests.sh $(TESTS)
 
 test-gpu: $(if $(filter yes,$(PREBUILT)),,$(if $(filter no,$(CUDA)),gpu-needs-cuda,all $(GPU_TESTS)))

@@ -69,11 +69,18 @@ mg_status mg_image_load_pixels(const char *path, int S, float *dst) {
     mg_status s = mg_image_decode(bytes, n, path, &im);
     free(bytes);
     if (s != MG_OK) return s;
+    s = mg_image_rgb_pixels(im.rgb, im.w, im.h, S, dst);
+    mg_image_free(&im);
+    return s != MG_OK ? mg_fail_context(s, "%s: ", path) : MG_OK;
+}
+
+mg_status mg_image_rgb_pixels(const unsigned char *rgb, int w, int h, int S, float *dst) {
+    if (S < 1 || S > 65536)
+        return mg_fail(MG_ERR_ARG, "pass the model's image size", "image size %d is out of range", S);
     unsigned char *resized = malloc((size_t)S * S * 3);
-    if (!resized) s = mg_fail(MG_ERR_OOM, NULL, "resizing %s", path);
-    if (s == MG_OK) s = mg_resize_bilinear(im.rgb, im.w, im.h, resized, S, S);
+    if (!resized) return mg_fail(MG_ERR_OOM, NULL, "resizing an image to %dx%d", S, S);
+    mg_status s = mg_resize_bilinear(rgb, w, h, resized, S, S);
     if (s == MG_OK) mg_normalize_chw(resized, S, S, dst);
     free(resized);
-    mg_image_free(&im);
     return s;
 }

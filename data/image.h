@@ -24,5 +24,8 @@ void mg_normalize_chw(const unsigned char *src, int h, int w, float *dst);
 /* The processor's whole path for one image file: read, decode, resize to S x S (Pillow bilinear,
  * data/resize.h), normalise into dst (3, S, S). Errors name the path. */
 mg_status mg_image_load_pixels(const char *path, int S, float *dst);
+/* The same path from decoded 8-bit RGB rgb (h, w, 3): resize to S x S, normalise into dst
+ * (3, S, S). Fails on bad sizes or out of memory. */
+mg_status mg_image_rgb_pixels(const unsigned char *rgb, int w, int h, int S, float *dst);
 
 #endif

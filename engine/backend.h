@@ -223,6 +223,12 @@ typedef struct mg_backend {
     /* one AdamW step (mg_adamw_args) on fp32 param/grad/m/v, refreshing param_act (act_dtype) */
     void (*adamw_step)(void *ctx, float *param, const float *grad, float *m, float *v, void *param_act,
                        const mg_adamw_args *a);
+
+    /* ---- threads ---- */
+    /* Makes this backend's device current on the calling thread (CUDA's current device is per
+     * thread), so a model may be driven from any thread, one at a time: the C API calls it at the
+     * start of every call on a handle (engine/jobs/api.c). NULL when there is nothing to do (CPU). */
+    mg_status (*bind)(void *ctx);
 } mg_backend;
 
 /* The fp32 CPU reference backend (kernels/cpu/backend_cpu.c). Never NULL. */

@@ -295,6 +295,7 @@ static void rec_lora(void *ctx, void *y, void *u, void *xd, const void *x, const
 
 /* Memory entries and ops with no gradient pass straight through. */
 static mg_status pass_sync(void *ctx) { return TAPE(ctx)->be->sync(INNER(TAPE(ctx))); }
+static mg_status pass_bind(void *ctx) { return TAPE(ctx)->be->bind(INNER(TAPE(ctx))); }
 static void *pass_alloc(void *ctx, size_t n) { return TAPE(ctx)->be->alloc(INNER(TAPE(ctx)), n); }
 static void pass_free(void *ctx, void *p) { TAPE(ctx)->be->free(INNER(TAPE(ctx)), p); }
 static void pass_upload(void *ctx, void *dst, const void *src, mg_dtype dt, int64_t n) {
@@ -459,6 +460,7 @@ mg_status mg_tape_create(mg_tape **out, const mg_backend *inner) {
     b->sync = pass_sync, b->alloc = pass_alloc, b->free = pass_free, b->upload = pass_upload;
     b->download = pass_download, b->copy_in = pass_copy_in, b->copy_out = pass_copy_out, b->copy = pass_copy;
     b->zero = pass_zero;
+    b->bind = inner->bind ? pass_bind : NULL;
     b->linear_forward = rec_linear, b->linear_gelu_forward = rec_linear_gelu;
     b->linear_residual_forward = rec_linear_residual, b->im2col_forward = pass_im2col;
     b->add_rows_forward = rec_add_rows, b->add_forward = rec_add, b->layernorm_forward = rec_layernorm;

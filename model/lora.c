@@ -372,6 +372,24 @@ mg_status mg_lora_load(const char *dir, const mg_config *cfg, mg_lora *lora) {
     return s;
 }
 
+mg_status mg_lora_copy(mg_lora *dst, const mg_lora *src) {
+    *dst = *src;
+    dst->mods = malloc((size_t)(src->n > 0 ? src->n : 1) * sizeof *dst->mods);
+    dst->params = malloc((size_t)(src->n_params > 0 ? src->n_params : 1) * sizeof *dst->params);
+    if (!dst->mods || !dst->params) {
+        free(dst->mods), free(dst->params);
+        memset(dst, 0, sizeof *dst);
+        return mg_fail(MG_ERR_OOM, NULL, "a copy of an adapter of %lld parameters", (long long)src->n_params);
+    }
+    memcpy(dst->mods, src->mods, (size_t)src->n * sizeof *dst->mods);
+    memcpy(dst->params, src->params, (size_t)src->n_params * sizeof *dst->params);
+    for (int i = 0; i < src->n; i++) { /* A and B point into the copy's own block */
+        dst->mods[i].A = dst->params + (src->mods[i].A - src->params);
+        dst->mods[i].B = dst->params + (src->mods[i].B - src->params);
+    }
+    return MG_OK;
+}
+
 void mg_lora_free(mg_lora *lora) {
     free(lora->mods);
     free(lora->params);

@@ -81,6 +81,8 @@ mg_status mg_lora_load(const char *dir, const mg_config *cfg, mg_lora *lora);
  * of the model cfg describes (as PEFT writes for "all-linear"), else the full module paths. */
 mg_status mg_lora_save(const char *dir, const mg_lora *lora, const mg_config *cfg);
 
+/* A deep copy (its own module table and parameter block). */
+mg_status mg_lora_copy(mg_lora *dst, const mg_lora *src);
 void mg_lora_free(mg_lora *lora);
 
 /* Which Linears an adapter covers: on[comp][kind] for MG_COMP_TEXT and MG_COMP_VISION. */

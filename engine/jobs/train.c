@@ -147,20 +147,16 @@ static void log_eval(FILE *log, int epoch, int step, const mg_eval_result *r) {
 
 /* ---- the loop --------------------------------------------------------------------------------- */
 
-typedef struct {
-    mg_prompt prompt[MG_BREAKHIS_NCLASSES]; /* the training-form prompt answering each class */
-    int T;
-    int32_t *ids, *tt, *labels;            /* (batch, T) a micro-batch's */
-} train_prompts;
-
-static mg_status build_prompts(train_prompts *tp, const mg_classifier *c, const mg_train_opts *o, int max_batch) {
+mg_status mg_train_prompts_build(mg_train_prompts *tp, const mg_classifier *c, const char *prompt_text,
+                                 bool guide_path, mg_loss_on loss_on) {
+    memset(tp, 0, sizeof *tp);
     char *text = NULL;
-    if (!o->prompt_text) MG_TRY(mg_prompt_default_text(MG_BREAKHIS_CLASSES, MG_BREAKHIS_NCLASSES, &text));
+    if (!prompt_text) MG_TRY(mg_prompt_default_text(MG_BREAKHIS_CLASSES, MG_BREAKHIS_NCLASSES, &text));
     mg_status s = MG_OK;
     for (int k = 0; k < MG_BREAKHIS_NCLASSES && s == MG_OK; k++) {
         char answer[2] = { (char)('0' + k), 0 };
-        const mg_prompt_opts po = { .text = o->prompt_text ? o->prompt_text : text, .answer = answer,
-                                    .guide_path = o->guide_path, .loss_on = o->loss_on,
+        const mg_prompt_opts po = { .text = prompt_text ? prompt_text : text, .answer = answer,
+                                    .guide_path = guide_path, .loss_on = loss_on,
                                     .max_tokens = c->model->cfg.max_positions };
         s = mg_prompt_build(c->spm, &c->chat, &po, &tp->prompt[k]);
         if (s == MG_OK && k > 0 && tp->prompt[k].n != tp->prompt[0].n)
@@ -169,17 +165,42 @@ static mg_status build_prompts(train_prompts *tp, const mg_classifier *c, const 
                         tp->prompt[0].n, tp->prompt[k].n);
     }
     free(text);
-    if (s != MG_OK) return s;
+    if (s != MG_OK) {
+        mg_train_prompts_free(tp);
+        return s;
+    }
     tp->T = tp->prompt[0].n;
-    const size_t n = (size_t)max_batch * (size_t)tp->T;
-    tp->ids = malloc(n * sizeof(int32_t)), tp->tt = malloc(n * sizeof(int32_t)), tp->labels = malloc(n * sizeof(int32_t));
-    if (!tp->ids || !tp->tt || !tp->labels) return mg_fail(MG_ERR_OOM, NULL, "token arrays of a micro-batch");
     return MG_OK;
 }
 
-static void free_prompts(train_prompts *tp) {
+mg_status mg_train_prompts_fill(mg_train_prompts *tp, const int *labels, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (labels[i] < 0 || labels[i] >= MG_BREAKHIS_NCLASSES)
+            return mg_fail(MG_ERR_ARG, "labels are classes 0..7", "label %d of image %lld is not a class", labels[i],
+                           (long long)i);
+    const int T = tp->T;
+    if (n > tp->cap) {
+        const size_t m = (size_t)n * (size_t)T * sizeof(int32_t);
+        int32_t *ids = realloc(tp->ids, m), *tt = ids ? realloc(tp->tt, m) : NULL, *lb = tt ? realloc(tp->labels, m) : NULL;
+        if (ids) tp->ids = ids;
+        if (tt) tp->tt = tt;
+        if (lb) tp->labels = lb;
+        if (!lb) return mg_fail(MG_ERR_OOM, "use a smaller batch", "token arrays of a micro-batch of %lld", (long long)n);
+        tp->cap = n;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const mg_prompt *p = &tp->prompt[labels[i]];
+        for (int t = 0; t < T; t++)
+            tp->ids[i * T + t] = p->ids[t], tp->tt[i * T + t] = p->token_type_ids[t], tp->labels[i * T + t] = p->labels[t];
+    }
+    return MG_OK;
+}
+
+void mg_train_prompts_free(mg_train_prompts *tp) {
     for (int k = 0; k < MG_BREAKHIS_NCLASSES; k++) mg_prompt_free(&tp->prompt[k]);
     free(tp->ids), free(tp->tt), free(tp->labels);
+    tp->ids = tp->tt = tp->labels = NULL;
+    tp->cap = 0;
 }
 
 /* The adapter to train: a checkpoint's, a given one, or a fresh one. */
@@ -229,7 +250,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
     mg_lora_device dev = { 0 };
     mg_trainer tr = { 0 };
     mg_classifier cl = { 0 };
-    train_prompts tp = { 0 };
+    mg_train_prompts tp = { 0 };
     int64_t *order = malloc((size_t)n_train * sizeof *order);
     FILE *log = NULL;
     mg_loader *ld = NULL;
@@ -244,7 +265,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
     tr.memory_budget = mg_memory_budget(be, m, o->max_memory_gb);
     const mg_classifier_opts co = { .text = o->prompt_text, .guide_path = o->guide_path };
     if (s == MG_OK) s = mg_classifier_init(&cl, m, &co);
-    if (s == MG_OK) s = build_prompts(&tp, &cl, o, o->batch);
+    if (s == MG_OK) s = mg_train_prompts_build(&tp, &cl, o->prompt_text, o->guide_path, o->loss_on);
     if (s == MG_OK) {
         snprintf(path, sizeof path, "%s/train_log.jsonl", o->out_dir);
         if (!(log = fopen(path, o->resume ? "a" : "w")))
@@ -271,11 +292,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
         while (pos.step < total && (s = mg_loader_next(ld, &b)) == MG_OK && b->n > 0) {
             /* the micro-batch: each image's prompt answers its class */
             const int T = tp.T;
-            for (int64_t i = 0; i < b->n; i++) {
-                const mg_prompt *p = &tp.prompt[b->labels[i]];
-                for (int t = 0; t < T; t++)
-                    tp.ids[i * T + t] = p->ids[t], tp.tt[i * T + t] = p->token_type_ids[t], tp.labels[i * T + t] = p->labels[t];
-            }
+            if ((s = mg_train_prompts_fill(&tp, b->labels, b->n)) != MG_OK) break;
             const mg_model_input in = { .B = b->n, .T = T, .ids = tp.ids, .token_type = tp.tt, .pixels = b->pixels,
                                         .n_images = b->n };
             dev.dropout = (float)o->lora_dropout;
@@ -355,7 +372,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
     m->lora = NULL;
     if (log) fclose(log);
     mg_loader_free(ld);
-    free_prompts(&tp);
+    mg_train_prompts_free(&tp);
     mg_classifier_free(&cl);
     mg_trainer_free(&tr);
     mg_lora_device_free(&dev);

@@ -83,6 +83,24 @@ typedef struct {
     size_t lora_bytes;         /* adapter parameters, gradients and AdamW moments on the backend */
 } mg_train_result;
 
+/* The training-form prompts, one per class (the image, the question, the class digit as the
+ * answer; tokenizer/prompt.h), and the token arrays of a micro-batch: shared by mg_train_run and
+ * the C API's host-driven trainer (engine/jobs/api_train.c). */
+typedef struct {
+    mg_prompt prompt[MG_BREAKHIS_NCLASSES]; /* the prompt answering class k; all T tokens long */
+    int T;
+    int32_t *ids, *tt, *labels;            /* (cap, T) the micro-batch's ids, token types, labels */
+    int64_t cap;                           /* rows the arrays hold */
+} mg_train_prompts;
+
+/* Builds the 8 prompts (prompt_text NULL: the guide's question); fails when they differ in length. */
+mg_status mg_train_prompts_build(mg_train_prompts *tp, const mg_classifier *c, const char *prompt_text,
+                                 bool guide_path, mg_loss_on loss_on);
+/* Fills rows 0..n-1 of ids/tt/labels with the prompts answering labels[0..n) (grown as needed);
+ * MG_ERR_ARG for a label outside 0..7. */
+mg_status mg_train_prompts_fill(mg_train_prompts *tp, const int *labels, int64_t n);
+void mg_train_prompts_free(mg_train_prompts *tp);
+
 /* Trains m (whose weights stay untouched: the adapter runs unmerged) on records train[0..n_train)
  * of ix, evaluating on test[0..n_test) (n_test may be 0). */
 mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train, int64_t n_train, const int64_t *test,

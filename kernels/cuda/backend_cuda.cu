@@ -156,6 +156,13 @@ static void cuda_be_zero(void *ctx, void *dst, size_t nbytes) {
     record(c, mg_cuda_zero(&c->cuda, dst, nbytes));
 }
 
+// The current device is per host thread: a model created on device N and driven from another
+// thread must select N there first (the C API calls this at the start of each call).
+static mg_status cuda_be_bind(void *ctx) {
+    MG_CUDA_CHECK(cudaSetDevice(cb(ctx)->cuda.device));
+    return MG_OK;
+}
+
 static mg_status cuda_be_sync(void *ctx) {
     cuda_backend *c = cb(ctx);
     record(c, mg_cuda_sync(&c->cuda));
@@ -426,6 +433,7 @@ extern "C" mg_status mg_backend_cuda_create(int device, mg_backend **out) {
     be->cross_entropy_backward = cross_entropy_bw;
     be->sumsq = sumsq;
     be->adamw_step = adamw_step;
+    be->bind = cuda_be_bind;
     *out = be;
     return MG_OK;
 }
