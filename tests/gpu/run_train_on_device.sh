@@ -8,6 +8,7 @@
 # quick (about 2 minutes):
 #   1. the CUDA op tests, forward and backward (every op against float64);
 #   2. test_train_gpu: the tiny model's 94 LoRA gradients and 5 AdamW losses against PEFT fp32;
+#      test_api_gpu: libmedgem on CUDA (two models from two threads, CUDA vs CPU, a trainer);
 #   3. `medgem train` on the GPU: tiny model, synthetic BreakHis, 3 epochs, then its adapter and the
 #      CPU-trained one from `make test` through PEFT (check_trained_adapter.py), and `medgem merge`'s
 #      directory through from_pretrained (check_merged.py);
@@ -33,11 +34,14 @@ step() { # name, command...: runs it with its log in $out/<name>.log, prints the
 }
 
 if [ "$what" = quick ]; then
-    step test_cuda_ops build/tests/gpu/test_cuda_ops
-    grep -E ': FAIL' "$out/test_cuda_ops.log"
+    if [ -x build/tests/gpu/test_cuda_ops ]; then
+        step test_cuda_ops build/tests/gpu/test_cuda_ops
+        grep -E ': FAIL' "$out/test_cuda_ops.log"
+    fi
     step test_cuda_backward build/tests/gpu/test_cuda_backward
     grep -E 'FAIL' "$out/test_cuda_backward.log"
     step test_train_gpu build/tests/gpu/test_train_gpu
+    if [ -x build/tests/gpu/test_api_gpu ]; then step test_api_gpu build/tests/gpu/test_api_gpu; fi
     rm -rf /tmp/synth /tmp/gputrain
     build/medgem data synth --out /tmp/synth --patients 32 --images 4 --size 140x92 > /dev/null
     step train_tiny_gpu build/medgem train --model tests/golden/tiny --data /tmp/synth --out /tmp/gputrain \
