@@ -2,14 +2,14 @@
  * chat template (the text from --prompt, --prompt-file, or the guide's 8-class prompt); greedy
  * decoding with the KV cache until an eos id of the model or --max-new-tokens, as transformers'
  * generate(do_sample=False) does. Prints each answer (decoded without special tokens) and the
- * class the guide's parser reads from it. */
+ * class the guide's parser reads from it. Runs through libmedgem's public API (engine/medgem.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/cli/commands.h"
 #include "engine/json.h"
-#include "engine/jobs/classifier.h"
+#include "engine/medgem.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -25,24 +25,19 @@ static void usage(FILE *f) {
             "  --cpu                 run on the fp32 CPU reference backend even when a GPU is available\n");
 }
 
-static int fail(const char *what) {
-    fprintf(stderr, "medgem generate: %s\n%s\n", what, mg_last_error());
-    return 1;
-}
-
 int cmd_generate(int argc, char **argv) {
     const char *dir = NULL, *prompt = NULL, *prompt_file = NULL, *adapter = NULL;
     const char **images = calloc((size_t)argc, sizeof(char *));
     int n_img = 0, max_new = 40;
+    int double_bos = 0;
     bool json = false, force_cpu = false;
-    mg_classifier_opts opts = { 0 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const bool has_value = i + 1 < argc;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); free(images); return 0; }
         else if (!strcmp(a, "--json")) json = true;
         else if (!strcmp(a, "--cpu")) force_cpu = true;
-        else if (!strcmp(a, "--double-bos")) opts.guide_path = true;
+        else if (!strcmp(a, "--double-bos")) double_bos = 1;
         else if (!strcmp(a, "--model") && has_value) dir = argv[++i];
         else if (!strcmp(a, "--prompt") && has_value) prompt = argv[++i];
         else if (!strcmp(a, "--prompt-file") && has_value) prompt_file = argv[++i];
@@ -66,23 +61,20 @@ int cmd_generate(int argc, char **argv) {
     }
 
     int rc = 0;
-    const mg_backend *be = NULL;
-    mg_model m = { 0 };
-    mg_classifier cl = { 0 };
-    char *qtext = NULL, **answers = calloc((size_t)n_img, sizeof(char *));
+    medgem_model *m = NULL;
+    char **answers = calloc((size_t)n_img, sizeof(char *));
     int *preds = calloc((size_t)n_img, sizeof(int));
     float *pixels = NULL;
-    if (!answers || !preds) { mg_fail(MG_ERR_OOM, NULL, "%d images", n_img); rc = fail("out of memory"); goto done; }
-    if ((rc = cli_open_model("generate", force_cpu, dir, adapter, &be, &m)) != 0) goto done;
-    if (prompt_file && mg_prompt_read_file(prompt_file, &qtext) != MG_OK) { rc = fail("cannot read the prompt"); goto done; }
-    opts.text = prompt ? prompt : qtext;
-    if (mg_classifier_init(&cl, &m, &opts) != MG_OK) { rc = fail("cannot load the tokenizer or build the prompt"); goto done; }
-
-    const int64_t B = n_img, S = m.cfg.image_size;
-    if (!(pixels = cli_load_images("generate", images, n_img, (int)S))) { rc = 1; goto done; }
-    if (mg_classifier_generate(&cl, pixels, B, max_new, preds, answers, NULL) != MG_OK) { rc = fail("generation failed"); goto done; }
-
-    for (int64_t b = 0; b < B; b++) {
+    if (!answers || !preds) { rc = 1; fprintf(stderr, "medgem generate: out of memory for %d images\n", n_img); goto done; }
+    if ((rc = cli_api_open("generate", force_cpu, dir, adapter, prompt, prompt_file, double_bos, &m)) != 0) goto done;
+    if (!(pixels = cli_api_load_images("generate", m, images, n_img))) { rc = 1; goto done; }
+    if (medgem_generate(m, pixels, n_img, max_new, answers, preds) != MEDGEM_OK) {
+        fprintf(stderr, "medgem generate: generation failed\n%s\n", medgem_model_last_error(m));
+        rc = 1;
+        goto done;
+    }
+    const int B = n_img;
+    for (int b = 0; b < B; b++) {
         if (json) {
             printf("{\"image\": ");
             mg_json_write_string(stdout, images[b]);
@@ -91,15 +83,13 @@ int cmd_generate(int argc, char **argv) {
             printf(", \"pred\": %d}\n", preds[b]);
         } else {
             printf("%s: %s\n", images[b], answers[b]);
-            if (preds[b] >= 0) printf("  (the guide's parser reads class %d, %s)\n", preds[b], MG_BREAKHIS_CLASSES[preds[b]]);
+            if (preds[b] >= 0) printf("  (the guide's parser reads class %d, %s)\n", preds[b], medgem_class_name(preds[b]));
             else printf("  (the guide's parser finds no class digit 0-7)\n");
         }
     }
 done:
-    for (int i = 0; answers && i < n_img; i++) free(answers[i]);
-    free(answers), free(preds), free(images), free(pixels), free(qtext);
-    mg_classifier_free(&cl);
-    mg_model_free(&m);
-    mg_backend_close(be);
+    for (int i = 0; answers && i < n_img; i++) medgem_free(answers[i]);
+    free(answers), free(preds), free(images), free(pixels);
+    medgem_model_free(m);
     return rc;
 }

@@ -41,8 +41,15 @@ void cli_eval_progress(void *user, int64_t done, int64_t total, double seconds);
 int cli_open_model(const char *cmd, bool force_cpu, const char *dir, const char *adapter, const mg_backend **be,
                    mg_model *m);
 
-/* engine/cli/cli_model.c: each image file as the processor would give it, in a new (n, 3, S, S)
- * buffer; NULL after printing the error as "medgem <cmd>: ...". */
-float *cli_load_images(const char *cmd, const char *const *paths, int n, int S);
+/* engine/cli/cli_model.c, on the public API: opens the model in dir (CPU with force_cpu, else the
+ * GPU when there is one), with the question prompt or the text of prompt_file (both may be NULL:
+ * the guide's), and merges the PEFT adapter when given. Returns 0, or 1 after printing the error as
+ * "medgem <cmd>: ..." (*m is then NULL). */
+typedef struct medgem_model medgem_model;
+int cli_api_open(const char *cmd, bool force_cpu, const char *dir, const char *adapter, const char *prompt,
+                 const char *prompt_file, int double_bos, medgem_model **m);
+/* Each image file as the processor would give it, in a new (n, 3, S, S) buffer for m; NULL after
+ * printing the error as "medgem <cmd>: ...". */
+float *cli_api_load_images(const char *cmd, medgem_model *m, const char *const *paths, int n);
 
 #endif
