@@ -5,7 +5,26 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <signal.h>
+
 #include "engine/cli/commands.h"
+
+volatile sig_atomic_t cli_stop_requested;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    cli_stop_requested = 1;
+}
+
+void cli_catch_sigint(bool on) {
+    if (!on) {
+        signal(SIGINT, SIG_DFL);
+        return;
+    }
+    struct sigaction sa = { .sa_handler = on_sigint };
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+}
 
 /* A number and whether it is one (and an integer) */
 static int parse_num(const char *v, double *x, int *integer) {

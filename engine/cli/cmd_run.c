@@ -56,11 +56,6 @@ static const char *USAGE =
     "Embedded run (no --model): the tiny model learns with --loss-on answer --lr 5e-3 --epochs 3 --batch 4\n"
     "--grad-accum 1 --max-grad-norm 1 --warmup-ratio 0 unless given; the guide's settings need far more steps.\n";
 
-static volatile sig_atomic_t stop_requested;
-static void on_sigint(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
 
 static char eval_label[64];
 static bool bars, bar_open; /* progress bars on; a training bar's line is not yet ended */
@@ -171,25 +166,23 @@ int cmd_run(int argc, char **argv) {
         o.eval.progress = eval_bar, o.eval.progress_user = eval_label;
     }
     o.train.on_eval = on_eval_done;
-    o.train.stop = &stop_requested;
+    o.train.stop = &cli_stop_requested;
     o.stage = on_stage, o.user = &o;
     if (!o.model_dir)
         fprintf(stderr, "medgem run: no --model: the embedded tiny MedGemma%s, trained with settings for it "
                         "(loss on the answer, lr %g, %d epochs of batch %d, grad norm %g); --model runs the guide's\n",
                 o.data ? "" : " on synthetic data", o.train.lr, o.train.epochs, o.train.batch, o.train.max_grad_norm);
 
-    struct sigaction sa = { .sa_handler = on_sigint };
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
+    cli_catch_sigint(true);
     mg_run_result r;
     const mg_status s = mg_run(&o, &r);
-    signal(SIGINT, SIG_DFL);
+    cli_catch_sigint(false);
     int rc = 0;
     if (s != MG_OK) {
         end_bar();
         fprintf(stderr, "medgem run: failed (what was written so far is in %s)\n%s\n", o.out_dir,
                 mg_last_error());
-        rc = stop_requested ? 130 : 1;
+        rc = cli_stop_requested ? 130 : 1;
     } else {
         char mag[16];
         snprintf(mag, sizeof mag, o.sel.mag ? "%dX" : "all magnifications", o.sel.mag);

@@ -39,11 +39,6 @@ static const char *USAGE =
     "  --json                 print the summary as one JSON object\n"
     "  --cpu                  run on the fp32 CPU reference backend even when a GPU is available\n";
 
-static volatile sig_atomic_t stop_requested;
-static void on_sigint(int sig) {
-    (void)sig;
-    stop_requested = 1;
-}
 
 static int fail(const char *what) {
     fprintf(stderr, "\nmedgem train: %s\n%s\n", what, mg_last_error());
@@ -92,7 +87,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (isatty(STDERR_FILENO)) o.progress = cli_train_progress;
     o.on_eval = print_eval;
-    o.stop = &stop_requested;
+    o.stop = &cli_stop_requested;
     o.eval.threads = o.threads;
 
     int rc = 0;
@@ -112,11 +107,9 @@ int cmd_train(int argc, char **argv) {
     if ((rc = cli_open_model("train", force_cpu, dir, NULL, &be, &m)) != 0) goto done;
     fprintf(stderr, "medgem train: %lld training images, %lld test images; weights %.1f MiB on %s\n",
             (long long)n_train, (long long)n_test, (double)m.arena_bytes / (1 << 20), be->name);
-    struct sigaction sa = { .sa_handler = on_sigint };
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
+    cli_catch_sigint(true);
     const mg_status s = mg_train_run(&m, ix, train, n_train, test, n_test, &o, &r);
-    signal(SIGINT, SIG_DFL);
+    cli_catch_sigint(false);
     if (o.progress) fputc('\n', stderr);
     if (s != MG_OK) { rc = fail(r.checkpoint[0] ? "training stopped (the last checkpoint is intact)" : "training failed"); goto done; }
     const double peak = (double)(m.arena_bytes + r.peak_bytes + r.lora_bytes) / (1 << 20);

@@ -3,6 +3,7 @@
 #ifndef MG_CLI_COMMANDS_H
 #define MG_CLI_COMMANDS_H
 
+#include <signal.h>
 #include <stdbool.h>
 
 #include "engine/backend.h"
@@ -18,6 +19,11 @@ int cmd_data(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_train(int argc, char **argv);
+
+/* engine/cli/cli_options.c: Ctrl-C while training sets cli_stop_requested (the job then writes a
+ * checkpoint and returns); cli_catch_sigint(false) restores the default. */
+extern volatile sig_atomic_t cli_stop_requested;
+void cli_catch_sigint(bool on);
 int cmd_merge(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 
