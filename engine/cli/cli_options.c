@@ -44,7 +44,10 @@ int cli_train_option(const char *a, const char *v, mg_train_opts *o, int *bad) {
     else if (!strcmp(a, "--lora-targets")) o->lora_targets = v;
     else if (!strcmp(a, "--prompt-file")) o->prompt_text = v; /* read by the caller */
     else if (!strcmp(a, "--resume")) o->resume = v;
-    else if (!strcmp(a, "--schedule")) *bad = mg_schedule_parse(v, &o->schedule) != MG_OK;
+    else if (!strcmp(a, "--on-nan")) {
+        *bad = strcmp(v, "stop") && strcmp(v, "skip");
+        o->on_nan = !strcmp(v, "skip") ? MG_ON_NAN_SKIP : MG_ON_NAN_STOP;
+    } else if (!strcmp(a, "--schedule")) *bad = mg_schedule_parse(v, &o->schedule) != MG_OK;
     else if (!strcmp(a, "--loss-on")) {
         *bad = strcmp(v, "seed") && strcmp(v, "answer");
         o->loss_on = !strcmp(v, "answer") ? MG_LOSS_ON_ANSWER : MG_LOSS_ON_SEED;

@@ -10,6 +10,7 @@
 #include "data/splits.h"
 #include "engine/cli/commands.h"
 #include "engine/jobs/train.h"
+#include "engine/jobs/train_ckpt.h"
 
 static const char *USAGE =
     "usage: medgem train --model DIR --data PATH --out DIR [selection] [options]\n"
@@ -33,7 +34,12 @@ static const char *USAGE =
     "  --eval-every N         evaluate the test split every N epochs, score mode, adapter unmerged (1; 0: never)\n"
     "  --eval-batch N         images per evaluation forward (8)\n"
     "  --save-every N         checkpoint every N optimizer updates (0: only on Ctrl-C)\n"
-    "  --resume DIR           continue from a checkpoint-<step> folder (same --batch, --grad-accum, --seed)\n"
+    "  --resume DIR           continue from a checkpoint-<step> folder (same --batch, --grad-accum, --seed),\n"
+    "                         or from the newest complete checkpoint of a run's --out folder; a damaged\n"
+    "                         checkpoint (its files' sizes and CRC-32s in state.json) falls back to the\n"
+    "                         previous complete one, with a message (the two newest are kept)\n"
+    "  --on-nan stop|skip     a NaN/Inf loss or gradient norm stops the run naming the update and the last\n"
+    "                         good checkpoint (default), or skips that update and counts it\n"
     "  --threads N            image decoding threads (2)\n"
     "  --on-bad-image skip|fail  an unreadable image is left out and counted (default), or stops the run\n"
     "  --json                 print the summary as one JSON object\n"
@@ -107,6 +113,16 @@ int cmd_train(int argc, char **argv) {
     if ((rc = cli_open_model("train", force_cpu, dir, NULL, &be, &m)) != 0) goto done;
     fprintf(stderr, "medgem train: %lld training images, %lld test images; weights %.1f MiB on %s\n",
             (long long)n_train, (long long)n_test, (double)m.arena_bytes / (1 << 20), be->name);
+    char resume_dir[4096], note[4096];
+    if (o.resume) {
+        if (mg_ckpt_resolve(o.resume, resume_dir, sizeof resume_dir, note, sizeof note) != MG_OK) {
+            rc = fail("cannot resume");
+            goto done;
+        }
+        if (note[0]) fprintf(stderr, "medgem train: %s\n", note);
+        fprintf(stderr, "medgem train: resuming from %s\n", resume_dir);
+        o.resume = resume_dir;
+    }
     cli_catch_sigint(true);
     const mg_status s = mg_train_run(&m, ix, train, n_train, test, n_test, &o, &r);
     cli_catch_sigint(false);
@@ -115,14 +131,15 @@ int cmd_train(int argc, char **argv) {
     const double peak = (double)(m.arena_bytes + r.peak_bytes + r.lora_bytes) / (1 << 20);
     if (json)
         printf("{\"steps\": %d, \"interrupted\": %s, \"loss\": %.6f, \"seconds\": %.3f, \"images\": %lld, "
-               "\"images_per_s\": %.3f, \"peak_mib\": %.1f, \"checkpoint\": \"%s\"}\n",
+               "\"images_per_s\": %.3f, \"peak_mib\": %.1f, \"skipped\": %d, \"checkpoint\": \"%s\"}\n",
                r.steps, r.interrupted ? "true" : "false", r.last_loss, r.seconds, (long long)r.images,
-               r.seconds > 0 ? r.images / r.seconds : 0.0, peak, r.checkpoint);
+               r.seconds > 0 ? r.images / r.seconds : 0.0, peak, r.skipped, r.checkpoint);
     fprintf(stderr, "medgem train: %d updates, last loss %.4f, %lld images in %.1f s (%.2f images/s), "
                     "peak %.1f MiB on %s (weights %.1f + activations %.1f + LoRA state %.1f)\n",
             r.steps, r.last_loss, (long long)r.images, r.seconds, r.seconds > 0 ? r.images / r.seconds : 0.0, peak,
             be->name, (double)m.arena_bytes / (1 << 20), (double)r.peak_bytes / (1 << 20),
             (double)r.lora_bytes / (1 << 20));
+    if (r.skipped) fprintf(stderr, "medgem train: %d updates skipped for a NaN/Inf (--on-nan skip)\n", r.skipped);
     if (r.interrupted) {
         fprintf(stderr, "medgem train: interrupted; resume with --resume %s\n", r.checkpoint);
         rc = 130;

@@ -17,6 +17,7 @@
 #include "engine/atomic_file.h"
 #include "engine/dropout.h"
 #include "engine/json.h"
+#include "engine/jobs/train_ckpt.h"
 #include "model/train_step.h"
 
 mg_train_opts mg_train_defaults(void) {
@@ -42,26 +43,19 @@ typedef struct {
     int64_t micro; /* micro-batches of that epoch consumed */
 } run_position;
 
-static void remove_dir(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    char path[4352];
-    for (struct dirent *e; (e = readdir(d));) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-/* Writes checkpoint-<step>: the adapter (PEFT format), optimizer.safetensors, then state.json,
- * which marks the checkpoint complete; then removes the previous one. */
+/* Writes checkpoint-<step>: the adapter (PEFT format), optimizer.safetensors, then state.json with
+ * every file's size and CRC-32, which marks the checkpoint complete; then removes the checkpoints
+ * older than the previous complete one (two are kept, so a damaged newest one leaves one). A failed
+ * write removes the partial folder; the previous checkpoints are untouched. prev_good names the
+ * last complete checkpoint for the message. */
 static mg_status save_checkpoint(const mg_train_opts *o, const mg_config *cfg, mg_lora *lora, const mg_lora_device *dev,
-                                 const run_position *pos, int total, int warmup, char *last, size_t last_cap) {
+                                 const run_position *pos, int total, int warmup, char *last, size_t last_cap,
+                                 const char *prev_good) {
     char dir[4096], path[4352];
     snprintf(dir, sizeof dir, "%s/checkpoint-%d", o->out_dir, pos->step);
     MG_TRY(mg_make_dirs(dir));
+    snprintf(path, sizeof path, "%s/state.json", dir);
+    unlink(path); /* a stale checkpoint of this step (an earlier attempt) is incomplete until rewritten */
     const size_t bytes = (size_t)dev->n_params * sizeof(float);
     float *m = malloc(bytes), *v = malloc(bytes);
     mg_status s = m && v ? MG_OK : mg_fail(MG_ERR_OOM, NULL, "optimizer state of %lld parameters", (long long)dev->n_params);
@@ -74,17 +68,29 @@ static mg_status save_checkpoint(const mg_train_opts *o, const mg_config *cfg, m
         s = mg_st_write(path, e, 2, NULL, 0);
     }
     free(m), free(v);
-    if (s != MG_OK) return mg_fail_context(s, "writing checkpoint %s: ", dir);
-    char json[1024];
-    const int n = snprintf(json, sizeof json,
-                           "{\"step\": %d, \"epoch\": %d, \"micro_batch\": %lld, \"total_steps\": %d, "
-                           "\"warmup_steps\": %d, \"seed\": %llu, \"batch\": %d, \"grad_accum\": %d, \"lr\": %.9g, "
-                           "\"schedule\": \"%s\", \"epochs\": %d, \"lora_dropout\": %.9g}\n",
-                           pos->step, pos->epoch, (long long)pos->micro, total, warmup, (unsigned long long)o->seed,
-                           o->batch, o->grad_accum, o->lr, mg_schedule_name(o->schedule), o->epochs, o->lora_dropout);
-    snprintf(path, sizeof path, "%s/state.json", dir);
-    MG_TRY(mg_write_file_atomic(path, json, (size_t)n));
-    if (last[0] && strcmp(last, dir)) remove_dir(last);
+    char *files = NULL, *json = NULL;
+    if (s == MG_OK) s = mg_ckpt_manifest(dir, &files);
+    const size_t cap = files ? strlen(files) + 1024 : 0;
+    if (s == MG_OK && !(json = malloc(cap))) s = mg_fail(MG_ERR_OOM, NULL, "state.json of %s", dir);
+    if (s == MG_OK) {
+        const int n = snprintf(json, cap,
+                               "{\"step\": %d, \"epoch\": %d, \"micro_batch\": %lld, \"total_steps\": %d, "
+                               "\"warmup_steps\": %d, \"seed\": %llu, \"batch\": %d, \"grad_accum\": %d, \"lr\": %.9g, "
+                               "\"schedule\": \"%s\", \"epochs\": %d, \"lora_dropout\": %.9g, \"files\": %s}\n",
+                               pos->step, pos->epoch, (long long)pos->micro, total, warmup,
+                               (unsigned long long)o->seed, o->batch, o->grad_accum, o->lr,
+                               mg_schedule_name(o->schedule), o->epochs, o->lora_dropout, files);
+        snprintf(path, sizeof path, "%s/state.json", dir);
+        s = mg_write_file_atomic(path, json, (size_t)n);
+    }
+    free(files), free(json);
+    if (s != MG_OK) {
+        mg_ckpt_remove(dir);
+        return mg_fail_context(s, "writing checkpoint %s (removed; %s%s): ", dir,
+                               prev_good[0] ? "the previous checkpoint is intact: " : "no earlier checkpoint",
+                               prev_good);
+    }
+    mg_ckpt_prune(o->out_dir, pos->step);
     snprintf(last, last_cap, "%s", dir);
     return MG_OK;
 }
@@ -129,6 +135,31 @@ static mg_status load_moments(const char *dir, mg_lora_device *dev) {
     if (s == MG_OK) s = dev->be->sync(dev->be->ctx);
     mg_st_close(&f);
     return s;
+}
+
+/* Names the first LoRA gradient holding a NaN or Inf (the grads are laid out like the params). */
+static void nonfinite_grad(const mg_lora_device *dev, const mg_lora *lora, double norm, char *out, size_t cap) {
+    mg_clear_error();
+    snprintf(out, cap, "the gradient norm is %g", norm);
+    float *g = malloc((size_t)dev->n_params * sizeof(float));
+    if (!g) return;
+    dev->be->copy_out(dev->be->ctx, g, dev->grads, (size_t)dev->n_params * sizeof(float));
+    if (dev->be->sync(dev->be->ctx) == MG_OK)
+        for (int i = 0; i < lora->n; i++) {
+            const mg_lora_module *md = &lora->mods[i];
+            const float *t[2] = { g + (md->A - lora->params), g + (md->B - lora->params) };
+            const int64_t n[2] = { (int64_t)md->r * md->in, (int64_t)md->out * md->r };
+            for (int k = 0; k < 2; k++)
+                for (int64_t e = 0; e < n[k]; e++)
+                    if (!isfinite(t[k][e])) {
+                        snprintf(out, cap, "the gradient norm is %g (first non-finite gradient: %s layer %d %s lora_%c)",
+                                 norm, md->comp == MG_COMP_VISION ? "vision" : "text", md->layer,
+                                 mg_lora_module_name(md->comp, md->kind), k ? 'B' : 'A');
+                        free(g);
+                        return;
+                    }
+        }
+    free(g);
 }
 
 /* ---- the log ---------------------------------------------------------------------------------- */
@@ -256,6 +287,12 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
     mg_loader *ld = NULL;
     char path[4352];
     mg_status s = order ? MG_OK : mg_fail(MG_ERR_OOM, NULL, "data order of %lld images", (long long)n_train);
+    /* --resume: a checkpoint whose files match their checksums (or the previous one) */
+    mg_train_opts ro = *o;
+    if (s == MG_OK && o->resume)
+        s = mg_ckpt_resolve(o->resume, res->resumed_from, sizeof res->resumed_from, res->resume_note,
+                            sizeof res->resume_note);
+    if (s == MG_OK && o->resume) ro.resume = res->resumed_from, o = &ro;
     if (s == MG_OK && o->resume) s = read_position(o->resume, o, &pos);
     if (s == MG_OK) s = open_adapter(o, &m->cfg, &lora);
     if (s == MG_OK) s = mg_lora_device_create(&dev, be, &m->cfg, &lora, true);
@@ -309,21 +346,41 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
             const double lr = mg_lr_at(o->schedule, o->lr, pos.step, warmup, total);
             const double loss = window_loss / (double)window_targets;
             double norm = 0;
-            if (!isfinite(loss)) {
-                s = mg_fail(MG_ERR_NUMERIC, "lower --lr; the last checkpoint is intact",
-                            "the loss of update %d (epoch %d) is %g", pos.step + 1, epoch + 1, loss);
+            const char *good = res->checkpoint[0] ? res->checkpoint : res->resumed_from[0] ? res->resumed_from : NULL;
+            char bad[256] = "";
+            if (!isfinite(loss)) snprintf(bad, sizeof bad, "the loss is %g", loss), norm = NAN;
+            else {
+                s = mg_adamw_update(be, dev.params, dev.grads, dev.m, dev.v, dev.act, dev.n_params, dev.scratch,
+                                    1.0 / (double)window_targets, &adam, lr, pos.step + 1, &norm);
+                if (s == MG_ERR_NUMERIC) {
+                    s = MG_OK;
+                    nonfinite_grad(&dev, &lora, norm, bad, sizeof bad);
+                }
+                if (s != MG_OK) break;
+            }
+            if (bad[0] && o->on_nan == MG_ON_NAN_STOP) {
+                s = mg_fail(MG_ERR_NUMERIC, "lower --lr or --max-grad-norm, or --on-nan skip to drop such updates",
+                            "update %d (epoch %d): %s; nothing was applied; the last good checkpoint is %s", pos.step + 1,
+                            epoch + 1, bad, good ? good : "none (--save-every N keeps some)");
                 break;
             }
-            s = mg_adamw_update(be, dev.params, dev.grads, dev.m, dev.v, dev.act, dev.n_params, dev.scratch,
-                                1.0 / (double)window_targets, &adam, lr, pos.step + 1, &norm);
-            if (s != MG_OK) break;
+            if (bad[0]) { /* skip: drop the window's gradients, keep the schedule's pace */
+                be->zero(be->ctx, dev.grads, (size_t)dev.n_params * sizeof(float));
+                if ((s = be->sync(be->ctx)) != MG_OK) break;
+                res->skipped++;
+            }
             pos.step++;
-            res->steps = pos.step, res->last_loss = loss;
+            res->steps = pos.step;
+            if (!bad[0]) res->last_loss = loss;
             const double secs = now_s() - t0;
+            char lv[32] = "null", nv[32] = "null"; /* JSON has no NaN */
+            if (isfinite(loss)) snprintf(lv, sizeof lv, "%.6f", loss);
+            if (isfinite(norm)) snprintf(nv, sizeof nv, "%.6f", norm);
             fprintf(log,
-                    "{\"step\": %d, \"epoch\": %.4f, \"loss\": %.6f, \"lr\": %.9g, \"grad_norm\": %.6f, "
-                    "\"images_per_s\": %.3f, \"seconds\": %.3f}\n",
-                    pos.step, epoch + (double)pos.micro / (double)n_batches, loss, lr, norm, res->images / secs, secs);
+                    "{\"step\": %d, \"epoch\": %.4f, \"loss\": %s, \"lr\": %.9g, \"grad_norm\": %s, "
+                    "\"images_per_s\": %.3f, \"seconds\": %.3f%s}\n",
+                    pos.step, epoch + (double)pos.micro / (double)n_batches, lv, lr, nv, res->images / secs, secs,
+                    bad[0] ? ", \"skipped\": true" : "");
             fflush(log);
             if (o->progress) {
                 const int done_here = pos.step - start_step;
@@ -339,7 +396,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
                 run_position at = pos;
                 if (at.micro == n_batches) at.epoch++, at.micro = 0; /* the epoch is complete */
                 s = save_checkpoint(o, &m->cfg, &lora, &dev, &at, total, warmup, res->checkpoint,
-                                    sizeof res->checkpoint);
+                                    sizeof res->checkpoint, good ? good : "");
                 if (s != MG_OK) break;
             }
             if (stop) {

@@ -8,8 +8,8 @@
  * Outputs in out_dir: train_log.jsonl (one line per optimizer update, one per evaluation),
  * adapter/ (PEFT format, at the end), and checkpoint-<step>/ every save_every updates and when
  * stopped: a PEFT adapter directory plus optimizer.safetensors (AdamW moments) and state.json
- * (the position in the run), written file by file atomically with state.json last; the previous
- * checkpoint is removed only after the new one is complete. Resuming from one reproduces the
+ * (the position in the run, and each file's size and CRC-32), written file by file atomically with
+ * state.json last; the two newest complete checkpoints are kept (engine/jobs/train_ckpt.h). Resuming from one reproduces the
  * uninterrupted run's updates exactly on the same backend: the data order and the dropout masks
  * are functions of (seed, epoch, micro-batch), not of a stream that would need saving. */
 #ifndef MG_JOBS_TRAIN_H
@@ -19,6 +19,10 @@
 
 #include "engine/optim.h"
 #include "engine/jobs/eval.h"
+
+/* A NaN or Inf loss or gradient norm: stop with an error (the default), or skip that update (its
+ * gradients are dropped, the schedule moves on) and count it. */
+typedef enum { MG_ON_NAN_STOP, MG_ON_NAN_SKIP } mg_on_nan;
 
 /* What the progress callback sees after each optimizer update. */
 typedef struct {
@@ -60,7 +64,9 @@ typedef struct {
     /* outputs and control */
     const char *out_dir;       /* required; created if missing */
     int save_every;            /* checkpoint every N updates (0: only when stopped) */
-    const char *resume;        /* a checkpoint-<step> directory to continue */
+    const char *resume;        /* a checkpoint-<step> directory to continue, or a run's out_dir (its newest
+                                * complete checkpoint); a damaged one falls back to the previous one */
+    mg_on_nan on_nan;          /* MG_ON_NAN_STOP */
     int threads;               /* image decoding workers (2) */
     mg_bad_policy on_bad;
     void (*progress)(void *user, const mg_train_progress *p); /* may be NULL */
@@ -81,6 +87,9 @@ typedef struct {
     int64_t images;            /* training images seen by this call */
     size_t peak_bytes;         /* the largest activation allocation of a step */
     size_t lora_bytes;         /* adapter parameters, gradients and AdamW moments on the backend */
+    int skipped;               /* updates skipped for a NaN/Inf (on_nan MG_ON_NAN_SKIP) */
+    char resumed_from[4096];   /* the checkpoint the run continued ("" if none) */
+    char resume_note[4096];    /* why it is not the one asked for ("" if it is) */
 } mg_train_result;
 
 /* The training-form prompts, one per class (the image, the question, the class digit as the
