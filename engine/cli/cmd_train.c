@@ -28,6 +28,9 @@ static const char *USAGE =
     "  --recompute            recompute text layers in backward too (least memory)\n"
     "  --max-memory GB        device memory to use: the top vision layers keep their activations within it\n"
     "                         (faster), the others are recomputed in backward (default: the GPU's free memory)\n"
+    "  --no-feature-cache     compute every image's soft tokens from its pixels at each step; by default, when\n"
+    "                         the adapter has no vision module (--lora-targets text), they are computed once\n"
+    "                         per image and reused by later epochs and evaluations (in GPU memory, when they fit)\n"
     "  --single-bos           one BOS and the final newline (TRL's path) instead of the guide's stripped text\n"
     "  --prompt-file F        the user text after the image (default: the guide's 8-class prompt)\n"
     "  --eval-every N         evaluate the test split every N epochs, score mode, adapter unmerged (1; 0: never)\n"
@@ -43,6 +46,11 @@ static volatile sig_atomic_t stop_requested;
 static void on_sigint(int sig) {
     (void)sig;
     stop_requested = 1;
+}
+
+static void print_note(void *user, const char *line) {
+    (void)user;
+    fprintf(stderr, "%smedgem train: %s\n", isatty(STDERR_FILENO) ? "\r\033[K" : "", line);
 }
 
 static int fail(const char *what) {
@@ -72,6 +80,7 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(a, "--cpu")) { force_cpu = true; continue; }
         if (!strcmp(a, "--single-bos")) { o.guide_path = false; continue; }
         if (!strcmp(a, "--recompute")) { o.recompute = true; continue; }
+        if (!strcmp(a, "--no-feature-cache")) { o.no_feature_cache = true; continue; }
         if (!v) { fprintf(stderr, "medgem train: %s needs a value (or is unknown)\n\n%s", a, USAGE); return 2; }
         i++;
         if (!strcmp(a, "--seed")) o.seed = strtoull(v, NULL, 10); /* also the selection's, below */
@@ -92,6 +101,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (isatty(STDERR_FILENO)) o.progress = cli_train_progress;
     o.on_eval = print_eval;
+    o.on_note = print_note;
     o.stop = &stop_requested;
     o.eval.threads = o.threads;
 
