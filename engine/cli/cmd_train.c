@@ -132,9 +132,11 @@ int cmd_train(int argc, char **argv) {
     const double peak = (double)(m.arena_bytes + r.peak_bytes + r.lora_bytes) / (1 << 20);
     if (json)
         printf("{\"steps\": %d, \"interrupted\": %s, \"loss\": %.6f, \"seconds\": %.3f, \"images\": %lld, "
-               "\"images_per_s\": %.3f, \"peak_mib\": %.1f, \"checkpoint\": \"%s\"}\n",
+               "\"images_per_s\": %.3f, \"peak_mib\": %.1f, \"checkpoint\": \"%s\", \"feature_cache\": %s, "
+               "\"features_computed\": %lld, \"features_reused\": %lld}\n",
                r.steps, r.interrupted ? "true" : "false", r.last_loss, r.seconds, (long long)r.images,
-               r.seconds > 0 ? r.images / r.seconds : 0.0, peak, r.checkpoint);
+               r.seconds > 0 ? r.images / r.seconds : 0.0, peak, r.checkpoint, r.feature_cache ? "true" : "false",
+               (long long)r.features_computed, (long long)r.features_reused);
     fprintf(stderr, "medgem train: %d updates, last loss %.4f, %lld images in %.1f s (%.2f images/s), "
                     "peak %.1f MiB on %s (weights %.1f + activations %.1f + LoRA state %.1f)\n",
             r.steps, r.last_loss, (long long)r.images, r.seconds, r.seconds > 0 ? r.images / r.seconds : 0.0, peak,
