@@ -21,6 +21,7 @@ typedef struct {
 struct mg_loader {
     const mg_bh_index *ix;
     int64_t *order;   /* (n) record indices */
+    unsigned char *skip; /* (nbatches) 1: every record of the batch is cached, nothing to read */
     int64_t n, nbatches;
     mg_loader_opts o;
     slot slots[2];    /* batch k fills slot k % 2 */
@@ -56,6 +57,15 @@ static void fill(mg_loader *ld, int64_t k, slot *s) {
     if (!ok) { s->st = mg_fail(MG_ERR_OOM, NULL, "out of memory loading a batch"); snprintf(s->err, sizeof s->err, "%s", mg_last_error()); return; }
     s->st = MG_OK;
     s->skipped = 0;
+    if (ld->skip[k]) { /* the caller has these images' features: only the records and labels */
+        for (int64_t j = 0; j < count; j++) {
+            const int64_t r = ld->order[first + j];
+            s->b.records[j] = r, s->b.labels[j] = ld->ix->recs[r].label, s->b.binary[j] = ld->ix->recs[r].binary;
+        }
+        s->b.n = count;
+        free(ok);
+        return;
+    }
 #pragma omp parallel for schedule(dynamic) num_threads(ld->o.threads)
     for (int64_t j = 0; j < count; j++) {
         int64_t r = ld->order[first + j];
@@ -126,6 +136,7 @@ void mg_loader_free(mg_loader *ld) {
     pthread_mutex_destroy(&ld->mu);
     pthread_cond_destroy(&ld->cv);
     free(ld->order);
+    free(ld->skip);
     free(ld);
 }
 
@@ -144,7 +155,8 @@ mg_status mg_loader_create(const mg_bh_index *ix, const int64_t *order, int64_t 
     ld->nbatches = (n + opts->batch - 1) / opts->batch;
     ld->order = malloc(((size_t)n + 1) * sizeof *ld->order);
     size_t plane = (size_t)3 * opts->image_size * opts->image_size;
-    int oom = !ld->order;
+    ld->skip = calloc((size_t)ld->nbatches + 1, 1);
+    int oom = !ld->order || !ld->skip;
     for (int i = 0; i < 2 && !oom; i++) {
         mg_batch *b = &ld->slots[i].b;
         b->pixels = malloc((size_t)opts->batch * plane * sizeof(float));
@@ -159,6 +171,10 @@ mg_status mg_loader_create(const mg_bh_index *ix, const int64_t *order, int64_t 
                        opts->image_size, opts->image_size);
     }
     if (n) memcpy(ld->order, order, (size_t)n * sizeof *order);
+    for (int64_t k = 0; opts->cached && k < ld->nbatches; k++) {
+        ld->skip[k] = 1;
+        for (int64_t i = k * opts->batch; i < n && i < (k + 1) * opts->batch; i++) ld->skip[k] &= opts->cached[order[i]] != 0;
+    }
     if (pthread_create(&ld->thread, NULL, producer, ld)) {
         mg_loader_free(ld);
         return mg_fail(MG_ERR_OOM, NULL, "cannot start the loader thread");

@@ -21,6 +21,9 @@ typedef struct {
     int image_size;     /* S: the model's image_size (896 for MedGemma) */
     int threads;        /* decode workers inside the background thread (>= 1) */
     mg_bad_policy on_bad;
+    const unsigned char *cached; /* (ix->n) or NULL: records whose pixels the caller no longer needs (their
+                         * features are cached); a batch made only of such records is not read, its
+                         * pixels left unset. Read once, in mg_loader_create. */
 } mg_loader_opts;
 
 typedef struct {

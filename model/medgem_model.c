@@ -3,6 +3,7 @@
 
 #include "model/model_tokens.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,27 +79,55 @@ typedef struct {
 /* Lays the buffers out from base (NULL: only sizes them); returns the bytes needed. */
 static size_t forward_layout(forward_bufs *f, char *base, const mg_config *cfg, const struct mg_lora_device *lora,
                              size_t esize, size_t tok_bytes, int64_t B, int64_t t_max, int64_t M, int64_t N, int64_t R,
-                             int64_t n_vocab_rows, int nv) {
+                             int64_t n_vocab_rows, int nv, bool from_pixels) {
     const int64_t G = cfg->image_size / cfg->patch_size, C = cfg->hidden;
     size_t used = 0;
     f->cache_k = mg_carve(base, &used, mg_gemma3_cache_elems(cfg, B, t_max), esize);
     f->cache_v = mg_carve(base, &used, mg_gemma3_cache_elems(cfg, B, t_max), esize);
     f->tok = mg_carve(base, &used, (int64_t)tok_bytes, 1);
-    f->pixels = mg_carve(base, &used, N * 3 * (int64_t)cfg->image_size * cfg->image_size, esize);
-    f->vis = mg_carve(base, &used, N * G * G * cfg->v_hidden, esize);
+    const int64_t Np = from_pixels ? N : 0; /* images that go through the tower */
+    f->pixels = mg_carve(base, &used, Np * 3 * (int64_t)cfg->image_size * cfg->image_size, esize);
+    f->vis = mg_carve(base, &used, Np * G * G * cfg->v_hidden, esize);
     f->soft = mg_carve(base, &used, N * cfg->mm_tokens_per_image * C, esize);
     f->x = mg_carve(base, &used, M * C, esize);
     f->hrows = mg_carve(base, &used, R * C, esize);
     f->ev = mg_carve(base, &used, n_vocab_rows * C, esize);
     f->logits = mg_carve(base, &used, R * nv, esize);
     size_t scratch = mg_gemma3_scratch_bytes(cfg, lora, M, esize);
-    if (N) {
-        const size_t vis = mg_siglip_scratch_bytes(cfg, lora, N, esize), proj = mg_projector_scratch_bytes(cfg, N, esize);
+    if (Np) {
+        const size_t vis = mg_model_vision_scratch_bytes(cfg, lora, Np, esize);
         scratch = scratch > vis ? scratch : vis;
-        scratch = scratch > proj ? scratch : proj;
     }
     f->scratch = mg_carve(base, &used, (int64_t)scratch, 1);
     return used;
+}
+
+size_t mg_model_vision_scratch_bytes(const mg_config *cfg, const struct mg_lora_device *lora, int64_t N, size_t esize) {
+    const size_t vis = mg_siglip_scratch_bytes(cfg, lora, N, esize), proj = mg_projector_scratch_bytes(cfg, N, esize);
+    return vis > proj ? vis : proj;
+}
+
+void mg_model_vision_forward(const mg_model *m, const struct mg_lora_device *lora, void *soft, void *vis,
+                             const void *pixels, int64_t N, void *scratch, const mg_observer *obs) {
+    const mg_config *cfg = &m->cfg;
+    const int64_t G = cfg->image_size / cfg->patch_size;
+    /* get_image_features: vision_tower(pixel_values).last_hidden_state */
+    mg_siglip_forward(m->be, cfg, &m->vision, lora, vis, pixels, N, scratch);
+    if (obs) obs->fn(obs->user, "vision_out", vis, N * G * G * cfg->v_hidden);
+    /* multi_modal_projector */
+    mg_projector_forward(m->be, cfg, &m->projector, soft, vis, N, scratch);
+}
+
+/* Makes m->work at least need bytes (its contents, the KV cache included, are lost when it grows). */
+static mg_status reserve_work(mg_model *m, size_t need, const char *what) {
+    if (need <= m->work_bytes) return MG_OK;
+    m->be->free(m->be->ctx, m->work);
+    m->work_bytes = 0;
+    if (!(m->work = m->be->alloc(m->be->ctx, need)))
+        return mg_fail(MG_ERR_OOM, "use a smaller batch", "%.1f MiB of activations on %s for %s",
+                       (double)need / (1 << 20), m->be->name, what);
+    m->work_bytes = need;
+    return MG_OK;
 }
 
 /* One run of the model: a plain forward, a prefill that keeps the KV cache, or a decode step. */
@@ -107,7 +136,7 @@ static mg_status model_run(mg_model *m, const mg_model_input *in, const mg_model
     const mg_backend *be = m->be;
     const mg_config *cfg = &m->cfg;
     const int64_t B = in->B, T = in->T, M = B * T, N = in->n_images, R = head->R;
-    const int C = cfg->hidden, G = cfg->image_size / cfg->patch_size, mm = cfg->mm_tokens_per_image;
+    const int C = cfg->hidden, mm = cfg->mm_tokens_per_image;
     const int nv = head->vocab ? head->n_vocab : cfg->vocab;
     const size_t es = mg_dtype_size(be->act_dtype);
     int64_t n_soft = 0;
@@ -122,37 +151,35 @@ static mg_status model_run(mg_model *m, const mg_model_input *in, const mg_model
     /* the device buffers: one allocation, kept while later runs fit in it; a decode step must find
      * the prefill's cache where it left it, so it never reallocates */
     forward_bufs f;
-    const size_t need = forward_layout(&f, NULL, cfg, m->lora, es, tok_bytes, B, mode->t_max, M, N, R, n_vocab, nv);
+    const bool from_pixels = !in->soft_tokens;
+    if (N && from_pixels && !in->pixels) return mg_fail(MG_ERR_ARG, NULL, "%lld images without pixels or soft tokens", (long long)N);
+    const size_t need = forward_layout(&f, NULL, cfg, m->lora, es, tok_bytes, B, mode->t_max, M, N, R, n_vocab, nv,
+                                       from_pixels);
     if (mode->decode && need > m->work_bytes)
         return mg_fail(MG_ERR_ARG, "score at most as many rows per decode step as in the prefill",
                        "decode step needs %zu bytes of activations, the prefill reserved %zu", need, m->work_bytes);
     if (!mode->decode) m->kv = (mg_gemma3_cache){ 0 }, m->kv_len = 0; /* overwritten by this run */
-    if (need > m->work_bytes) {
-        be->free(be->ctx, m->work);
-        m->work_bytes = 0;
-        if (!(m->work = be->alloc(be->ctx, need)))
-            return mg_fail(MG_ERR_OOM, "use a smaller batch", "%.1f MiB of activations on %s for B=%lld T=%lld",
-                           (double)need / (1 << 20), be->name, (long long)B, (long long)T);
-        m->work_bytes = need;
-    }
+    char what[64];
+    snprintf(what, sizeof what, "B=%lld T=%lld", (long long)B, (long long)T);
+    MG_TRY(reserve_work(m, need, what));
     int32_t *host_base = malloc(tok_bytes);
     if (!host_base) return mg_fail(MG_ERR_OOM, NULL, "token arrays for B=%lld T=%lld", (long long)B, (long long)T);
-    forward_layout(&f, m->work, cfg, m->lora, es, tok_bytes, B, mode->t_max, M, N, R, n_vocab, nv);
+    forward_layout(&f, m->work, cfg, m->lora, es, tok_bytes, B, mode->t_max, M, N, R, n_vocab, nv, from_pixels);
     mg_token_arrays_layout(&host, host_base, M, n_cache, n_soft, R, n_vocab);
     mg_token_arrays_layout(&dev, f.tok, M, n_cache, n_soft, R, n_vocab);
     mg_fill_token_arrays(&host, cfg, in, head, mode);
     be->copy_in(be->ctx, f.tok, host_base, tok_bytes);
     free(host_base);
 
-    if (N) {
-        /* get_image_features: vision_tower(pixel_values).last_hidden_state */
+    if (N && from_pixels) {
         be->upload(be->ctx, f.pixels, in->pixels, MG_F32, N * 3 * (int64_t)cfg->image_size * cfg->image_size);
-        mg_siglip_forward(be, cfg, &m->vision, m->lora, f.vis, f.pixels, N, f.scratch);
-        if (obs) obs->fn(obs->user, "vision_out", f.vis, N * G * G * cfg->v_hidden);
-        /* multi_modal_projector */
-        mg_projector_forward(be, cfg, &m->projector, f.soft, f.vis, N, f.scratch);
-        if (obs) obs->fn(obs->user, "projector_out", f.soft, N * mm * C);
+        mg_model_vision_forward(m, m->lora, f.soft, f.vis, f.pixels, N, f.scratch, obs);
+    } else {
+        /* precomputed soft tokens: gathered into one (N, mm, C) block */
+        for (int64_t k = 0; k < N; k++)
+            be->copy(be->ctx, (char *)f.soft + (size_t)(k * mm * C) * es, in->soft_tokens[k], (size_t)(mm * C) * es);
     }
+    if (N && obs) obs->fn(obs->user, "projector_out", f.soft, N * mm * C);
     /* embed_tokens (scaled), then masked_scatter of the soft tokens at the placeholders */
     be->embedding_forward(be->ctx, f.x, m->text.embed, dev.ids, M, C, cfg->vocab, m->text.embed_scale);
     if (N) be->scatter_rows_forward(be->ctx, f.x, f.soft, dev.soft_rows, n_soft, C);
@@ -199,4 +226,36 @@ mg_status mg_model_decode_step(mg_model *m, const int32_t *ids, const mg_model_h
     const mg_model_input in = { .B = m->kv.B, .T = 1, .ids = ids };
     const mg_run_mode step = { .t_max = m->kv.Tmax, .decode = true, .past = m->kv_len };
     return model_run(m, &in, head, NULL, &step);
+}
+
+mg_status mg_model_image_features(mg_model *m, const float *pixels, int64_t N, void *const *out) {
+    const mg_backend *be = m->be;
+    const mg_config *cfg = &m->cfg;
+    const size_t es = mg_dtype_size(be->act_dtype);
+    const int64_t G = cfg->image_size / cfg->patch_size, per = (int64_t)cfg->mm_tokens_per_image * cfg->hidden;
+    if (N < 1) return MG_OK;
+    if (m->lora && m->adapter_merged)
+        return mg_fail(MG_ERR_ARG, "reload the base model", "an unmerged adapter on a model with one merged adds LoRA twice");
+    /* pixels, vis, soft, scratch: carved as the forward carves them */
+    size_t used = 0;
+    const int64_t n_pix = N * 3 * (int64_t)cfg->image_size * cfg->image_size;
+    for (int pass = 0; pass < 2; pass++) {
+        char *base = pass ? m->work : NULL;
+        used = 0;
+        void *px = mg_carve(base, &used, n_pix, es);
+        void *vis = mg_carve(base, &used, N * G * G * cfg->v_hidden, es);
+        void *soft = mg_carve(base, &used, N * per, es);
+        void *scratch = mg_carve(base, &used, (int64_t)mg_model_vision_scratch_bytes(cfg, m->lora, N, es), 1);
+        if (!pass) {
+            m->kv = (mg_gemma3_cache){ 0 }, m->kv_len = 0; /* m->work is overwritten */
+            char what[64];
+            snprintf(what, sizeof what, "the features of %lld images", (long long)N);
+            MG_TRY(reserve_work(m, used, what));
+            continue;
+        }
+        be->upload(be->ctx, px, pixels, MG_F32, n_pix);
+        mg_model_vision_forward(m, m->lora, soft, vis, px, N, scratch, NULL);
+        for (int64_t k = 0; k < N; k++) be->copy(be->ctx, out[k], (char *)soft + (size_t)(k * per) * es, (size_t)per * es);
+    }
+    return be->sync(be->ctx);
 }

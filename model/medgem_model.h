@@ -41,6 +41,9 @@ typedef struct {
     const float *pixels;       /* (n_images, 3, S, S) processor output; image k fills the k-th run of
                                 * mm_tokens_per_image placeholders in (b, t) order */
     int64_t n_images;
+    const void *const *soft_tokens; /* (n_images) device pointers, each (mm_tokens_per_image, C) in act dtype:
+                                * the images' projector outputs (mg_model_image_features), used instead
+                                * of pixels when not NULL (pixels is then ignored and may be NULL) */
 } mg_model_input;
 
 /* Which logits to compute, and where they go (host). */
@@ -66,6 +69,20 @@ void mg_model_free(mg_model *m);
  * needs more than the largest so far: repeated forwards of one shape allocate nothing. So one
  * model runs one forward at a time. Errors of the backend's queued work are returned here. */
 mg_status mg_model_forward(mg_model *m, const mg_model_input *in, const mg_model_head *head, const mg_observer *obs);
+
+/* The image soft tokens alone (get_image_features: tower, post-layernorm, projector), with the
+ * unmerged adapter m->lora when set, exactly as mg_model_forward computes them: out[k] (device
+ * pointers, each (mm_tokens_per_image, C) act dtype, caller-owned) = image k of pixels (N, 3, S, S).
+ * Reuses m->work (discarding a prefill's KV cache). Feeding them back through
+ * mg_model_input.soft_tokens gives the pixel path's logits bit for bit on the same backend. */
+mg_status mg_model_image_features(mg_model *m, const float *pixels, int64_t N, void *const *out);
+
+/* The vision part shared by the forward, mg_model_image_features and the train step (so that the
+ * three agree bit for bit): soft[N, mm, C] from device pixels[N, 3, S, S], through vis[N, P, Cv],
+ * with scratch of mg_model_vision_scratch_bytes. */
+size_t mg_model_vision_scratch_bytes(const mg_config *cfg, const struct mg_lora_device *lora, int64_t N, size_t esize);
+void mg_model_vision_forward(const mg_model *m, const struct mg_lora_device *lora, void *soft, void *vis,
+                             const void *pixels, int64_t N, void *scratch, const mg_observer *obs);
 
 /* KV-cached greedy decoding, as transformers' generate: mg_model_prefill runs mg_model_forward on
  * the prompt (image block mask included) and keeps every layer's keys and values in m->work for up

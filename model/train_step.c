@@ -33,9 +33,17 @@ typedef struct {
                       * layer's, or the projector's, in turn */
 } step_bufs;
 
+/* How a step gets the image soft tokens. */
+typedef enum {
+    VISION_GIVEN,    /* precomputed (mg_model_input.soft_tokens): no tower at all */
+    VISION_PLAIN,    /* no vision LoRA: the tower runs once as in inference (mg_model_vision_forward), no backward */
+    VISION_RECORDED, /* vision LoRA: layer inputs kept, layers recomputed (or kept) and differentiated */
+} vision_mode;
+
 typedef struct {
     int64_t B, T, M, N, R, Rc, n_soft;
     size_t tok_bytes;
+    vision_mode vision;
     int vision_keep; /* top vision layers whose activations are kept (the others are recomputed) */
 } step_dims;
 
@@ -46,14 +54,15 @@ static size_t step_layout(step_bufs *f, char *base, const mg_config *cfg, const 
     f->tok = mg_carve(base, &used, (int64_t)d->tok_bytes, 1);
     f->targets = mg_carve(base, &used, d->R, sizeof(int32_t));
     f->loss = mg_carve(base, &used, 1, sizeof(float));
-    f->pixels = mg_carve(base, &used, d->N * 3 * (int64_t)cfg->image_size * cfg->image_size, es);
-    f->cols = mg_carve(base, &used, d->N * P * 3 * cfg->patch_size * cfg->patch_size, es);
-    f->vsaved = mg_carve(base, &used, (cfg->v_layers + 1) * d->N * P * Cv, es);
-    f->vis = mg_carve(base, &used, d->N * P * Cv, es);
+    const int64_t Np = d->vision == VISION_GIVEN ? 0 : d->N, Nr = d->vision == VISION_RECORDED ? d->N : 0;
+    f->pixels = mg_carve(base, &used, Np * 3 * (int64_t)cfg->image_size * cfg->image_size, es);
+    f->cols = mg_carve(base, &used, Nr * P * 3 * cfg->patch_size * cfg->patch_size, es);
+    f->vsaved = mg_carve(base, &used, (cfg->v_layers + 1) * Nr * P * Cv, es);
+    f->vis = mg_carve(base, &used, Np * P * Cv, es);
     f->soft = mg_carve(base, &used, d->N * cfg->mm_tokens_per_image * C, es);
     f->xsaved = mg_carve(base, &used, (cfg->n_layers + 1) * d->M * C, es);
     int64_t seg = d->M * C;
-    seg = d->N * P * Cv > seg ? d->N * P * Cv : seg;
+    seg = Nr * P * Cv > seg ? Nr * P * Cv : seg;
     seg = d->N * cfg->mm_tokens_per_image * C > seg ? d->N * cfg->mm_tokens_per_image * C : seg;
     f->ytmp = mg_carve(base, &used, seg, es);
     f->ga = mg_carve(base, &used, seg, es);
@@ -64,7 +73,10 @@ static size_t step_layout(step_bufs *f, char *base, const mg_config *cfg, const 
     f->logits = mg_carve(base, &used, d->Rc * cfg->vocab, es);
     size_t scratch = mg_gemma3_layer_train_bytes(cfg, lora, d->M, es) * (recompute ? 1 : (size_t)cfg->n_layers);
     size_t vstore = 0;
-    if (d->N) {
+    if (d->vision == VISION_PLAIN) {
+        const size_t vis = mg_model_vision_scratch_bytes(cfg, lora, d->N, es);
+        scratch = vis > scratch ? vis : scratch;
+    } else if (Nr) {
         const size_t vis = mg_siglip_layer_train_bytes(cfg, lora, d->N, es);
         const size_t proj = mg_projector_scratch_bytes(cfg, d->N, es);
         vstore = vis * (size_t)d->vision_keep;
@@ -126,6 +138,8 @@ static bool has_vision_lora(const mg_lora_device *lora, const mg_config *cfg) {
     return false;
 }
 
+bool mg_trainer_trains_vision(const mg_trainer *t) { return has_vision_lora(t->lora, &t->m->cfg); }
+
 /* Differentiates records [from, to) of the tape: out's gradient is dout (read), in's is din
  * (zeroed here, then accumulated by the replay). */
 static mg_status segment_backward(mg_trainer *t, int from, int to, const void *out, void *dout, const void *in,
@@ -144,7 +158,7 @@ static mg_status segment_backward(mg_trainer *t, int from, int to, const void *o
  * one layer's activations) must fit. */
 static int plan_vision_keep(const mg_trainer *t, step_dims *d, size_t es) {
     const mg_config *cfg = &t->m->cfg;
-    if (!d->N || !t->memory_budget || !has_vision_lora(t->lora, cfg)) return 0;
+    if (d->vision != VISION_RECORDED || !t->memory_budget) return 0;
     step_bufs f;
     d->vision_keep = 0;
     const size_t base = step_layout(&f, NULL, cfg, t->lora, es, d, t->recompute);
@@ -190,6 +204,13 @@ mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *
     const mg_model_head head = { .rows = rows, .R = d.R };
     const mg_run_mode plain = { 0 };
     if (s == MG_OK) s = mg_check_input(cfg, in, &head, &plain, &d.n_soft);
+    const bool vision_lora = has_vision_lora(lora, cfg);
+    d.vision = in->soft_tokens ? VISION_GIVEN : vision_lora ? VISION_RECORDED : VISION_PLAIN;
+    if (s == MG_OK && in->soft_tokens && vision_lora)
+        s = mg_fail(MG_ERR_ARG, "give pixels: the adapter trains the vision tower",
+                    "precomputed soft tokens would bypass the adapter's vision LoRA");
+    if (s == MG_OK && d.N && !in->soft_tokens && !in->pixels)
+        s = mg_fail(MG_ERR_ARG, NULL, "%lld images without pixels or soft tokens", (long long)d.N);
     if (s != MG_OK) {
         free(rows), free(targets);
         return s;
@@ -242,7 +263,15 @@ mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *
     /* ---- forward, keeping each layer's input ---- */
     mg_tape_reset(t->tape);
     t->vmarks[0] = t->vmarks[cfg->v_layers] = 0;
-    if (d.N) {
+    if (d.vision == VISION_GIVEN) {
+        /* precomputed soft tokens, gathered into one (N, mm, C) block */
+        for (int64_t k = 0; k < d.N; k++)
+            be->copy(be->ctx, (char *)f.soft + (size_t)(k * mm * C) * es, in->soft_tokens[k], (size_t)(mm * C) * es);
+    } else if (d.vision == VISION_PLAIN) {
+        /* nothing to differentiate in the tower: it runs as in inference (and as mg_model_image_features) */
+        be->upload(be->ctx, f.pixels, in->pixels, MG_F32, d.N * 3 * (int64_t)cfg->image_size * cfg->image_size);
+        mg_model_vision_forward(m, lora, f.soft, f.vis, f.pixels, d.N, f.scratch, NULL);
+    } else if (d.N) {
         be->upload(be->ctx, f.pixels, in->pixels, MG_F32, d.N * 3 * (int64_t)cfg->image_size * cfg->image_size);
         mg_siglip_embed(be, cfg, &m->vision, vsaved, f.pixels, d.N, f.cols);
         /* the bottom layers run plainly (recomputed in backward); the top vision_keep are recorded
@@ -310,7 +339,7 @@ mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *
     }
     /* g_out = dL/d(embeddings) */
 
-    if (d.N && has_vision_lora(lora, cfg)) {
+    if (d.N && d.vision == VISION_RECORDED) {
         /* the soft tokens' gradient is the embeddings' at the placeholders */
         void *dsoft = g_in; /* (N, mm, C) */
         be->zero(be->ctx, dsoft, (size_t)(d.N * mm * C) * es);

@@ -46,10 +46,15 @@ void mg_trainer_free(mg_trainer *t);
  * fragmentation; 0 (nothing kept beyond the minimum) on the CPU backend unless max_gb is given. */
 size_t mg_memory_budget(const mg_backend *be, const mg_model *m, double max_gb);
 
+/* Whether the adapter has a vision-tower module (then the soft tokens change with training and a
+ * step must get pixels, not precomputed soft tokens). */
+bool mg_trainer_trains_vision(const mg_trainer *t);
+
 /* Labelled positions of labels (B, T) after the shift: positions t < T-1 with labels[t+1] != -100. */
 int64_t mg_count_targets(const int32_t *labels, int64_t B, int64_t T);
 
-/* Runs one micro-batch (in: ids, pixels, token_type, attn_mask as for mg_model_forward) and
+/* Runs one micro-batch (in: ids, pixels, token_type, attn_mask as for mg_model_forward; or
+ * in->soft_tokens instead of pixels when the adapter has no vision module, an error otherwise) and
  * accumulates into the adapter's gradients (+=); *loss_sum += Σ CE (fp32 per token, summed in
  * double on the host). Bad input is an error naming the position; nothing is accumulated then. */
 mg_status mg_train_step(mg_trainer *t, const mg_model_input *in, const int32_t *labels, float grad_scale,

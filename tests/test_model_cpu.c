@@ -99,6 +99,28 @@ int main(void) {
         check_close("logits returned to the host", logits, ref, (size_t)(B * T * V), TOL);
         free(ref32), free(ref);
     }
+    /* precomputed soft tokens (mg_model_image_features) give the pixel path's logits bit for bit */
+    {
+        const int64_t per = (int64_t)m.cfg.mm_tokens_per_image * m.cfg.hidden;
+        void *feats = m.be->alloc(m.be->ctx, (size_t)(N * per) * mg_dtype_size(m.be->act_dtype));
+        void **out = malloc((size_t)N * sizeof *out);
+        float *logits2 = malloc((size_t)(B * T * V) * sizeof(float));
+        /* image k into slot N-1-k: the pointers, not the layout, say which image is which */
+        for (int64_t k = 0; k < N; k++) out[k] = (char *)feats + (size_t)((N - 1 - k) * per) * mg_dtype_size(m.be->act_dtype);
+        s = mg_model_image_features(&m, pixels, N, out);
+        CHECK(s == MG_OK, "mg_model_image_features: %s", mg_last_error());
+        mg_model_input in2 = in;
+        in2.pixels = NULL, in2.soft_tokens = (const void *const *)out;
+        const mg_model_head head2 = { .rows = rows, .R = B * T, .logits = logits2 };
+        if (s == MG_OK) s = mg_model_forward(&m, &in2, &head2, NULL);
+        CHECK(s == MG_OK, "forward from soft tokens: %s", mg_last_error());
+        int64_t diff = 0;
+        for (int64_t i = 0; s == MG_OK && i < B * T * V; i++) diff += logits2[i] != logits[i];
+        CHECK(s == MG_OK && diff == 0, "logits from soft tokens equal the pixel path's exactly (%lld of %lld differ)",
+              (long long)diff, (long long)(B * T * V));
+        m.be->free(m.be->ctx, feats);
+        free(out), free(logits2);
+    }
     free(ids), free(tt), free(rows), free(pixels), free(logits);
     mg_st_close(&fx);
     mg_model_free(&m);

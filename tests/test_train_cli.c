@@ -154,7 +154,80 @@ static void test_resume(void) {
     free(a), free(b);
 }
 
-/* 3. bad input */
+/* train_log.jsonl with the timing fields cut: each update's step, epoch, loss, lr, grad_norm; each
+ * evaluation's metrics */
+static char *log_without_timing(const char *path) {
+    size_t n;
+    char *s = test_slurp(path, &n);
+    if (!s) return NULL;
+    char *out = calloc(n + 1, 1), *w = out;
+    for (char *p = s, *nl; (nl = strchr(p, '\n')); p = nl + 1) {
+        *nl = 0;
+        char *cut = strstr(p, "\"images_per_s\"");
+        if (!cut) cut = strstr(p, "\"seconds\"");
+        if (cut) *cut = 0;
+        w += sprintf(w, "%s\n", p);
+    }
+    free(s);
+    return out;
+}
+
+/* 3. the vision-feature cache: with --lora-targets text, a run with it and one without give the
+ * same log (losses, gradient norms, evaluation metrics) and the same adapter bytes; with vision
+ * modules it is never used */
+static void test_feature_cache(void) {
+#define FC_ARGS " train --cpu --model " MODEL " --data " DATA " --loss-on answer --lr 5e-3 --epochs 2 --batch 4" \
+                " --grad-accum 2 --max-grad-norm 1 --warmup-ratio 0 --lora-dropout 0.1 --json"
+    char *on_out, *off_out, *vis_out;
+    const int rc_on = test_run(MEDGEM FC_ARGS " --lora-targets text --out " WORK "/fc_on 2>&1", &on_out);
+    const int rc_off = test_run(MEDGEM FC_ARGS " --lora-targets text --no-feature-cache --out " WORK "/fc_off 2>&1",
+                                &off_out);
+    const int rc_vis = test_run(MEDGEM FC_ARGS " --lora-targets vision --max-steps 3 --out " WORK "/fc_vis 2>&1", &vis_out);
+    CHECK(rc_on == 0 && rc_off == 0 && rc_vis == 0, "the three runs exit 0 (%d %d %d): %s%s%s", rc_on, rc_off, rc_vis,
+          on_out, off_out, vis_out);
+    CHECK(strstr(on_out, "feature cache on") != NULL, "the run with the cache says it is on: %s", on_out);
+    CHECK(strstr(off_out, "feature cache off (--no-feature-cache)") != NULL, "--no-feature-cache says it is off");
+    CHECK(strstr(vis_out, "feature cache off (the adapter trains the vision tower)") != NULL,
+          "with vision modules the cache is off: %s", vis_out);
+    /* the JSON summary counts the images the cache computed and reused */
+    const char *j_on = strstr(on_out, "{\"steps\""), *j_off = strstr(off_out, "{\"steps\""), *j_vis = strstr(vis_out, "{\"steps\"");
+    mg_json *a = NULL, *b = NULL, *c = NULL;
+    if (j_on) mg_json_parse(j_on, strcspn(j_on, "\n"), "summary", &a);
+    if (j_off) mg_json_parse(j_off, strcspn(j_off, "\n"), "summary", &b);
+    if (j_vis) mg_json_parse(j_vis, strcspn(j_vis, "\n"), "summary", &c);
+    CHECK(a && b && c, "the three runs print a JSON summary");
+    if (a && b && c) {
+        const double comp = mg_json_get_number(a, "features_computed", -1), reused = mg_json_get_number(a, "features_reused", -1);
+        printf("     with the cache: %.0f images' features computed, %.0f reused\n", comp, reused);
+        /* epoch 2 and the second evaluation reuse what epoch 1 and the first evaluation computed (the
+         * run's first batch is computed inside its step, before the cache is sized, so a few batches
+         * of epoch 2 compute again) */
+        CHECK(comp > 0 && reused > 0.4 * (comp + reused),
+              "the second epoch and evaluation reuse the features (%.0f computed, %.0f reused)", comp, reused);
+        CHECK(mg_json_get_number(b, "features_computed", -1) == 0 && mg_json_get_number(b, "features_reused", -1) == 0,
+              "--no-feature-cache computes nothing into a cache");
+        CHECK(mg_json_get_number(c, "features_computed", -1) == 0 && mg_json_get_number(c, "features_reused", -1) == 0 &&
+                  mg_json_get(c, "feature_cache") && mg_json_get(c, "feature_cache")->type == MG_JSON_BOOL &&
+                  !mg_json_get(c, "feature_cache")->boolean,
+              "with vision modules the cache is never used");
+    }
+    mg_json_free(a), mg_json_free(b), mg_json_free(c);
+    free(on_out), free(off_out), free(vis_out);
+    char *la = log_without_timing(WORK "/fc_on/train_log.jsonl"), *lb = log_without_timing(WORK "/fc_off/train_log.jsonl");
+    CHECK(la && lb && !strcmp(la, lb), "the logs match line for line (losses, gradient norms, evaluations):\n%s---\n%s",
+          la ? la : "", lb ? lb : "");
+    if (la) printf("     %d log lines, %d evaluations\n", count_lines(WORK "/fc_on/train_log.jsonl", NULL),
+                   count_lines(WORK "/fc_on/train_log.jsonl", "\"eval\""));
+    CHECK(count_lines(WORK "/fc_on/train_log.jsonl", "\"eval\"") == 2, "two evaluations (one per epoch)");
+    free(la), free(lb);
+    size_t na, nb;
+    char *x = test_slurp(WORK "/fc_on/adapter/adapter_model.safetensors", &na);
+    char *y = test_slurp(WORK "/fc_off/adapter/adapter_model.safetensors", &nb);
+    CHECK(x && y && na == nb && !memcmp(x, y, na), "the adapters have the same bytes (%zu vs %zu)", na, nb);
+    free(x), free(y);
+}
+
+/* 4. bad input */
 static void test_bad_input(void) {
     static const struct {
         const char *args, *expect;
@@ -186,6 +259,7 @@ int main(void) {
     CHECK(mg_synth_breakhis(DATA, &so) == MG_OK, "synthetic data: %s", mg_last_error());
     test_learns();
     test_resume();
+    test_feature_cache();
     test_bad_input();
     return test_finish();
 }

@@ -47,6 +47,8 @@ static const char *USAGE =
     "  --recompute            recompute text layers in backward too (least memory)\n"
     "  --max-memory GB        device memory to use: the top vision layers keep their activations within it\n"
     "                         (faster), the others are recomputed in backward (default: the GPU's free memory)\n"
+    "  --no-feature-cache     compute the soft tokens from pixels at every step (default: once per image\n"
+    "                         when the adapter has no vision module, reused across epochs and evaluations)\n"
     "  --single-bos           one BOS and the final newline (TRL's path) for training and evaluation\n"
     "  --prompt-file F        the user text after the image (default: the guide's 8-class prompt)\n"
     "  --threads N            image decoding threads (2)\n"
@@ -114,6 +116,7 @@ int cmd_run(int argc, char **argv) {
         if (!strcmp(a, "--single-bos")) { o.train.guide_path = false; continue; }
         if (!strcmp(a, "--double-bos")) { o.train.guide_path = true; continue; }
         if (!strcmp(a, "--recompute")) { o.train.recompute = true; continue; }
+        if (!strcmp(a, "--no-feature-cache")) { o.train.no_feature_cache = true; continue; }
         if (!v) { fprintf(stderr, "medgem run: %s needs a value (or is unknown)\n\n%s", a, USAGE); return 2; }
         i++;
         if (!strcmp(a, "--seed")) o.train.seed = strtoull(v, NULL, 10); /* also the selection's, below */

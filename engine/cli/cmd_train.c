@@ -29,6 +29,9 @@ static const char *USAGE =
     "  --recompute            recompute text layers in backward too (least memory)\n"
     "  --max-memory GB        device memory to use: the top vision layers keep their activations within it\n"
     "                         (faster), the others are recomputed in backward (default: the GPU's free memory)\n"
+    "  --no-feature-cache     compute every image's soft tokens from its pixels at each step; by default, when\n"
+    "                         the adapter has no vision module (--lora-targets text), they are computed once\n"
+    "                         per image and reused by later epochs and evaluations (in GPU memory, when they fit)\n"
     "  --single-bos           one BOS and the final newline (TRL's path) instead of the guide's stripped text\n"
     "  --prompt-file F        the user text after the image (default: the guide's 8-class prompt)\n"
     "  --eval-every N         evaluate the test split every N epochs, score mode, adapter unmerged (1; 0: never)\n"
@@ -45,6 +48,11 @@ static const char *USAGE =
     "  --json                 print the summary as one JSON object\n"
     "  --cpu                  run on the fp32 CPU reference backend even when a GPU is available\n";
 
+
+static void print_note(void *user, const char *line) {
+    (void)user;
+    fprintf(stderr, "%smedgem train: %s\n", isatty(STDERR_FILENO) ? "\r\033[K" : "", line);
+}
 
 static int fail(const char *what) {
     fprintf(stderr, "\nmedgem train: %s\n%s\n", what, mg_last_error());
@@ -73,6 +81,7 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(a, "--cpu")) { force_cpu = true; continue; }
         if (!strcmp(a, "--single-bos")) { o.guide_path = false; continue; }
         if (!strcmp(a, "--recompute")) { o.recompute = true; continue; }
+        if (!strcmp(a, "--no-feature-cache")) { o.no_feature_cache = true; continue; }
         if (!v) { fprintf(stderr, "medgem train: %s needs a value (or is unknown)\n\n%s", a, USAGE); return 2; }
         i++;
         if (!strcmp(a, "--seed")) o.seed = strtoull(v, NULL, 10); /* also the selection's, below */
@@ -93,6 +102,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (isatty(STDERR_FILENO)) o.progress = cli_train_progress;
     o.on_eval = print_eval;
+    o.on_note = print_note;
     o.stop = &cli_stop_requested;
     o.eval.threads = o.threads;
 
@@ -131,9 +141,11 @@ int cmd_train(int argc, char **argv) {
     const double peak = (double)(m.arena_bytes + r.peak_bytes + r.lora_bytes) / (1 << 20);
     if (json)
         printf("{\"steps\": %d, \"interrupted\": %s, \"loss\": %.6f, \"seconds\": %.3f, \"images\": %lld, "
-               "\"images_per_s\": %.3f, \"peak_mib\": %.1f, \"skipped\": %d, \"checkpoint\": \"%s\"}\n",
+               "\"images_per_s\": %.3f, \"peak_mib\": %.1f, \"skipped\": %d, \"checkpoint\": \"%s\", "
+               "\"feature_cache\": %s, \"features_computed\": %lld, \"features_reused\": %lld}\n",
                r.steps, r.interrupted ? "true" : "false", r.last_loss, r.seconds, (long long)r.images,
-               r.seconds > 0 ? r.images / r.seconds : 0.0, peak, r.skipped, r.checkpoint);
+               r.seconds > 0 ? r.images / r.seconds : 0.0, peak, r.skipped, r.checkpoint,
+               r.feature_cache ? "true" : "false", (long long)r.features_computed, (long long)r.features_reused);
     fprintf(stderr, "medgem train: %d updates, last loss %.4f, %lld images in %.1f s (%.2f images/s), "
                     "peak %.1f MiB on %s (weights %.1f + activations %.1f + LoRA state %.1f)\n",
             r.steps, r.last_loss, (long long)r.images, r.seconds, r.seconds > 0 ? r.images / r.seconds : 0.0, peak,

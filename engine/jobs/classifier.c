@@ -52,7 +52,8 @@ void mg_classifier_free(mg_classifier *c) {
     c->spm = NULL;
 }
 
-mg_status mg_classifier_score(const mg_classifier *c, const float *pixels, int64_t B, float *logits) {
+/* One forward of B images given as pixels or as soft tokens. */
+static mg_status score(const mg_classifier *c, const float *pixels, const void *const *soft, int64_t B, float *logits) {
     const int64_t T = c->prompt.n;
     int32_t *ids = malloc((size_t)(B * T) * sizeof *ids);     /* (B, T) the prompt in every row */
     int32_t *types = malloc((size_t)(B * T) * sizeof *types); /* (B, T) */
@@ -65,12 +66,21 @@ mg_status mg_classifier_score(const mg_classifier *c, const float *pixels, int64
             for (int64_t t = 0; t < T; t++) ids[b * T + t] = c->prompt.ids[t], types[b * T + t] = c->prompt.token_type_ids[t];
             rows[b] = (int32_t)(b * T + T - 1);
         }
-        const mg_model_input in = { .B = B, .T = T, .ids = ids, .token_type = types, .pixels = pixels, .n_images = B };
+        const mg_model_input in = { .B = B, .T = T, .ids = ids, .token_type = types, .pixels = pixels, .n_images = B,
+                                    .soft_tokens = soft };
         const mg_model_head head = { .rows = rows, .R = B, .vocab = c->digits, .n_vocab = c->n_classes, .logits = logits };
         s = mg_model_forward(c->model, &in, &head, NULL);
     }
     free(ids), free(types), free(rows);
     return s;
+}
+
+mg_status mg_classifier_score(const mg_classifier *c, const float *pixels, int64_t B, float *logits) {
+    return score(c, pixels, NULL, B, logits);
+}
+
+mg_status mg_classifier_score_features(const mg_classifier *c, const void *const *soft, int64_t B, float *logits) {
+    return score(c, NULL, soft, B, logits);
 }
 
 mg_status mg_classifier_generate(const mg_classifier *c, const float *pixels, int64_t B, int max_new_tokens,

@@ -41,6 +41,10 @@ void mg_classifier_free(mg_classifier *c);
 /* logits (B, K): the class-digit logits of B images, pixels (B, 3, S, S), in one forward. */
 mg_status mg_classifier_score(const mg_classifier *c, const float *pixels, int64_t B, float *logits);
 
+/* The same from the images' precomputed soft tokens (mg_model_input.soft_tokens: B device
+ * pointers, each (mm, C) act dtype, e.g. from engine/jobs/feature_cache.h). */
+mg_status mg_classifier_score_features(const mg_classifier *c, const void *const *soft, int64_t B, float *logits);
+
 /* Greedy answers for B images, pixels (B, 3, S, S):
  *   preds (B): the class each answer names, -1 for none;
  *   answers (B) or NULL: each answer's text, malloc'd (free each);

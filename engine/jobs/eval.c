@@ -9,6 +9,7 @@
 
 #include "data/prefetch.h"
 #include "engine/atomic_file.h"
+#include "engine/jobs/feature_cache.h"
 #include "data/synth.h"
 #include "data/splits.h"
 
@@ -55,7 +56,11 @@ static mg_status eval_batch(const mg_classifier *c, const mg_batch *b, const mg_
     const int K = c->n_classes;
     const int64_t at = r->n;
     float *logits = r->logits + at * K;
-    if (o->mode == MG_EVAL_SCORE) {
+    if (o->mode == MG_EVAL_SCORE && mg_feature_cache_on(o->features)) {
+        const void *const *soft;
+        MG_TRY(mg_feature_cache_batch(o->features, b, &soft));
+        MG_TRY(mg_classifier_score_features(c, soft, b->n, logits));
+    } else if (o->mode == MG_EVAL_SCORE) {
         MG_TRY(mg_classifier_score(c, b->pixels, b->n, logits));
     } else {
         MG_TRY(mg_classifier_generate(c, b->pixels, b->n, o->max_new_tokens, r->preds + at, r->answers + at, logits));
@@ -93,8 +98,9 @@ mg_status mg_eval_run(const mg_classifier *c, const mg_bh_index *ix, const int64
         return mg_fail(MG_ERR_OOM, NULL, "results of %lld images", (long long)n);
     }
 
+    const bool cached = o->mode == MG_EVAL_SCORE && mg_feature_cache_on(o->features);
     const mg_loader_opts lo = { .batch = o->batch, .image_size = c->model->cfg.image_size, .threads = o->threads,
-                                .on_bad = o->on_bad };
+                                .on_bad = o->on_bad, .cached = cached ? o->features->have : NULL };
     mg_loader *ld;
     mg_status s = mg_loader_create(ix, idx, n, &lo, &ld);
     if (s != MG_OK) { mg_eval_result_free(r); return s; }

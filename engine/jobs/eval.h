@@ -19,6 +19,8 @@
 
 typedef enum { MG_EVAL_SCORE, MG_EVAL_GENERATE } mg_eval_mode;
 
+struct mg_feature_cache; /* engine/jobs/feature_cache.h */
+
 /* Called after each batch with images done so far, the total, and seconds since the start. */
 typedef void (*mg_eval_progress_fn)(void *user, int64_t done, int64_t total, double seconds);
 
@@ -30,6 +32,8 @@ typedef struct {
     mg_bad_policy on_bad;    /* an unreadable image: left out and counted, or the run fails */
     mg_eval_progress_fn progress; /* may be NULL */
     void *progress_user;
+    struct mg_feature_cache *features; /* score mode: the images' soft tokens come from (and go to) this
+                                        * cache, wholly cached batches are not read; NULL: none */
 } mg_eval_opts;
 
 /* Defaults: score mode, batch 8, 40 new tokens, 2 threads, skip bad images, no progress. */

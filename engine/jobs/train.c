@@ -15,7 +15,9 @@
 #include "data/prefetch.h"
 #include "data/rng.h"
 #include "engine/atomic_file.h"
+#include "engine/device.h"
 #include "engine/dropout.h"
+#include "engine/jobs/feature_cache.h"
 #include "engine/json.h"
 #include "engine/jobs/train_ckpt.h"
 #include "model/train_step.h"
@@ -176,6 +178,42 @@ static void log_eval(FILE *log, int epoch, int step, const mg_eval_result *r) {
     fflush(log);
 }
 
+/* ---- the feature cache ------------------------------------------------------------------------ */
+
+/* Bytes the cache may take, decided after the first step (the step's buffers then exist): what
+ * --max-memory leaves beside the weights, the adapter state and the step, or the GPU's free memory;
+ * less an evaluation forward's vision buffers and 2 GB of slack. The CPU: no limit but malloc's. */
+static size_t cache_budget(const mg_model *m, const mg_trainer *tr, size_t lora_bytes, const mg_train_opts *o) {
+    const mg_backend *be = m->be;
+    if (be == mg_backend_cpu() && o->max_memory_gb <= 0) return SIZE_MAX;
+    const mg_config *cfg = &m->cfg;
+    const size_t es = mg_dtype_size(be->act_dtype);
+    const int64_t eb = o->eval.batch > 0 ? o->eval.batch : 1, G = cfg->image_size / cfg->patch_size;
+    const double reserve = 2e9 + (double)mg_model_vision_scratch_bytes(cfg, m->lora, eb, es) +
+                           (double)eb * (double)(3 * (int64_t)cfg->image_size * cfg->image_size +
+                                                 G * G * cfg->v_hidden + (int64_t)cfg->mm_tokens_per_image * cfg->hidden) *
+                               (double)es;
+    double avail = 0;
+    if (o->max_memory_gb > 0) {
+        avail = o->max_memory_gb * 1e9 - (double)(m->arena_bytes + lora_bytes + tr->work_bytes + m->work_bytes);
+    } else {
+        mg_gpu_info gi;
+        mg_gpu_query(&gi);
+        avail = gi.available ? (double)gi.free_mem : 0;
+    }
+    return avail > reserve ? (size_t)(avail - reserve) : 0;
+}
+
+static void note(const mg_train_opts *o, mg_train_result *res, bool on, const char *text) {
+    res->feature_cache = on;
+    snprintf(res->feature_cache_note, sizeof res->feature_cache_note, "%s", text);
+    if (o->on_note) {
+        char line[256];
+        snprintf(line, sizeof line, "feature cache %s", text);
+        o->on_note(o->user, line);
+    }
+}
+
 /* ---- the loop --------------------------------------------------------------------------------- */
 
 mg_status mg_train_prompts_build(mg_train_prompts *tp, const mg_classifier *c, const char *prompt_text,
@@ -282,6 +320,8 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
     mg_trainer tr = { 0 };
     mg_classifier cl = { 0 };
     mg_train_prompts tp = { 0 };
+    mg_feature_cache fc = { 0 };
+    bool fc_pending = false; /* the cache is wanted; allocated after the first step, when it fits */
     int64_t *order = malloc((size_t)n_train * sizeof *order);
     FILE *log = NULL;
     mg_loader *ld = NULL;
@@ -309,12 +349,21 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
             s = mg_fail(MG_ERR_IO, "check the --out directory", "cannot write %s: %s", path, strerror(errno));
     }
     res->lora_bytes = (size_t)dev.n_params * (4 * sizeof(float) + mg_dtype_size(be->act_dtype));
+    /* the vision tower is frozen without a vision LoRA: its soft tokens can be computed once per image */
+    if (s == MG_OK && !o->no_feature_cache && !mg_trainer_trains_vision(&tr)) {
+        s = mg_feature_cache_init(&fc, m, ix->n);
+        if (s == MG_OK) s = mg_feature_cache_reserve(&fc, train, n_train);
+        if (s == MG_OK && n_test > 0 && o->eval_every > 0) s = mg_feature_cache_reserve(&fc, test, n_test);
+        fc_pending = true;
+    } else if (s == MG_OK) {
+        note(o, res, false, o->no_feature_cache ? "off (--no-feature-cache)" : "off (the adapter trains the vision tower)");
+    }
     res->steps = pos.step;
     const int start_step = pos.step;
     m->lora = &dev; /* evaluations run with the adapter unmerged */
 
-    const mg_loader_opts lo = { .batch = o->batch, .image_size = m->cfg.image_size, .threads = o->threads,
-                                .on_bad = o->on_bad };
+    mg_loader_opts lo = { .batch = o->batch, .image_size = m->cfg.image_size, .threads = o->threads,
+                          .on_bad = o->on_bad };
     for (int epoch = pos.epoch; s == MG_OK && epoch < epochs && pos.step < total; epoch++) {
         /* this epoch's order: a function of (seed, epoch), so a resumed run sees the same */
         memcpy(order, train, (size_t)n_train * sizeof *order);
@@ -322,6 +371,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
         mg_rng_shuffle(&rng, order, n_train);
         const int64_t first = epoch == pos.epoch ? pos.micro : 0;
         pos.epoch = epoch, pos.micro = first;
+        lo.cached = mg_feature_cache_on(&fc) ? fc.have : NULL; /* wholly cached batches are not read */
         if ((s = mg_loader_create(ix, order + first * o->batch, n_train - first * o->batch, &lo, &ld)) != MG_OK) break;
         double window_loss = 0;
         int64_t window_targets = 0, window_micro = 0;
@@ -330,13 +380,20 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
             /* the micro-batch: each image's prompt answers its class */
             const int T = tp.T;
             if ((s = mg_train_prompts_fill(&tp, b->labels, b->n)) != MG_OK) break;
+            const void *const *soft = NULL;
+            if (mg_feature_cache_on(&fc) && (s = mg_feature_cache_batch(&fc, b, &soft)) != MG_OK) break;
             const mg_model_input in = { .B = b->n, .T = T, .ids = tp.ids, .token_type = tp.tt, .pixels = b->pixels,
-                                        .n_images = b->n };
+                                        .n_images = b->n, .soft_tokens = soft };
             dev.dropout = (float)o->lora_dropout;
             dev.seed = mg_hash64(o->seed ^ mg_hash64((uint64_t)epoch * (uint64_t)n_batches + (uint64_t)pos.micro));
             s = mg_train_step(&tr, &in, tp.labels, 1.0f, &window_loss);
             dev.dropout = 0;
             if (s != MG_OK) break;
+            if (fc_pending) {
+                char text[192];
+                fc_pending = false;
+                note(o, res, mg_feature_cache_alloc(&fc, cache_budget(m, &tr, res->lora_bytes, o), text, sizeof text), text);
+            }
             window_targets += mg_count_targets(tp.labels, b->n, T);
             res->images += b->n;
             pos.micro++, window_micro++;
@@ -410,7 +467,9 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
         const bool last = epoch + 1 == epochs || pos.step == total;
         if (n_test > 0 && o->eval_every > 0 && ((epoch + 1) % o->eval_every == 0 || last)) {
             mg_eval_result r;
-            if ((s = mg_eval_run(&cl, ix, test, n_test, &o->eval, &r)) != MG_OK) break;
+            mg_eval_opts eo = o->eval;
+            eo.features = mg_feature_cache_on(&fc) ? &fc : NULL;
+            if ((s = mg_eval_run(&cl, ix, test, n_test, &eo, &r)) != MG_OK) break;
             log_eval(log, epoch + 1, pos.step, &r);
             if (o->on_eval) o->on_eval(o->user, epoch + 1, &r);
             mg_eval_result_free(&r);
@@ -425,6 +484,9 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
         if (s == MG_OK) s = mg_lora_save(path, &lora, &m->cfg);
     }
     res->peak_bytes = tr.peak_bytes;
+    res->features_computed = fc.computed, res->features_reused = fc.reused;
+    res->feature_cache_bytes = mg_feature_cache_on(&fc) ? mg_feature_cache_bytes(&fc) : 0;
+    mg_feature_cache_free(&fc);
     res->seconds = now_s() - t0;
     m->lora = NULL;
     if (log) fclose(log);

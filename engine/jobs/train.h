@@ -58,6 +58,9 @@ typedef struct {
     double max_memory_gb;      /* device memory the run may use (GB); vision layers' activations are kept
                                 * within it, recomputed beyond; 0: the GPU's free memory (the CPU: none kept) */
     const char *prompt_text;   /* the question; NULL: the guide's 8-class prompt */
+    bool no_feature_cache;     /* false: when the adapter has no vision module, each image's soft tokens are
+                                * computed once and reused by later epochs and evaluations (in device memory,
+                                * when they fit; engine/jobs/feature_cache.h); true: always from pixels */
     /* evaluation */
     int eval_every;            /* evaluate the test split every N epochs (1); 0: never */
     mg_eval_opts eval;
@@ -71,6 +74,7 @@ typedef struct {
     mg_bad_policy on_bad;
     void (*progress)(void *user, const mg_train_progress *p); /* may be NULL */
     void (*on_eval)(void *user, int epoch, const mg_eval_result *r); /* may be NULL */
+    void (*on_note)(void *user, const char *line); /* one-line notes (the feature cache's state); may be NULL */
     void *user;
     volatile sig_atomic_t *stop; /* when it becomes non-zero: checkpoint after the current update and return */
 } mg_train_opts;
@@ -90,6 +94,10 @@ typedef struct {
     int skipped;               /* updates skipped for a NaN/Inf (on_nan MG_ON_NAN_SKIP) */
     char resumed_from[4096];   /* the checkpoint the run continued ("" if none) */
     char resume_note[4096];    /* why it is not the one asked for ("" if it is) */
+    bool feature_cache;        /* the feature cache was on */
+    char feature_cache_note[192]; /* "on: N images, X MiB on cuda" or why it was off */
+    int64_t features_computed, features_reused; /* images whose soft tokens the cache computed / gave back */
+    size_t feature_cache_bytes;
 } mg_train_result;
 
 /* The training-form prompts, one per class (the image, the question, the class digit as the
