@@ -91,6 +91,15 @@ static inline char *test_slurp(const char *path, size_t *n) {
     return buf;
 }
 
+/* 1 when both files can be read and hold the same bytes. */
+static inline int test_same_file(const char *a, const char *b) {
+    size_t na = 0, nb = 0;
+    char *x = test_slurp(a, &na), *y = test_slurp(b, &nb);
+    const int same = x && y && na == nb && !memcmp(x, y, na);
+    free(x), free(y);
+    return same;
+}
+
 static inline int test_finish(void) {
     printf("RESULT %d passed, %d failed\n", test_passed_, test_failed_);
     return test_failed_ ? 1 : 0;

@@ -45,14 +45,6 @@ static int merge(char **out, const char *fmt, ...) {
     return test_run(cmd, out);
 }
 
-static int same_file(const char *a, const char *b) {
-    size_t na = 0, nb = 0;
-    char *x = test_slurp(a, &na), *y = test_slurp(b, &nb);
-    const int same = x && y && na == nb && !memcmp(x, y, na);
-    free(x), free(y);
-    return same;
-}
-
 static int exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
@@ -186,7 +178,7 @@ static void test_fp32(const mg_st_file *fx, const mg_lora *lora) {
     for (size_t i = 0; i < sizeof copied / sizeof copied[0]; i++) {
         char a[512], b[512];
         snprintf(a, sizeof a, TINY "/%s", copied[i]), snprintf(b, sizeof b, "%s/%s", out, copied[i]);
-        if (!same_file(a, b)) printf("     not copied unchanged: %s\n", copied[i]), same = 0;
+        if (!test_same_file(a, b)) printf("     not copied unchanged: %s\n", copied[i]), same = 0;
     }
     CHECK(same, "config, generation config, tokenizer, processor and chat template copied unchanged");
     CHECK(count_entries(out, NULL) == 8, "the merged directory holds model.safetensors and the 7 copied files (%d entries)",
@@ -224,7 +216,7 @@ static void test_sharded(const mg_st_file *fx, const mg_lora *lora) {
           "merge of the sharded bf16 model: exit %d", rc);
     free(log);
     snprintf(a, sizeof a, SHARDED "/model.safetensors.index.json"), snprintf(b, sizeof b, "%s/model.safetensors.index.json", out);
-    CHECK(same_file(a, b), "model.safetensors.index.json is the base's");
+    CHECK(test_same_file(a, b), "model.safetensors.index.json is the base's");
     snprintf(b, sizeof b, "%s/model.safetensors", out);
     CHECK(!exists(b), "no single model.safetensors beside the shards");
     CHECK(count_entries(out, "-of-00003.safetensors") == 3 && count_entries(out, NULL) == 5,

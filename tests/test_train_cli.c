@@ -14,10 +14,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "data/synth.h"
 #include "engine/json.h"
 #include "model/lora.h"
-#include "tests/test.h"
+#include "tests/synth_fixture.h"
 
 #define MEDGEM "build/medgem"
 #define MODEL "tests/golden/tiny"
@@ -251,12 +250,7 @@ static void test_bad_input(void) {
 }
 
 int main(void) {
-    char *out;
-    test_run("rm -rf " WORK " && mkdir -p " WORK, &out);
-    free(out);
-    mg_synth_opts so = mg_synth_defaults();
-    so.patients = 32, so.images = 4, so.width = 140, so.height = 92;
-    CHECK(mg_synth_breakhis(DATA, &so) == MG_OK, "synthetic data: %s", mg_last_error());
+    test_fresh_synth(WORK, DATA);
     test_learns();
     test_resume();
     test_feature_cache();

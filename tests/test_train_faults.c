@@ -19,10 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "data/synth.h"
 #include "engine/jobs/train_ckpt.h"
 #include "engine/json.h"
-#include "tests/test.h"
+#include "tests/synth_fixture.h"
 
 #define MEDGEM "build/medgem"
 #define WORK "build/test_train_faults"
@@ -34,14 +33,6 @@
 static int exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0;
-}
-
-static int same_file(const char *a, const char *b) {
-    size_t na = 0, nb = 0;
-    char *x = test_slurp(a, &na), *y = test_slurp(b, &nb);
-    const int same = x && y && na == nb && !memcmp(x, y, na);
-    free(x), free(y);
-    return same;
 }
 
 static int train(char **out, const char *extra) {
@@ -90,7 +81,7 @@ static void test_integrity(void) {
               strstr(out, WORK "/corrupt/checkpoint-12"),
           "resume names the damaged checkpoint and falls back to checkpoint-12 (%d)", rc);
     free(out);
-    CHECK(same_file(REF, WORK "/corrupt/adapter/adapter_model.safetensors"),
+    CHECK(test_same_file(REF, WORK "/corrupt/adapter/adapter_model.safetensors"),
           "after the fallback the run ends with the reference adapter bytes");
     CHECK(mg_ckpt_verify(WORK "/corrupt/checkpoint-15") == MG_OK, "the damaged checkpoint-15 was written again");
 
@@ -138,7 +129,7 @@ static void test_sigkill(void) {
     CHECK(step == (done / 3) * 3 || step == (done / 3) * 3 - 3,
           "it resumed from the newest complete checkpoint (%d after %d updates)", step, done);
     free(out);
-    CHECK(same_file(REF, WORK "/kill/adapter/adapter_model.safetensors"),
+    CHECK(test_same_file(REF, WORK "/kill/adapter/adapter_model.safetensors"),
           "the killed and resumed run ends with the reference adapter bytes");
 }
 
@@ -158,7 +149,7 @@ static void test_full_disk(void) {
     CHECK(!exists(WORK "/disk/checkpoint-15") && !exists(WORK "/disk/adapter"), "the partial checkpoint-15 folder is removed");
     CHECK(mg_ckpt_verify(WORK "/disk/checkpoint-12") == MG_OK, "checkpoint-12 still verifies: %s", mg_last_error());
     rc = train(&out, "--out " WORK "/disk --resume " WORK "/disk");
-    CHECK(rc == 0 && same_file(REF, WORK "/disk/adapter/adapter_model.safetensors"),
+    CHECK(rc == 0 && test_same_file(REF, WORK "/disk/adapter/adapter_model.safetensors"),
           "with space again, resuming reaches the reference adapter (%d)", rc);
     free(out);
 }
@@ -185,12 +176,7 @@ static void test_nan(void) {
 }
 
 int main(void) {
-    char *out;
-    test_run("rm -rf " WORK " && mkdir -p " WORK, &out);
-    free(out);
-    mg_synth_opts so = mg_synth_defaults();
-    so.patients = 32, so.images = 4, so.width = 140, so.height = 92;
-    CHECK(mg_synth_breakhis(DATA, &so) == MG_OK, "synthetic data: %s", mg_last_error());
+    test_fresh_synth(WORK, DATA);
     test_integrity();
     test_sigkill();
     test_full_disk();
