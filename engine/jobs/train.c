@@ -483,7 +483,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
         if (s == MG_OK) s = mg_lora_device_download(&dev, lora.params, NULL, NULL);
         if (s == MG_OK) s = mg_lora_save(path, &lora, &m->cfg);
     }
-    res->peak_bytes = tr.peak_bytes;
+    res->peak_bytes = tr.peak_bytes + (tr.tape ? mg_tape_arena_bytes(tr.tape) : 0);
     res->features_computed = fc.computed, res->features_reused = fc.reused;
     res->feature_cache_bytes = mg_feature_cache_on(&fc) ? mg_feature_cache_bytes(&fc) : 0;
     mg_feature_cache_free(&fc);

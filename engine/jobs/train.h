@@ -89,7 +89,7 @@ typedef struct {
     double last_loss;
     double seconds;            /* wall time of this call */
     int64_t images;            /* training images seen by this call */
-    size_t peak_bytes;         /* the largest activation allocation of a step */
+    size_t peak_bytes;         /* the largest activation allocation of a step plus the tape's gradient arena */
     size_t lora_bytes;         /* adapter parameters, gradients and AdamW moments on the backend */
     int skipped;               /* updates skipped for a NaN/Inf (on_nan MG_ON_NAN_SKIP) */
     char resumed_from[4096];   /* the checkpoint the run continued ("" if none) */
