@@ -2,6 +2,7 @@
 #   make            build/medgem, build/libmedgem.a, build/libmedgem.so (+ build/lib/*.so it needs)
 #   make deps       apt-get the Debian packages the build needs
 #   make test       build and run every test that needs no GPU (CI runs this)
+#   make test-asan  the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-gpu   build and run the GPU tests; `make test-gpu PREBUILT=yes` runs the binaries already
 #                   in build/ (a GPU machine that got build/ copied and has no build deps)
 #   make examples   examples/*.c against build/libmedgem.so and build/libmedgem.a (build/examples/)
@@ -100,7 +101,7 @@ LIB_OBJ = $(LIB_C:%.c=$(BUILD)/obj/%.o) $(LIB_CXX:%.cpp=$(BUILD)/obj/%.o) $(LIB_
 CLI_OBJ = $(CLI_C:%.c=$(BUILD)/obj/%.o)
 
 # ---- targets ---------------------------------------------------------------------------------
-.PHONY: all deps test test-gpu clean FORCE gpu-needs-cuda examples install uninstall
+.PHONY: all deps test test-asan asan-suite test-gpu clean FORCE gpu-needs-cuda examples install uninstall
 all: $(BUILD)/medgem $(BUILD)/libmedgem.a $(BUILD)/libmedgem.so $(BUILD)/$(SONAME) $(BUILD)/lib/libsentencepiece.so.0
 
 # The Debian packages the build and the tests need (run as root or through sudo).
@@ -199,6 +200,15 @@ uninstall:
 # tests/test_examples runs the examples; tests/test_install installs into a temporary prefix.
 test: all examples $(BUILD)/valgrind/api_lifecycle $(TESTS)
 	@sh tests/run_tests.sh $(TESTS)
+
+# The CPU suite under AddressSanitizer + UndefinedBehaviorSanitizer (objects in build/san-address-undefined).
+# test_install is left out: it links a program outside the build against the installed library,
+# which a sanitized library cannot serve.
+ASAN_TESTS = $(filter-out %/test_install,$(TESTS))
+test-asan:
+	$(MAKE) SANITIZE=address,undefined asan-suite
+asan-suite: all examples $(BUILD)/valgrind/api_lifecycle $(ASAN_TESTS)
+	@sh tests/run_tests.sh $(ASAN_TESTS)
 
 test-gpu: $(if $(filter yes,$(PREBUILT)),,$(if $(filter no,$(CUDA)),gpu-needs-cuda,all $(GPU_TESTS)))
 	@sh tests/run_tests.sh $(GPU_TESTS)

@@ -77,7 +77,7 @@ static int cmp_key(const void *a, const void *b) {
 
 /* Sorts by key and drops later copies of a key (e.g. a tree holding the images twice). */
 static mg_status sort_and_dedupe(mg_bh_index *ix, mg_bad_policy on_bad) {
-    qsort(ix->recs, (size_t)ix->n, sizeof *ix->recs, cmp_key);
+    if (ix->n) qsort(ix->recs, (size_t)ix->n, sizeof *ix->recs, cmp_key); /* recs may be NULL when empty */
     int64_t w = 0;
     for (int64_t i = 0; i < ix->n; i++) {
         if (w > 0 && !strcmp(ix->recs[w - 1].key, ix->recs[i].key)) {

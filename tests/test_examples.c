@@ -43,7 +43,9 @@ static void check_classify(const char *bin) {
 int main(void) {
     check_classify("classify");
     check_classify("classify_static");
-    CHECK(test_run("build/examples/classify 2>/dev/null", &(char *){ NULL }) == 2, "usage without arguments");
+    char *usage = NULL;
+    CHECK(test_run("build/examples/classify 2>/dev/null", &usage) == 2, "usage without arguments");
+    free(usage);
     char *o = NULL;
     CHECK(test_run("MEDGEM_BACKEND=cpu build/examples/classify /nonexistent tests/fixtures/classify/noise_30x20.png 2>&1", &o) == 1 &&
               strstr(o, "/nonexistent"),
