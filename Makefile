@@ -3,6 +3,7 @@
 #   make deps       apt-get the Debian packages the build needs
 #   make test       build and run every test that needs no GPU (CI runs this)
 #   make test-asan  the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz       libFuzzer targets (clang) for the parsers of untrusted files, FUZZ_SECONDS each
 #   make test-gpu   build and run the GPU tests; `make test-gpu PREBUILT=yes` runs the binaries already
 #                   in build/ (a GPU machine that got build/ copied and has no build deps)
 #   make examples   examples/*.c against build/libmedgem.so and build/libmedgem.a (build/examples/)
@@ -101,6 +102,7 @@ LIB_OBJ = $(LIB_C:%.c=$(BUILD)/obj/%.o) $(LIB_CXX:%.cpp=$(BUILD)/obj/%.o) $(LIB_
 CLI_OBJ = $(CLI_C:%.c=$(BUILD)/obj/%.o)
 
 # ---- targets ---------------------------------------------------------------------------------
+.PHONY: fuzz fuzz-build
 .PHONY: all deps test test-asan asan-suite test-gpu clean FORCE gpu-needs-cuda examples install uninstall
 all: $(BUILD)/medgem $(BUILD)/libmedgem.a $(BUILD)/libmedgem.so $(BUILD)/$(SONAME) $(BUILD)/lib/libsentencepiece.so.0
 
@@ -210,6 +212,58 @@ test-asan:
 asan-suite: all examples $(BUILD)/valgrind/api_lifecycle $(ASAN_TESTS)
 	@sh tests/run_tests.sh $(ASAN_TESTS)
 
+# ---- fuzzing (libFuzzer, Debian's clang) ------------------------------------------------------
+# tests/fuzz/fuzz_<name>.c: one target per parser of untrusted files (tests/fuzz/fuzz_targets.h).
+# The CPU-only library sources (the CUDA=no list: kernels/cpu/no_cuda.c, no .cu) are compiled by
+# clang with coverage + ASan + UBSan into build/fuzz/, each target is linked with -fsanitize=fuzzer,
+# seeded from tests/fuzz/corpus/<name>/ and run FUZZ_SECONDS. New inputs go to build/fuzz/corpus/<name>/,
+# a crash to build/fuzz/crash-<name>-*: fix the bug, keep the input in tests/fuzz/regress/<name>/
+# (tests/test_fuzz_regress.c replays it in `make test`).
+FUZZ_SECONDS ?= 30
+FUZZ_CC  ?= clang
+FUZZ_CXX ?= clang++
+FUZZ_DIR  = build/fuzz
+FUZZ_SAN  = -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS   = -std=c11 -O1 -g -Wall -Wextra -D_GNU_SOURCE -I. -I/usr/include/stb $(FUZZ_SAN) -DMG_FUZZ_ROOT='"$(CURDIR)"'
+FUZZ_CXXFLAGS = -std=c++17 -O1 -g -Wall -Wextra -I. $(FUZZ_SAN)
+FUZZ_LIB_C = $(wildcard engine/*.c engine/jobs/*.c model/*.c kernels/cpu/*.c tokenizer/*.c data/*.c)
+FUZZ_OBJ   = $(FUZZ_LIB_C:%.c=$(FUZZ_DIR)/obj/%.o) $(LIB_CXX:%.cpp=$(FUZZ_DIR)/obj/%.o)
+FUZZ_NAMES = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS  = $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz_%)
+# -max_len per target: text formats small, archives and images larger.
+FUZZ_MAXLEN_json = 4096
+FUZZ_MAXLEN_config = 4096
+FUZZ_MAXLEN_lora = 4096
+FUZZ_MAXLEN_folds = 4096
+FUZZ_MAXLEN_safetensors = 8192
+FUZZ_MAXLEN_targz = 16384
+FUZZ_MAXLEN_spm = 16384
+FUZZ_MAXLEN_image = 32768
+
+# stb_image (Debian's libstb, not ours) computes NULL + 0 and memcpy(NULL, p, 0) for a PNG whose first IDAT is empty
+# (tests/fuzz/regress/image/): harmless, but those two UBSan checks stop the run on it.
+$(FUZZ_DIR)/obj/data/image.o: FUZZ_CFLAGS += -fno-sanitize=pointer-overflow,nonnull-attribute
+$(FUZZ_DIR)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+$(FUZZ_DIR)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_CXXFLAGS) -MMD -MP -c $< -o $@
+$(FUZZ_DIR)/libmedgem_fuzz.a: $(FUZZ_OBJ)
+	rm -f $@ && ar rcs $@ $(FUZZ_OBJ)
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_targets.h $(FUZZ_DIR)/libmedgem_fuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@.o
+	$(FUZZ_CXX) -fsanitize=fuzzer,address,undefined -o $@ $@.o $(FUZZ_DIR)/libmedgem_fuzz.a \
+	    -lsentencepiece -lz -lm -ldl -lrt -lpthread
+fuzz-build: $(FUZZ_BINS)
+# One line per target: its runs, time and whether it crashed (the whole log in build/fuzz/<name>.log).
+fuzz: fuzz-build
+	@$(foreach t,$(FUZZ_NAMES),mkdir -p $(FUZZ_DIR)/corpus/$(t) && echo "== fuzz_$(t): $(FUZZ_SECONDS) s, -max_len=$(FUZZ_MAXLEN_$(t))" && \
+	    { $(FUZZ_DIR)/fuzz_$(t) $(FUZZ_DIR)/corpus/$(t) tests/fuzz/corpus/$(t) -max_total_time=$(FUZZ_SECONDS) \
+	        -max_len=$(FUZZ_MAXLEN_$(t)) -artifact_prefix=$(FUZZ_DIR)/crash-$(t)- -print_final_stats=1 \
+	        > $(FUZZ_DIR)/$(t).log 2>&1 && echo "   no crash" || echo "   CRASH: see $(FUZZ_DIR)/$(t).log and $(FUZZ_DIR)/crash-$(t)-*"; } && \
+	    grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)|^SUMMARY' $(FUZZ_DIR)/$(t).log | sed 's/^/   /' ;) true
+
 test-gpu: $(if $(filter yes,$(PREBUILT)),,$(if $(filter no,$(CUDA)),gpu-needs-cuda,all $(GPU_TESTS)))
 	@sh tests/run_tests.sh $(GPU_TESTS)
 gpu-needs-cuda:
@@ -242,3 +296,4 @@ clean:
 	rm -rf $(BUILD)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(FUZZ_DIR)/obj -name '*.d' 2>/dev/null)
