@@ -9,6 +9,17 @@
 
 #include "kernels/cpu/ops.h"
 
+/* mean and 1/sqrt(biased variance + eps) of one row; the variance two-pass for accuracy. The
+ * backward recomputes exactly what the forward used. */
+static void row_stats(const float *xm, int C, float eps, float *mean, float *rstd) {
+    float sum = 0.0f;
+    for (int c = 0; c < C; c++) sum += xm[c];
+    *mean = sum / C;
+    float sq = 0.0f;
+    for (int c = 0; c < C; c++) sq += (xm[c] - *mean) * (xm[c] - *mean);
+    *rstd = 1.0f / sqrtf(sq / C + eps);
+}
+
 void mg_cpu_layernorm_forward(void *ctx, void *y_, const void *x_, const void *w_, const void *b_, int64_t M, int C,
                               float eps) {
     (void)ctx;
@@ -18,14 +29,8 @@ void mg_cpu_layernorm_forward(void *ctx, void *y_, const void *x_, const void *w
     for (int64_t m = 0; m < M; m++) {
         const float *xm = x + m * C;
         float *ym = y + m * C;
-        /* mean */
-        float sum = 0.0f;
-        for (int c = 0; c < C; c++) sum += xm[c];
-        const float mean = sum / C;
-        /* biased variance, two-pass for accuracy */
-        float sq = 0.0f;
-        for (int c = 0; c < C; c++) sq += (xm[c] - mean) * (xm[c] - mean);
-        const float rstd = 1.0f / sqrtf(sq / C + eps);
+        float mean, rstd;
+        row_stats(xm, C, eps, &mean, &rstd);
         /* normalise, scale, shift */
         for (int c = 0; c < C; c++) ym[c] = (xm[c] - mean) * rstd * w[c] + b[c];
     }
@@ -40,13 +45,8 @@ void mg_cpu_layernorm_backward(void *ctx, void *dx_, const void *dy_, const void
     for (int64_t m = 0; m < M; m++) {
         const float *xm = x + m * C, *dym = dy + m * C;
         float *dxm = dx + m * C;
-        /* mean and rstd as the forward computed them */
-        float sum = 0.0f;
-        for (int c = 0; c < C; c++) sum += xm[c];
-        const float mean = sum / C;
-        float sq = 0.0f;
-        for (int c = 0; c < C; c++) sq += (xm[c] - mean) * (xm[c] - mean);
-        const float rstd = 1.0f / sqrtf(sq / C + eps);
+        float mean, rstd; /* as the forward computed them */
+        row_stats(xm, C, eps, &mean, &rstd);
         /* mean(g) and mean(g * xhat), g = dy * w the gradient of xhat */
         float g_sum = 0.0f, gx_sum = 0.0f;
         for (int c = 0; c < C; c++) {

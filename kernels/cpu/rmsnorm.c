@@ -13,12 +13,16 @@
 
 #include "kernels/cpu/ops.h"
 
-/* One row: y = rmsnorm(x) (+ residual when residual != NULL). */
-static void rmsnorm_row(float *y, const float *x, const float *w, const float *residual, int C, float eps) {
-    /* mean of squares */
+/* r = rsqrt(mean(x²) + eps) of one row (the backward recomputes exactly what the forward used). */
+static float row_rsqrt(const float *x, int C, float eps) {
     float ss = 0.0f;
     for (int c = 0; c < C; c++) ss += x[c] * x[c];
-    const float r = 1.0f / sqrtf(ss / C + eps);
+    return 1.0f / sqrtf(ss / C + eps);
+}
+
+/* One row: y = rmsnorm(x) (+ residual when residual != NULL). */
+static void rmsnorm_row(float *y, const float *x, const float *w, const float *residual, int C, float eps) {
+    const float r = row_rsqrt(x, C, eps);
     /* normalise, then the (1 + w) gain, then the residual */
     for (int c = 0; c < C; c++) {
         const float normed = (x[c] * r) * (1.0f + w[c]);
@@ -52,10 +56,7 @@ void mg_cpu_rmsnorm_backward(void *ctx, void *dx_, const void *dy_, const void *
     for (int64_t m = 0; m < M; m++) {
         const float *xm = x + m * C, *dym = dy + m * C;
         float *dxm = dx + m * C;
-        /* r as the forward computed it */
-        float ss = 0.0f;
-        for (int c = 0; c < C; c++) ss += xm[c] * xm[c];
-        const float r = 1.0f / sqrtf(ss / C + eps);
+        const float r = row_rsqrt(xm, C, eps); /* as the forward computed it */
         /* mean(g * x), g = dy * (1 + w) the gradient of x * r */
         float gx = 0.0f;
         for (int c = 0; c < C; c++) gx += dym[c] * (1.0f + w[c]) * xm[c];
