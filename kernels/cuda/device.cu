@@ -13,8 +13,11 @@ extern "C" void mg_gpu_query(mg_gpu_info *info) {
     int count = 0;
     cudaError_t err = cudaGetDeviceCount(&count);
     if (err != cudaSuccess || count == 0) {
-        snprintf(info->name, sizeof info->name, "no GPU (%s)",
-                 err != cudaSuccess ? cudaGetErrorString(err) : "no CUDA devices");
+        // without a driver the runtime says "driver version is insufficient": say what it means
+        const char *why = err == cudaErrorInsufficientDriver ? "no NVIDIA driver, or one older than CUDA 13 needs"
+                          : err != cudaSuccess              ? cudaGetErrorString(err)
+                                                            : "no CUDA devices";
+        snprintf(info->name, sizeof info->name, "no GPU (%s)", why);
         cudaGetLastError();  // clear the sticky-free error so later calls start clean
         return;
     }
