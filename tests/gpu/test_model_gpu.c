@@ -219,7 +219,7 @@ static void check_digits(mg_model *m, const batch *b, const float *full, const m
 /* ---- backend behaviour ------------------------------------------------------------------------ */
 
 static void check_sync_reports_errors(const mg_backend *be) {
-    be->linear_forward(be->ctx, NULL, NULL, NULL, NULL, 0, 4, 4); /* M = 0: the op refuses */
+    be->linear_forward(be->ctx, NULL, NULL, NULL, NULL, -1, 4, 4); /* M < 0: the op refuses (M = 0 is an empty head) */
     mg_status s = be->sync(be->ctx);
     CHECK(s == MG_ERR_SHAPE && strstr(mg_last_error(), "linear"),
           "sync reports the failed op (got %s: %s)", mg_status_name(s), mg_last_error());
