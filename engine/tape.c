@@ -20,7 +20,6 @@ typedef enum {
     OP_GATHER,          /* y = x[rows] */
     OP_SCATTER,         /* y[rows] = x */
     OP_LORA,            /* y += lora(x) */
-    OP_NO_BACKWARD,     /* an op that cannot be differentiated (backward fails naming it) */
 } op_kind;
 
 /* A tensor an op touches: where it is and how many act_dtype elements it has (-1: unknown, its
@@ -400,8 +399,7 @@ static int backward_one(mg_tape *t, const record *r) {
         be->lora_backward(ctx, dx, dA, dB, du, dy, r->x.p, r->xd, r->u, r->A, r->B, &r->lora);
         break;
     }
-    case OP_QKV:
-    case OP_NO_BACKWARD: break;
+    case OP_QKV: break;
     }
     return 1;
 }

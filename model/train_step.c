@@ -108,7 +108,6 @@ mg_status mg_trainer_create(mg_trainer *t, mg_model *m, mg_lora_device *lora) {
 
 void mg_trainer_free(mg_trainer *t) {
     if (t->m && t->work) t->m->be->free(t->m->be->ctx, t->work);
-    if (!t->m) memset(t, 0, sizeof *t);
     mg_tape_destroy(t->tape);
     free(t->marks);
     free(t->vmarks);

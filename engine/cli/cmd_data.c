@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine/clock.h"
 #include "data/breakhis_index.h"
 #include "data/leakage.h"
 #include "data/prefetch.h"
@@ -30,12 +31,6 @@ static int fail(void) {
     return 1;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int cmd_synth(int argc, char **argv) {
     mg_synth_opts o = mg_synth_defaults();
     const char *out = NULL;
@@ -53,10 +48,10 @@ static int cmd_synth(int argc, char **argv) {
         i++;
     }
     if (!out) { fprintf(stderr, "medgem data synth: --out DIR is required\n%s", USAGE); return 2; }
-    double t0 = now_s();
+    double t0 = mg_now_s();
     if (mg_synth_breakhis(out, &o) != MG_OK) return fail();
     printf("wrote %d images (%d patients x 4 magnifications x %d) of %dx%d and Folds.csv to %s in %.1f s\n",
-           o.patients * 4 * o.images, o.patients, o.images, o.width, o.height, out, now_s() - t0);
+           o.patients * 4 * o.images, o.patients, o.images, o.width, o.height, out, mg_now_s() - t0);
     return 0;
 }
 
@@ -122,12 +117,12 @@ static int data_bench(mg_bh_index *ix, const mg_bh_selection *sel, int threads, 
     mg_loader_opts o = { .batch = batch, .image_size = size, .threads = threads, .on_bad = MG_BAD_SKIP };
     mg_loader *ld;
     if (mg_loader_create(ix, idx, n, &o, &ld) != MG_OK) return free(idx), fail();
-    double t0 = now_s();
+    double t0 = mg_now_s();
     int64_t done = 0;
     const mg_batch *b;
     mg_status st;
     while ((st = mg_loader_next(ld, &b)) == MG_OK && b->n > 0) done += b->n;
-    double dt = now_s() - t0;
+    double dt = mg_now_s() - t0;
     int64_t skipped = mg_loader_skipped(ld);
     mg_loader_free(ld);
     free(idx);
@@ -170,9 +165,9 @@ int cmd_data(int argc, char **argv) {
     if (!path) { fprintf(stderr, "medgem data: --data PATH is required\n%s", USAGE); return 2; }
 
     mg_bh_index *ix;
-    double t0 = now_s();
+    double t0 = mg_now_s();
     if (mg_bh_index_open(path, on_bad, &ix) != MG_OK) return fail();
-    double t_index = now_s() - t0;
+    double t_index = mg_now_s() - t0;
     if (bench) {
         int rc = data_bench(ix, &sel, threads, batch, size, limit);
         mg_bh_index_free(ix);

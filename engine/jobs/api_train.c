@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine/clock.h"
 #include "engine/atomic_file.h"
 #include "engine/dropout.h"
 #include "engine/jobs/api_internal.h"
@@ -31,12 +32,6 @@ struct medgem_trainer {
     double t0;
     char err[MG_API_ERR_CAP];
 };
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 void medgem_trainer_options_init(medgem_trainer_options *o) {
     if (!o) return;
@@ -113,7 +108,7 @@ medgem_status medgem_trainer_create(medgem_model *h, const medgem_trainer_option
     t->adam = (mg_adamw_config){ .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = t->o.weight_decay,
                                  .max_grad_norm = t->o.max_grad_norm };
     t->warmup = t->o.total_steps > 0 ? mg_warmup_steps(t->o.warmup_ratio, t->o.total_steps) : 0;
-    t->t0 = now_s();
+    t->t0 = mg_now_s();
     h->n_trainers++;
     *out = t;
     return MEDGEM_OK;
@@ -161,7 +156,7 @@ static mg_status update(medgem_trainer *t, medgem_step_info *info) {
     info->updated = 1, info->lr = lr, info->grad_norm = norm;
     if (o->progress) {
         const medgem_train_progress p = { .size = sizeof p, .step = t->step, .total_steps = o->total_steps,
-                                          .loss = loss, .lr = lr, .grad_norm = norm, .seconds = now_s() - t->t0 };
+                                          .loss = loss, .lr = lr, .grad_norm = norm, .seconds = mg_now_s() - t->t0 };
         o->progress(o->user, &p);
     }
     return MG_OK;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine/clock.h"
 #include "data/prefetch.h"
 #include "engine/atomic_file.h"
 #include "engine/jobs/feature_cache.h"
@@ -15,12 +16,6 @@
 
 mg_eval_opts mg_eval_defaults(void) {
     return (mg_eval_opts){ .mode = MG_EVAL_SCORE, .batch = 8, .max_new_tokens = 40, .threads = 2, .on_bad = MG_BAD_SKIP };
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 void mg_eval_result_free(mg_eval_result *r) {
@@ -104,14 +99,14 @@ mg_status mg_eval_run(const mg_classifier *c, const mg_bh_index *ix, const int64
     mg_loader *ld;
     mg_status s = mg_loader_create(ix, idx, n, &lo, &ld);
     if (s != MG_OK) { mg_eval_result_free(r); return s; }
-    const double t0 = now_s();
+    const double t0 = mg_now_s();
     const mg_batch *b;
     while ((s = mg_loader_next(ld, &b)) == MG_OK && b->n > 0) {
         if ((s = eval_batch(c, b, o, r)) != MG_OK) break;
-        if (o->progress) o->progress(o->progress_user, r->n + mg_loader_skipped(ld), n, now_s() - t0);
+        if (o->progress) o->progress(o->progress_user, r->n + mg_loader_skipped(ld), n, mg_now_s() - t0);
     }
     r->skipped = mg_loader_skipped(ld);
-    r->seconds = now_s() - t0;
+    r->seconds = mg_now_s() - t0;
     mg_loader_free(ld);
     if (s == MG_OK && r->n == 0)
         s = mg_fail(MG_ERR_FORMAT, "check the images with `medgem data --verify`", "none of the %lld selected images could be read", (long long)n);

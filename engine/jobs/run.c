@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/clock.h"
 #include "data/synth.h"
 #include "engine/atomic_file.h"
 #include "engine/json.h"
@@ -40,12 +41,6 @@ mg_run_opts mg_run_defaults(bool embedded) {
 
 bool mg_run_is_guide_selection(const mg_run_opts *o) {
     return !o->all_folds && o->sel.fold == 1 && o->sel.mag == 100 && o->sel.balance == MG_BALANCE_BINARY;
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 static bool is_model_dir(const char *dir) {
@@ -142,17 +137,17 @@ static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_b
     if ((s = mg_bh_find_leaks(ix, train, f->n_train, test, f->n_test, &f->leaks)) != MG_OK) goto done;
 
     stage(o, f->fold, MG_RUN_LOAD, model_dir);
-    double t = now_s();
+    double t = mg_now_s();
     if ((s = mg_model_open(&m, be, model_dir)) != MG_OK) goto done;
     const mg_classifier_opts co = { .text = o->prompt_text, .guide_path = o->train.guide_path };
     if ((s = mg_classifier_init(&cl, &m, &co)) != MG_OK) goto done;
-    f->t_load = now_s() - t;
+    f->t_load = mg_now_s() - t;
 
     /* 2. the untouched model */
     stage(o, f->fold, MG_RUN_BASELINE, "baseline evaluation of the untouched model");
-    t = now_s();
+    t = mg_now_s();
     if ((s = mg_eval_run(&cl, ix, test, f->n_test, &o->eval, &f->baseline)) != MG_OK) goto done;
-    f->t_baseline = now_s() - t;
+    f->t_baseline = mg_now_s() - t;
     f->bin_patient_rate[0] = binary_patient_rate(&f->baseline);
     snprintf(path, sizeof path, "%s/predictions_baseline.csv", f->dir);
     if ((s = mg_eval_write_csv(path, ix, &f->baseline)) != MG_OK) goto done;
@@ -162,9 +157,9 @@ static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_b
     mg_train_opts to = o->train;
     to.out_dir = f->dir;
     to.prompt_text = o->prompt_text;
-    t = now_s();
+    t = mg_now_s();
     s = mg_train_run(&m, ix, train, f->n_train, test, f->n_test, &to, &f->train);
-    f->t_train = now_s() - t;
+    f->t_train = mg_now_s() - t;
     if (s != MG_OK) goto done;
     if (f->train.interrupted) {
         s = mg_fail(MG_ERR_ARG, NULL, "interrupted during training; continue it with `medgem train --resume %s`",
@@ -176,12 +171,12 @@ static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_b
     stage(o, f->fold, MG_RUN_FINAL, "final evaluation, adapter merged into the weights");
     char adapter[4400];
     snprintf(adapter, sizeof adapter, "%s/adapter", f->dir);
-    t = now_s();
+    t = mg_now_s();
     if ((s = mg_model_apply_adapter(&m, adapter)) != MG_OK) goto done;
-    f->t_merge = now_s() - t;
-    t = now_s();
+    f->t_merge = mg_now_s() - t;
+    t = mg_now_s();
     if ((s = mg_eval_run(&cl, ix, test, f->n_test, &o->eval, &f->final)) != MG_OK) goto done;
-    f->t_final = now_s() - t;
+    f->t_final = mg_now_s() - t;
     f->bin_patient_rate[1] = binary_patient_rate(&f->final);
     snprintf(path, sizeof path, "%s/predictions_finetuned.csv", f->dir);
     if ((s = mg_eval_write_csv(path, ix, &f->final)) != MG_OK) goto done;
@@ -192,9 +187,9 @@ static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_b
         snprintf(path, sizeof path, "%s/merged", f->dir);
         const mg_merge_opts mo = { .model_dir = model_dir, .adapter_dir = adapter, .out_dir = path, .force = true };
         mg_merge_result mr;
-        t = now_s();
+        t = mg_now_s();
         s = mg_merge_run(&mo, &mr);
-        f->t_save_merged = now_s() - t;
+        f->t_save_merged = mg_now_s() - t;
     }
 done:
     mg_classifier_free(&cl);
@@ -206,7 +201,7 @@ done:
 mg_status mg_run(const mg_run_opts *o, mg_run_result *r) {
     memset(r, 0, sizeof *r);
     if (!o->out_dir) return mg_fail(MG_ERR_ARG, "give --out DIR", "mg_run needs an output directory");
-    const double t0 = now_s();
+    const double t0 = mg_now_s();
     const time_t wall = time(NULL);
     struct tm tm;
     localtime_r(&wall, &tm);
@@ -235,7 +230,7 @@ mg_status mg_run(const mg_run_opts *o, mg_run_result *r) {
     mg_bh_index *ix = NULL;
     MG_TRY(mg_bh_index_open(r->data, o->train.on_bad, &ix));
     r->index_images = ix->n;
-    r->t_data = now_s() - t0;
+    r->t_data = mg_now_s() - t0;
 
     const mg_backend *be = NULL;
     mg_status s = mg_backend_open(o->force_cpu, &be, r->backend, sizeof r->backend);
@@ -249,7 +244,7 @@ mg_status mg_run(const mg_run_opts *o, mg_run_result *r) {
         if (s != MG_OK) r->n_folds = k + 1; /* what ran, for the caller's error report */
     }
     mg_backend_close(be);
-    r->t_total = now_s() - t0;
+    r->t_total = mg_now_s() - t0;
     char path[4400];
     if (s == MG_OK) {
         stage(o, 0, MG_RUN_REPORT, "metrics.json and report.html");
@@ -261,7 +256,7 @@ mg_status mg_run(const mg_run_opts *o, mg_run_result *r) {
         s = mg_report_write(path, o, r, ix);
     }
     mg_bh_index_free(ix);
-    r->t_total = now_s() - t0;
+    r->t_total = mg_now_s() - t0;
     return s;
 }
 

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/clock.h"
 #include "data/prefetch.h"
 #include "data/rng.h"
 #include "engine/atomic_file.h"
@@ -29,12 +30,6 @@ mg_train_opts mg_train_defaults(void) {
                             .warmup_ratio = 0.03, .max_grad_norm = 0.3, .schedule = MG_SCHED_COSINE, .seed = 42,
                             .loss_on = MG_LOSS_ON_SEED, .guide_path = true, .eval_every = 1, .eval = eval,
                             .threads = 2, .on_bad = MG_BAD_SKIP };
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* ---- where the run stands (state.json of a checkpoint) ----------------------------------------- */
@@ -304,7 +299,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
     memset(res, 0, sizeof *res);
     MG_TRY(check_opts(o, n_train));
     MG_TRY(mg_make_dirs(o->out_dir));
-    const double t0 = now_s();
+    const double t0 = mg_now_s();
     const mg_backend *be = m->be;
     const int64_t n_batches = (n_train + o->batch - 1) / o->batch;
     const int per_epoch = (int)((n_batches + o->grad_accum - 1) / o->grad_accum);
@@ -429,7 +424,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
             pos.step++;
             res->steps = pos.step;
             if (!bad[0]) res->last_loss = loss;
-            const double secs = now_s() - t0;
+            const double secs = mg_now_s() - t0;
             char lv[32] = "null", nv[32] = "null"; /* JSON has no NaN */
             if (isfinite(loss)) snprintf(lv, sizeof lv, "%.6f", loss);
             if (isfinite(norm)) snprintf(nv, sizeof nv, "%.6f", norm);
@@ -487,7 +482,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
     res->features_computed = fc.computed, res->features_reused = fc.reused;
     res->feature_cache_bytes = mg_feature_cache_on(&fc) ? mg_feature_cache_bytes(&fc) : 0;
     mg_feature_cache_free(&fc);
-    res->seconds = now_s() - t0;
+    res->seconds = mg_now_s() - t0;
     m->lora = NULL;
     if (log) fclose(log);
     mg_loader_free(ld);
