@@ -113,6 +113,15 @@ static __device__ __forceinline__ void tc_load_rows(bf16 *dst, const bf16 *src, 
     }
 }
 
+// Zeroes columns D..DP-1 of `rows` consecutive rows of DP + 8 bf16 (the whole block takes part).
+// D is a parameter, not the caller's constant, so that D = DP compiles without a zero divisor.
+template <int DP>
+static __device__ __forceinline__ void tc_zero_pad(bf16 *rows_base, int rows, int D) {
+    const int pad = DP - D;
+    for (int e = threadIdx.x; e < rows * pad; e += TC_THREADS)
+        rows_base[(e / pad) * (DP + 8) + D + e % pad] = __float2bfloat16_rn(0.0f);
+}
+
 // The key code of key j (see TC_KEY_HIDDEN); keys at or past `end` are hidden.
 static __device__ __forceinline__ int tc_key_code(const mg_attention_args &a, int64_t b, int j, int end) {
     if (j >= end || (a.key_valid && a.key_valid[b * a.T + j] == 0)) return TC_KEY_HIDDEN;
@@ -151,7 +160,7 @@ static __device__ int tc_causal_group_end(const mg_attention_args &a, int64_t b,
 // STATS (the backward's first pass): no V and no P·V; each row's log-sum-exp of the scaled scores,
 // in base 2, goes to lse2[b, h, i] = log2 Σ_j 2^(s_ij·log2 e) (+inf for a row that sees no key)
 // instead of out to `out`.
-template <int DP, int BQ, bool STATS = false>
+template <int DP, int BQ, bool STATS, int DC>
 static __global__ void __launch_bounds__(TC_THREADS, 2)
     attention_forward_tc_kernel(bf16 *out, float *lse2, const bf16 *q, const bf16 *k, const bf16 *v,
                                 mg_attention_args a) {
@@ -173,7 +182,7 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     int *kcode = reinterpret_cast<int *>(vs + 2 * BK * LD);       // [2][BK]
 
     // Token indices are int (T < 2^31, checked by mg_cuda_attention_forward); element offsets int64.
-    const int D = a.D, H = a.H, Hkv = a.Hkv, T = (int)a.T;
+    const int D = DC ? DC : a.D, H = a.H, Hkv = a.Hkv, T = (int)a.T;
     const int64_t b = blockIdx.z;
     const int h = blockIdx.y, g = h / (H / Hkv);
     const int q0 = blockIdx.x * BQ;
@@ -192,10 +201,7 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     if (a.causal) kv_end = a.group ? tc_causal_group_end<BQ>(a, b, q0, q_last) : q_last + 1;
 
     // Zero the pad columns D..DP-1 of every row once (no copy writes them).
-    for (int e = threadIdx.x; e < (BQ + 4 * BK) * (DP - D); e += TC_THREADS) {
-        const int r = e / (DP - D), c = D + e % (DP - D);
-        qs[r * LD + c] = __float2bfloat16_rn(0.0f);
-    }
+    tc_zero_pad<DP>(qs, BQ + 4 * BK, D);
     tc_load_rows<DP>(qs, q_bh, q_stride, q0, T, BQ, D);
     tc_load_rows<DP>(ks, k_bg, kv_stride, kv_begin, kv_end, BK, D);
     if constexpr (!STATS) tc_load_rows<DP>(vs, v_bg, kv_stride, kv_begin, kv_end, BK, D);
@@ -401,7 +407,7 @@ static size_t attention_tc_smem_bytes(int DP, int BQ) {
     return sizeof(bf16) * (size_t)(BQ + 4 * BK) * (DP + 8) + sizeof(int) * 2 * BK;
 }
 
-template <int DP, int BQ, bool STATS>
+template <int DP, int BQ, bool STATS, int DC>
 static mg_status attention_forward_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *out, float *lse2, const bf16 *q,
                                                  const bf16 *k, const bf16 *v, const mg_attention_args *a) {
     const size_t smem = attention_tc_smem_bytes(DP, BQ);
@@ -409,12 +415,26 @@ static mg_status attention_forward_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *out, fl
         return mg_fail(MG_ERR_UNSUPPORTED, NULL, "attention: D=%d needs %zu bytes of shared memory, %s allows %zu",
                        a->D, smem, ctx->name, ctx->smem_optin);
     // Above 48 KB a block needs the opt-in (DP = 80 takes 66 KB, DP = 256 99 KB).
-    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_tc_kernel<DP, BQ, STATS>,
+    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_tc_kernel<DP, BQ, STATS, DC>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)((a->T + BQ - 1) / BQ), (unsigned)a->H, (unsigned)a->B);
-    attention_forward_tc_kernel<DP, BQ, STATS><<<grid, TC_THREADS, smem, ctx->stream>>>(out, lse2, q, k, v, *a);
+    attention_forward_tc_kernel<DP, BQ, STATS, DC><<<grid, TC_THREADS, smem, ctx->stream>>>(out, lse2, q, k, v, *a);
     MG_CUDA_LAUNCH_CHECK(attention_forward_tc_kernel);
     return MG_OK;
+}
+
+// The head dim each padded width DP is also compiled for exactly (DC = D): SigLIP's 72 at DP = 80,
+// D = DP otherwise. With D a compile-time constant the kernels' per-block `8·d < D` tests and
+// their address arithmetic fold away (the SigLIP backward ran about 1/3 of its instructions
+// there); any other multiple of 8 runs the DC = 0 build, which reads D from the arguments.
+static constexpr int tc_exact_dim(int DP) { return DP == 80 ? 72 : DP; }
+
+template <int DP, int BQ, bool STATS>
+static mg_status attention_forward_tc_launch_dp(mg_cuda_ctx *ctx, bf16 *out, float *lse2, const bf16 *q,
+                                                const bf16 *k, const bf16 *v, const mg_attention_args *a) {
+    if (a->D == tc_exact_dim(DP))
+        return attention_forward_tc_launch_cfg<DP, BQ, STATS, tc_exact_dim(DP)>(ctx, out, lse2, q, k, v, a);
+    return attention_forward_tc_launch_cfg<DP, BQ, STATS, 0>(ctx, out, lse2, q, k, v, a);
 }
 
 // The configuration, chosen here only: D padded to the smallest DP of 32, 64, 80, 128, 256 that
@@ -424,11 +444,11 @@ template <bool STATS>
 static mg_status attention_tc_launch(mg_cuda_ctx *ctx, bf16 *out, float *lse2, const bf16 *q, const bf16 *k,
                                      const bf16 *v, const mg_attention_args *a) {
     const int D = a->D;
-    if (D <= 32) return attention_forward_tc_launch_cfg<32, 128, STATS>(ctx, out, lse2, q, k, v, a);
-    if (D <= 64) return attention_forward_tc_launch_cfg<64, 128, STATS>(ctx, out, lse2, q, k, v, a);
-    if (D <= 80) return attention_forward_tc_launch_cfg<80, 128, STATS>(ctx, out, lse2, q, k, v, a);
-    if (D <= 128) return attention_forward_tc_launch_cfg<128, 64, STATS>(ctx, out, lse2, q, k, v, a);
-    return attention_forward_tc_launch_cfg<256, 64, STATS>(ctx, out, lse2, q, k, v, a);
+    if (D <= 32) return attention_forward_tc_launch_dp<32, 128, STATS>(ctx, out, lse2, q, k, v, a);
+    if (D <= 64) return attention_forward_tc_launch_dp<64, 128, STATS>(ctx, out, lse2, q, k, v, a);
+    if (D <= 80) return attention_forward_tc_launch_dp<80, 128, STATS>(ctx, out, lse2, q, k, v, a);
+    if (D <= 128) return attention_forward_tc_launch_dp<128, 64, STATS>(ctx, out, lse2, q, k, v, a);
+    return attention_forward_tc_launch_dp<256, 64, STATS>(ctx, out, lse2, q, k, v, a);
 }
 static mg_status attention_forward_tc_launch(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
                                              const bf16 *v, const mg_attention_args *a) {
@@ -689,7 +709,7 @@ static __global__ void attention_backward_delta_kernel(float *delta, const bf16 
 //   with ldmatrix.trans as V there).
 // Accumulators: DP/2 floats for dQ, BK/4 for each of S and dP (160 + fragments at DP = 256). Up
 // to DP = 80 the Q and dout A fragments stay in registers for the whole block (DP/2 registers).
-template <int DP>
+template <int DP, int DC>
 static __global__ void __launch_bounds__(TC_THREADS, 2)
     attention_backward_dq_tc_kernel(bf16 *dq, const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
                                     const float *lse2, const float *delta, mg_attention_args a) {
@@ -708,7 +728,7 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     bf16 *vs = ks + 2 * BK * LD;                             // [2][BK][LD]
     int *kcode = reinterpret_cast<int *>(vs + 2 * BK * LD);  // [2][BK]
 
-    const int D = a.D, H = a.H, Hkv = a.Hkv, T = (int)a.T;
+    const int D = DC ? DC : a.D, H = a.H, Hkv = a.Hkv, T = (int)a.T;
     const int64_t b = blockIdx.z;
     const int h = blockIdx.y, g = h / (H / Hkv);
     const int q0 = blockIdx.x * BQ;
@@ -724,10 +744,7 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     if (a.causal) kv_end = a.group ? tc_causal_group_end<BQ>(a, b, q0, q_last) : q_last + 1;
 
     // Zero the pad columns D..DP-1 of every row once (no copy writes them).
-    for (int e = threadIdx.x; e < (2 * BQ + 4 * BK) * (DP - D); e += TC_THREADS) {
-        const int r = e / (DP - D), c = D + e % (DP - D);
-        qs[r * LD + c] = __float2bfloat16_rn(0.0f);
-    }
+    tc_zero_pad<DP>(qs, 2 * BQ + 4 * BK, D);
     tc_load_rows<DP>(qs, q_bh, q_stride, q0, T, BQ, D);
     tc_load_rows<DP>(dos, do_bh, q_stride, q0, T, BQ, D);
     tc_load_rows<DP>(ks, k_bg, kv_stride, kv_begin, kv_end, BK, D);
@@ -938,7 +955,7 @@ static constexpr __host__ __device__ size_t dkdv_smem_bytes(int DP, int BK, int 
 // atomics: every key tile of the row adds there, so the sum's order (and its last bits) depends on
 // scheduling. attention_backward_dq_add_kernel then does dq += scale · dq_acc. One more barrier per
 // tile (dss complete before phase 3).
-template <int DP, int BK, int BQ, bool FUSED>
+template <int DP, int BK, int BQ, bool FUSED, int DC>
 static __global__ void __launch_bounds__(TC_THREADS, 2)
     attention_backward_dkdv_tc_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
                                       const bf16 *dout, const float *lse2, const float *delta, mg_attention_args a) {
@@ -967,7 +984,7 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     float *sdelta = slse + 2 * BQ;                   // [2][BQ]
     int *sgroup = reinterpret_cast<int *>(sdelta + 2 * BQ);  // [2][BQ]
 
-    const int D = a.D, H = a.H, Hkv = a.Hkv, HG = H / Hkv, T = (int)a.T;
+    const int D = DC ? DC : a.D, H = a.H, Hkv = a.Hkv, HG = H / Hkv, T = (int)a.T;
     const int64_t b = blockIdx.z;
     const int g = blockIdx.y;
     const int k0 = blockIdx.x * BK;
@@ -987,10 +1004,7 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     const int n_it = n_qt * HG;                         // iteration it: head g·HG + it / n_qt
 
     // Zero the pad columns D..DP-1 of every LD row (K, V, both Q and dout stages) once.
-    for (int e = threadIdx.x; e < (2 * BK + 4 * BQ) * (DP - D); e += TC_THREADS) {
-        const int r = e / (DP - D), c = D + e % (DP - D);
-        ks[r * LD + c] = __float2bfloat16_rn(0.0f);
-    }
+    tc_zero_pad<DP>(ks, 2 * BK + 4 * BQ, D);
     tc_load_rows<DP>(ks, k_bg, kv_stride, k0, T, BK, D);
     tc_load_rows<DP>(vs, v_bg, kv_stride, k0, T, BK, D);
     // Query tile `it` into stage st: Q and dout rows by cp.async (zeros past T); its statistics
@@ -1383,23 +1397,23 @@ static mg_status attention_backward_delta_launch(mg_cuda_ctx *ctx, float *delta,
     return MG_OK;
 }
 
-template <int DP>
+template <int DP, int DC>
 static mg_status attention_backward_dq_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *dq, const bf16 *q, const bf16 *k,
                                                      const bf16 *v, const bf16 *dout, const float *lse2,
                                                      const float *delta, const mg_attention_args *a) {
     const size_t smem = attention_backward_dq_smem_bytes(DP);
-    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<DP>,
+    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dq_tc_kernel<DP, DC>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const int BQ = 16 * TC_WARPS;
     const dim3 grid((unsigned)((a->T + BQ - 1) / BQ), (unsigned)a->H, (unsigned)a->B);
-    attention_backward_dq_tc_kernel<DP><<<grid, TC_THREADS, smem, ctx->stream>>>(dq, q, k, v, dout, lse2, delta, *a);
+    attention_backward_dq_tc_kernel<DP, DC><<<grid, TC_THREADS, smem, ctx->stream>>>(dq, q, k, v, dout, lse2, delta, *a);
     MG_CUDA_LAUNCH_CHECK(attention_backward_dq_tc_kernel);
     return MG_OK;
 }
 
 // FUSED: dq_acc (n_stat·D floats, 16-byte aligned) is zeroed, the kernel adds dQ into it, and
 // attention_backward_dq_add_kernel adds scale · dq_acc to dq.
-template <int DP, int BK, int BQ, bool FUSED>
+template <int DP, int BK, int BQ, bool FUSED, int DC>
 static mg_status attention_backward_dkdv_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, float *dq_acc,
                                                        const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
                                                        const float *lse2, const float *delta,
@@ -1407,10 +1421,10 @@ static mg_status attention_backward_dkdv_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *d
     const int64_t n_dq = a->B * a->T * a->H * a->D;
     if (FUSED) MG_CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, sizeof(float) * (size_t)n_dq, ctx->stream));
     const size_t smem = dkdv_smem_bytes(DP, BK, BQ, FUSED);
-    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_tc_kernel<DP, BK, BQ, FUSED>,
+    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_tc_kernel<DP, BK, BQ, FUSED, DC>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     const dim3 grid((unsigned)((a->T + BK - 1) / BK), (unsigned)a->Hkv, (unsigned)a->B);
-    attention_backward_dkdv_tc_kernel<DP, BK, BQ, FUSED>
+    attention_backward_dkdv_tc_kernel<DP, BK, BQ, FUSED, DC>
         <<<grid, TC_THREADS, smem, ctx->stream>>>(dk, dv, dq_acc, q, k, v, dout, lse2, delta, *a);
     MG_CUDA_LAUNCH_CHECK(attention_backward_dkdv_tc_kernel);
     if (FUSED) {
@@ -1420,6 +1434,25 @@ static mg_status attention_backward_dkdv_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *d
         MG_CUDA_LAUNCH_CHECK(attention_backward_dq_add_kernel);
     }
     return MG_OK;
+}
+
+// One configuration's passes: the dq kernel (unless FUSED), then dk/dv; DC as in the forward.
+template <int DP, int BK, int BQ, bool FUSED, int DC>
+static mg_status attention_backward_tc_passes(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, float *dq_acc,
+                                              const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
+                                              const float *lse2, const float *delta, const mg_attention_args *a) {
+    if constexpr (!FUSED) MG_TRY((attention_backward_dq_tc_launch_cfg<DP, DC>(ctx, dq, q, k, v, dout, lse2, delta, a)));
+    return attention_backward_dkdv_tc_launch_cfg<DP, BK, BQ, FUSED, DC>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2,
+                                                                        delta, a);
+}
+template <int DP, int BK, int BQ, bool FUSED>
+static mg_status attention_backward_tc_launch_dp(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, float *dq_acc,
+                                                 const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
+                                                 const float *lse2, const float *delta, const mg_attention_args *a) {
+    if (a->D == tc_exact_dim(DP))
+        return attention_backward_tc_passes<DP, BK, BQ, FUSED, tc_exact_dim(DP)>(ctx, dq, dk, dv, dq_acc, q, k, v,
+                                                                                 dout, lse2, delta, a);
+    return attention_backward_tc_passes<DP, BK, BQ, FUSED, 0>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
 }
 
 // Up to DP = 80 (BK = BQ = 64, one warp per 16 keys) the dk/dv kernel also computes dQ (FUSED)
@@ -1453,27 +1486,17 @@ static mg_status attention_backward_tc_launch(mg_cuda_ctx *ctx, bf16 *dq, bf16 *
     MG_TRY(attention_tc_launch<true>(ctx, NULL, lse2, q, k, k, a));  // v unused in STATS mode
     // dq_acc != NULL: the fused pass (attention_backward_fuses_dq), else the dq kernel first.
     if (dq_acc) switch (DP) {
-        case 32: return attention_backward_dkdv_tc_launch_cfg<32, 64, 64, true>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
-        case 64: return attention_backward_dkdv_tc_launch_cfg<64, 64, 64, true>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
-        case 80: return attention_backward_dkdv_tc_launch_cfg<80, 64, 64, true>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
+        case 32: return attention_backward_tc_launch_dp<32, 64, 64, true>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
+        case 64: return attention_backward_tc_launch_dp<64, 64, 64, true>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
+        case 80: return attention_backward_tc_launch_dp<80, 64, 64, true>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
         default: return mg_fail(MG_ERR_UNSUPPORTED, NULL, "attention_backward: no fused pass at D=%d", D);
         }
     switch (DP) {
-    case 32:
-        MG_TRY(attention_backward_dq_tc_launch_cfg<32>(ctx, dq, q, k, v, dout, lse2, delta, a));
-        return attention_backward_dkdv_tc_launch_cfg<32, 64, 64, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
-    case 64:
-        MG_TRY(attention_backward_dq_tc_launch_cfg<64>(ctx, dq, q, k, v, dout, lse2, delta, a));
-        return attention_backward_dkdv_tc_launch_cfg<64, 64, 64, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
-    case 80:
-        MG_TRY(attention_backward_dq_tc_launch_cfg<80>(ctx, dq, q, k, v, dout, lse2, delta, a));
-        return attention_backward_dkdv_tc_launch_cfg<80, 64, 64, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
-    case 128:
-        MG_TRY(attention_backward_dq_tc_launch_cfg<128>(ctx, dq, q, k, v, dout, lse2, delta, a));
-        return attention_backward_dkdv_tc_launch_cfg<128, 32, 64, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
-    default:
-        MG_TRY(attention_backward_dq_tc_launch_cfg<256>(ctx, dq, q, k, v, dout, lse2, delta, a));
-        return attention_backward_dkdv_tc_launch_cfg<256, 32, 32, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
+    case 32: return attention_backward_tc_launch_dp<32, 64, 64, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
+    case 64: return attention_backward_tc_launch_dp<64, 64, 64, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
+    case 80: return attention_backward_tc_launch_dp<80, 64, 64, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
+    case 128: return attention_backward_tc_launch_dp<128, 32, 64, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
+    default: return attention_backward_tc_launch_dp<256, 32, 32, false>(ctx, dq, dk, dv, NULL, q, k, v, dout, lse2, delta, a);
     }
 }
 

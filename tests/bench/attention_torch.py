@@ -5,7 +5,8 @@ backend that cannot take a shape raises and the row says so instead of timing so
 Inputs are [B,T,H,D] bf16 like medgem's, viewed as [B,H,T,D] with transpose (no copy). GQA: with
 enable_gqa=True; if the backend refuses it, k/v repeated to H heads (the row says "kv repeated").
 Timing: CUDA events around each run, a 256 MiB write between runs (cold L2), median of 20 after 3
-warm-ups. FLOPs as in attention.cu: 4·B·H·T²·D, halved when causal.
+warm-ups. FLOPs as in attention.cu: 4·B·H·T²·D, halved when causal; the backward rows ("bwd",
+torch.autograd.grad of dq, dk, dv from a saved forward) count 2.5x that, as attention.cu does.
 Run: python3 tests/bench/attention_torch.py
 """
 import torch
@@ -65,6 +66,16 @@ def main():
                     print(f"{bname:5s} | {name:52s} | unsupported: {str(e).splitlines()[0][:80]}")
                     continue
             print(f"{bname:5s} | {name:52s} | {ms:9.3f} | {flop / (ms * 1e-3) / 1e12:7.1f}{note}")
+            qg, kg, vg = (t.detach().requires_grad_() for t in (q, kk, vv))
+            with sdpa_kernel(backend):
+                out = F.scaled_dot_product_attention(qg, kg, vg, is_causal=causal, enable_gqa=gqa)
+            dout = torch.rand_like(out) * 2 - 1
+            try:
+                ms = time_ms(lambda: torch.autograd.grad(out, (qg, kg, vg), dout, retain_graph=True), flush)
+            except RuntimeError as e:
+                print(f"{bname + ' bwd':9s} | {name:52s} | unsupported: {str(e).splitlines()[0][:80]}")
+                continue
+            print(f"{bname + ' bwd':9s} | {name:52s} | {ms:9.3f} | {2.5 * flop / (ms * 1e-3) / 1e12:7.1f}{note}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@
 #      directory through from_pretrained (check_merged.py);
 #   4. compute-sanitizer memcheck on a few GPU training updates.
 # full: tests/gpu/train_compare.py (20 updates at 4B shapes against HF+PEFT bf16 and fp32).
-# bench [BATCHES [GB,...]]: tests/bench/bench_train_hf.py (images/s and peak memory beside HF+PEFT(+Liger);
-#   medgem under each memory budget, 0 = all free memory).
+# bench [BATCHES [GB,...] [HF_BATCHES]]: tests/bench/bench_train_hf.py (images/s and peak memory beside
+#   HF+PEFT(+Liger); medgem under each memory budget, 0 = all free memory; HF at HF_BATCHES, default BATCHES).
 # Logs go to $OUT (/tmp when unset). Exit status: 0 only when every step passed.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
@@ -63,7 +63,8 @@ elif [ "$what" = bench ]; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl &&
             export PYTHONPATH=/tmp/site
     fi
-    step bench_train python3 tests/bench/bench_train_hf.py --batches "${2:-1,4,8}" --steps 8 --max-memory "${3:-40}"
+    step bench_train python3 tests/bench/bench_train_hf.py --batches "${2:-1,4,8}" --steps 8 --max-memory "${3:-40}" \
+        ${4:+--hf-batches "$4"}
 fi
 
 echo "== verdict"
