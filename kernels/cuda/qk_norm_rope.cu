@@ -133,8 +133,55 @@ static __global__ void qk_norm_rope_backward_kernel(bf16 *dqkv, const bf16 *dq, 
     }
 }
 
+// Without norm_rope (SigLIP) both directions are row copies; when the q and k|v widths are whole
+// 16-byte pieces and every pointer is 16-byte aligned they run 16 bytes per thread (a block per row,
+// grid-stride over rows) instead of the per-head warps' 2-byte accesses. BACKWARD: dqkv += the
+// piece of dq|dk|dv, rounded once per element as the per-head kernel does.
+template <bool BACKWARD>
+static __global__ void qkv_split_vec_kernel(bf16 *qkv, bf16 *q, bf16 *k, bf16 *v, int64_t rows, int qw, int kw) {
+    const int row_units = qw + 2 * kw;  // 16-byte pieces per row: qw of q, kw each of k and v
+    for (int64_t m = blockIdx.x; m < rows; m += gridDim.x)
+        for (int c = threadIdx.x; c < row_units; c += blockDim.x) {
+            uint4 *whole = reinterpret_cast<uint4 *>(qkv) + m * row_units + c;
+            uint4 *part = c < qw        ? reinterpret_cast<uint4 *>(q) + m * qw + c
+                          : c < qw + kw ? reinterpret_cast<uint4 *>(k) + m * kw + (c - qw)
+                                        : reinterpret_cast<uint4 *>(v) + m * kw + (c - qw - kw);
+            if constexpr (!BACKWARD) {
+                *part = *whole;
+            } else {
+                uint4 acc = *whole;
+                const uint4 g = *part;
+                __nv_bfloat162 *a2 = reinterpret_cast<__nv_bfloat162 *>(&acc);
+                const __nv_bfloat162 *g2 = reinterpret_cast<const __nv_bfloat162 *>(&g);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float2 x = __bfloat1622float2(a2[e]), y = __bfloat1622float2(g2[e]);
+                    a2[e] = __floats2bfloat162_rn(x.x + y.x, x.y + y.y);
+                }
+                *whole = acc;
+            }
+        }
+}
+
+static bool qkv_split_vectorizes(const mg_qkv_args *a, const void *p1, const void *p2, const void *p3,
+                                 const void *p4) {
+    const uintptr_t addr = (uintptr_t)p1 | (uintptr_t)p2 | (uintptr_t)p3 | (uintptr_t)p4;
+    return !a->norm_rope && ((int64_t)a->H * a->D) % 8 == 0 && ((int64_t)a->Hkv * a->D) % 8 == 0 && addr % 16 == 0;
+}
+
+template <bool BACKWARD>
+static mg_status qkv_split_vec_launch(mg_cuda_ctx *ctx, bf16 *qkv, bf16 *q, bf16 *k, bf16 *v, const mg_qkv_args *a) {
+    const int64_t rows = a->B * a->T;
+    const unsigned blocks = (unsigned)(rows < 65536 ? rows : 65536);
+    qkv_split_vec_kernel<BACKWARD><<<blocks, 128, 0, ctx->stream>>>(qkv, q, k, v, rows, a->H * a->D / 8,
+                                                                    a->Hkv * a->D / 8);
+    MG_CUDA_LAUNCH_CHECK(qkv_split_vec_kernel);
+    return MG_OK;
+}
+
 static mg_status qk_norm_rope_forward_launch(mg_cuda_ctx *ctx, bf16 *q, bf16 *k, bf16 *v, const bf16 *qkv,
                                              const mg_qkv_args *a) {
+    if (qkv_split_vectorizes(a, q, k, v, qkv)) return qkv_split_vec_launch<false>(ctx, (bf16 *)qkv, q, k, v, a);
     const int64_t units = a->B * a->T * (a->H + 2 * a->Hkv);
     const int64_t blocks = (units + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK;
     qk_norm_rope_forward_kernel<<<(unsigned)blocks, 32 * WARPS_PER_BLOCK, 0, ctx->stream>>>(q, k, v, qkv, *a);
@@ -174,6 +221,8 @@ extern "C" mg_status mg_cuda_qk_norm_rope_forward(mg_cuda_ctx *ctx, void *q, voi
 
 static mg_status qk_norm_rope_backward_launch(mg_cuda_ctx *ctx, bf16 *dqkv, const bf16 *dq, const bf16 *dk,
                                               const bf16 *dv, const bf16 *qkv, const mg_qkv_args *a) {
+    if (qkv_split_vectorizes(a, dqkv, dq, dk, dv))
+        return qkv_split_vec_launch<true>(ctx, dqkv, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, a);
     const int64_t units = a->B * a->T * (a->H + 2 * a->Hkv);
     const int64_t blocks = (units + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK;
     qk_norm_rope_backward_kernel<<<(unsigned)blocks, 32 * WARPS_PER_BLOCK, 0, ctx->stream>>>(dqkv, dq, dk, dv, qkv,

@@ -829,6 +829,7 @@ int main(void) {
     case_qk_norm_rope_backward(&ctx, 1, 300, 8, 4, 256, 1, 1e6f, 8.0f);
     case_qk_norm_rope_backward(&ctx, 2, 4096, 16, 16, 72, 0, 0.0f, 0.0f);
     case_qk_norm_rope_backward(&ctx, 1, 5, 3, 3, 9, 0, 0.0f, 0.0f);
+    case_qk_norm_rope_backward(&ctx, 3, 7, 4, 2, 24, 0, 0.0f, 0.0f);
 
     case_avgpool_backward(&ctx, 2, 6, 3, 5);
     case_avgpool_backward(&ctx, 2, 64, 4, 1152);
