@@ -980,6 +980,8 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     bf16 *dos = qs + 2 * BQ * LD;                    // [2][BQ][LD]
     bf16 *ps = dos + 2 * BQ * LD;                    // [PS_ROWS][LP] Pᵀ (WN > 1)
     bf16 *dss = ps + PS_ROWS * LP;                   // [DSS_ROWS][LP] dSᵀ (WN > 1 or FUSED)
+    static_assert(sizeof(bf16) * ((2 * BK + 4 * BQ) * LD + (PS_ROWS + DSS_ROWS) * LP) % 8 == 0,
+                  "slse and sdelta 8-byte aligned: the unmasked loop reads them as float2");
     float *slse = reinterpret_cast<float *>(dss + DSS_ROWS * LP);  // [2][BQ]
     float *sdelta = slse + 2 * BQ;                   // [2][BQ]
     int *sgroup = reinterpret_cast<int *>(sdelta + 2 * BQ);  // [2][BQ]
@@ -1087,33 +1089,49 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
             }
 
             // Pᵀ and dSᵀ (row = key kj0 + fr + 8r, column = query q0 + col), into ps, dss when WN > 1.
+            // Tiles that see every pair (all of SigLIP's) take a loop without the mask tests, which
+            // reads each column's lse2 and Δ once for both of its rows (a third of this section's
+            // instructions went to the skipped tests' bookkeeping when they shared one loop).
             const bool all_visible = !a.key_valid && kj1 < T && q0 + BQ <= T && (!a.causal || kj1 <= q0) &&
                                      (a.window == 0 || q0 + BQ - 1 - kj0 < a.window);
+            if (all_visible) {
 #pragma unroll
-            for (int n = 0; n < NQ; n++) {
+                for (int n = 0; n < NQ; n++) {
+                    const int col = wn * QW + 8 * n + fc;  // even: the pair (col, col + 1) is 8-byte aligned
+                    const float2 l2 = *reinterpret_cast<const float2 *>(lse_n + col);
+                    const float2 d2 = *reinterpret_cast<const float2 *>(delta_n + col);
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int r = e >> 1, col = wn * QW + 8 * n + fc + (e & 1);
-                    bool vis = true;
-                    if (!all_visible) {
+                    for (int e = 0; e < 4; e++) {
+                        const float p = exp2_fast(fmaf(s[n][e], c_log2, -((e & 1) ? l2.y : l2.x)));
+                        s[n][e] = p;
+                        dp[n][e] = p * (dp[n][e] - ((e & 1) ? d2.y : d2.x));
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int n = 0; n < NQ; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int r = e >> 1, col = wn * QW + 8 * n + fc + (e & 1);
                         const int i = q0 + col, j = kj0 + fr + 8 * r, code = kcode[r], qg = group_n[col];
                         const bool causal_ok = !a.causal || j <= i;
                         const bool same_image = qg >= 0 && code == qg;
                         const bool in_window = a.window == 0 || i - j < a.window;
-                        vis = code != TC_KEY_HIDDEN && i < T && (causal_ok || same_image) && in_window;
+                        const bool vis = code != TC_KEY_HIDDEN && i < T && (causal_ok || same_image) && in_window;
+                        const float p = vis ? exp2_fast(fmaf(s[n][e], c_log2, -lse_n[col])) : 0.0f;
+                        s[n][e] = p;
+                        dp[n][e] = p * (dp[n][e] - delta_n[col]);
                     }
-                    const float p = vis ? exp2_fast(fmaf(s[n][e], c_log2, -lse_n[col])) : 0.0f;
-                    s[n][e] = p;
-                    dp[n][e] = p * (dp[n][e] - delta_n[col]);
-                }
-                if constexpr (WN > 1 || FUSED)
+            }
+            if constexpr (WN > 1 || FUSED)
+#pragma unroll
+                for (int n = 0; n < NQ; n++)
 #pragma unroll
                     for (int r = 0; r < 2; r++) {
                         const int off = (kb * 16 + fr + 8 * r) * LP + wn * QW + 8 * n + fc;
                         if constexpr (WN > 1) *reinterpret_cast<uint32_t *>(ps + off) = pack_bf16x2(s[n][2 * r], s[n][2 * r + 1]);
                         *reinterpret_cast<uint32_t *>(dss + off) = pack_bf16x2(dp[n][2 * r], dp[n][2 * r + 1]);
                     }
-            }
         } else if constexpr (FUSED) {
             // Phase 3 reads every key's dS: this block of 16 keys adds nothing (16 rows of BQ bf16).
             for (int e = lane; e < 16 * BQ / 8; e += 32)
