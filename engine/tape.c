@@ -42,7 +42,7 @@ typedef struct {
     mg_qkv_args qkv;
     mg_attention_args attn;
     mg_lora_args lora;
-    const void *u, *xd, *A, *B; /* LoRA's saved intermediates and leaves */
+    const void *u, *A, *B; /* LoRA's saved intermediate and leaves (its dropout mask is drawn again) */
 } record;
 
 typedef struct {
@@ -95,7 +95,6 @@ static int saved_refs(const record *r, tensor_ref out[4]) {
     case OP_LORA:
         out[n++] = r->x;
         out[n++] = (tensor_ref){ r->u, r->lora.M * r->lora.r };
-        if (r->xd) out[n++] = (tensor_ref){ r->xd, r->lora.M * r->lora.K };
         break;
     default: break;
     }
@@ -283,13 +282,13 @@ static void rec_scatter_rows(void *ctx, void *y, const void *src, const int32_t 
     t->be->scatter_rows_forward(INNER(t), y, src, rows, R, C);
 }
 
-static void rec_lora(void *ctx, void *y, void *u, void *xd, const void *x, const void *A, const void *B,
+static void rec_lora(void *ctx, void *y, void *u, const void *x, const void *A, const void *B,
                      const mg_lora_args *a) {
     mg_tape *t = TAPE(ctx);
     /* y is updated in place (+=): not a rewrite of anything saved unless another op saved y */
-    push(t, &(record){ .op = OP_LORA, .name = "lora_forward", .x = { x, a->M * a->K }, .lora = *a, .u = u,
-                       .xd = a->dropout > 0 ? xd : NULL, .A = A, .B = B, .y = { { y, 0 } } });
-    t->be->lora_forward(INNER(t), y, u, xd, x, A, B, a);
+    push(t, &(record){ .op = OP_LORA, .name = "lora_forward", .x = { x, a->M * a->K }, .lora = *a, .u = u, .A = A,
+                       .B = B, .y = { { y, 0 } } });
+    t->be->lora_forward(INNER(t), y, u, x, A, B, a);
 }
 
 /* Memory entries and ops with no gradient pass straight through. */
@@ -396,7 +395,7 @@ static int backward_one(mg_tape *t, const record *r) {
         const size_t du_bytes = (size_t)r->lora.M * r->lora.r * sizeof(float);
         if (!dA || !dB || t->arena_used + du_bytes > t->arena_bytes) return 0;
         float *du = (float *)(t->arena + t->arena_used); /* scratch, reused by the next LoRA record */
-        be->lora_backward(ctx, dx, dA, dB, du, dy, r->x.p, r->xd, r->u, r->A, r->B, &r->lora);
+        be->lora_backward(ctx, dx, dA, dB, du, dy, r->x.p, r->u, r->A, r->B, &r->lora);
         break;
     }
     case OP_QKV: break;
