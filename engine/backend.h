@@ -74,7 +74,9 @@ typedef struct {
 
 /* One LoRA branch on top of a frozen linear (PEFT lora/layer.py Linear.forward, spec/model.md §8.1):
  *   xd = dropout(x)        (training only: element i of x kept iff mg_dropout_keep(seed, i, p), kept
- *                           values scaled by 1/(1-p); p == 0: xd is x itself and is not written)
+ *                           values scaled by 1/(1-p); p == 0: xd is x itself. Never stored: the
+ *                           forward applies the mask as it reads x and the backward draws it again
+ *                           from (seed, i, p), so x is what a backward keeps)
  *   u  = xd · Aᵀ           u[M,r], A[r,K]
  *   y[:, :N] += scale · u · Bᵀ   B[N,r]; y's rows are ldy apart (a column slice of a fused output:
  *                           q, k or v inside q|k|v, gate or up inside gate|up)
@@ -176,19 +178,20 @@ typedef struct mg_backend {
     void (*gather_rows_forward)(void *ctx, void *y, const void *x, const int32_t *rows, int64_t R, int C);
     /* y[rows[r]] = src[r] for r < R, other rows of y untouched (the image soft-token merge) */
     void (*scatter_rows_forward)(void *ctx, void *y, const void *src, const int32_t *rows, int64_t R, int C);
-    /* the LoRA branch (mg_lora_args): xd (M,K) when dropout > 0, u (M,r) = xd·Aᵀ, y += scale·u·Bᵀ */
-    void (*lora_forward)(void *ctx, void *y, void *u, void *xd, const void *x, const void *A, const void *B,
+    /* the LoRA branch (mg_lora_args): u (M,r) = dropout(x)·Aᵀ, y += scale·u·Bᵀ */
+    void (*lora_forward)(void *ctx, void *y, void *u, const void *x, const void *A, const void *B,
                          const mg_lora_args *a);
 
     /* ---- training (engine/tape.c replays these; every one ACCUMULATES into its gradient outputs:
      * dx += ..., so a gradient reached by two paths needs no extra add; the caller zeroes them) ---- */
     /* dx[M,K] += dy[M,N] · w[N,K] (a frozen linear's input gradient; weights get none) */
     void (*linear_backward)(void *ctx, void *dx, const void *dy, const void *w, int64_t M, int K, int N);
-    /* LoRA's leaves and input (xd, u as the forward left them; du (M,r) fp32 scratch):
-     *   dB[N,r] += scale · dyᵀ·u;  du = scale · dy·B;  dA[r,K] += duᵀ·xd;  dx += dropout_mask(du·A)
+    /* LoRA's leaves and input (x, u as the forward left them; du (M,r) fp32 scratch; the mask drawn
+     * again from the seed):
+     *   dB[N,r] += scale · dyᵀ·u;  du = scale · dy·B;  dA[r,K] += duᵀ·dropout(x);  dx += dropout_mask(du·A)
      * dA, dB fp32; dx, dy act_dtype (dy rows ldy apart) */
     void (*lora_backward)(void *ctx, void *dx, float *dA, float *dB, float *du, const void *dy, const void *x,
-                          const void *xd, const void *u, const void *A, const void *B, const mg_lora_args *a);
+                          const void *u, const void *A, const void *B, const mg_lora_args *a);
     /* dx[n] += dy[n] · gelu_tanh'(x[n]) */
     void (*gelu_backward)(void *ctx, void *dx, const void *dy, const void *x, int64_t n);
     /* y = gelu_tanh(gate) * up:  dgu[:, :F] += dy·up·gelu_tanh'(gate),  dgu[:, F:] += dy·gelu_tanh(gate) */

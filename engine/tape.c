@@ -42,7 +42,7 @@ typedef struct {
     mg_qkv_args qkv;
     mg_attention_args attn;
     mg_lora_args lora;
-    const void *u, *xd, *A, *B; /* LoRA's saved intermediates and leaves */
+    const void *u, *A, *B; /* LoRA's saved intermediate and leaves (its dropout mask is drawn again) */
 } record;
 
 typedef struct {
@@ -95,7 +95,6 @@ static int saved_refs(const record *r, tensor_ref out[4]) {
     case OP_LORA:
         out[n++] = r->x;
         out[n++] = (tensor_ref){ r->u, r->lora.M * r->lora.r };
-        if (r->xd) out[n++] = (tensor_ref){ r->xd, r->lora.M * r->lora.K };
         break;
     default: break;
     }
@@ -283,13 +282,13 @@ static void rec_scatter_rows(void *ctx, void *y, const void *src, const int32_t 
     t->be->scatter_rows_forward(INNER(t), y, src, rows, R, C);
 }
 
-static void rec_lora(void *ctx, void *y, void *u, void *xd, const void *x, const void *A, const void *B,
+static void rec_lora(void *ctx, void *y, void *u, const void *x, const void *A, const void *B,
                      const mg_lora_args *a) {
     mg_tape *t = TAPE(ctx);
     /* y is updated in place (+=): not a rewrite of anything saved unless another op saved y */
-    push(t, &(record){ .op = OP_LORA, .name = "lora_forward", .x = { x, a->M * a->K }, .lora = *a, .u = u,
-                       .xd = a->dropout > 0 ? xd : NULL, .A = A, .B = B, .y = { { y, 0 } } });
-    t->be->lora_forward(INNER(t), y, u, xd, x, A, B, a);
+    push(t, &(record){ .op = OP_LORA, .name = "lora_forward", .x = { x, a->M * a->K }, .lora = *a, .u = u, .A = A,
+                       .B = B, .y = { { y, 0 } } });
+    t->be->lora_forward(INNER(t), y, u, x, A, B, a);
 }
 
 /* Memory entries and ops with no gradient pass straight through. */
@@ -396,7 +395,7 @@ static int backward_one(mg_tape *t, const record *r) {
         const size_t du_bytes = (size_t)r->lora.M * r->lora.r * sizeof(float);
         if (!dA || !dB || t->arena_used + du_bytes > t->arena_bytes) return 0;
         float *du = (float *)(t->arena + t->arena_used); /* scratch, reused by the next LoRA record */
-        be->lora_backward(ctx, dx, dA, dB, du, dy, r->x.p, r->xd, r->u, r->A, r->B, &r->lora);
+        be->lora_backward(ctx, dx, dA, dB, du, dy, r->x.p, r->u, r->A, r->B, &r->lora);
         break;
     }
     case OP_QKV: break;
@@ -404,20 +403,47 @@ static int backward_one(mg_tape *t, const record *r) {
     return 1;
 }
 
-/* Bytes of gradient the replay of [from, to) can need: every input once, plus LoRA's du scratch. */
+static int ref_order(const void *a, const void *b) {
+    const tensor_ref *x = a, *y = b;
+    return (uintptr_t)x->p < (uintptr_t)y->p ? -1 : (uintptr_t)x->p > (uintptr_t)y->p;
+}
+
+/* Bytes of gradient the replay of [from, to) can need: grad_get allocates once per tensor address
+ * (every later use of it, or of an address inside it, finds that one), never for one the caller
+ * bound. So: each distinct input address once at its largest size (plus the q, k, v a split
+ * produced, whose gradients the split's backward may be the first to want), less the bound ones,
+ * plus LoRA's du scratch. Without host memory to sort the addresses, every use counts (larger, as
+ * safe). A layer's gradients then take about what its activations do: each LoRA branch and the
+ * linear beside it read the same input, and q, k, v share theirs. */
 static size_t arena_need(const mg_tape *t, int from, int to) {
-    size_t need = 0, du = 0;
+    size_t du = 0, n = 0;
+    tensor_ref *refs = malloc((size_t)(to - from) * 6 * sizeof *refs + 1);
+    size_t need = 0;
     for (int i = from; i < to; i++) {
         const record *r = &t->rec[i];
-        const tensor_ref in[3] = { r->x, r->r, r->x3 };
-        for (int j = 0; j < 3; j++)
-            if (in[j].p && in[j].n > 0) need += ((size_t)in[j].n * t->es + 255) / 256 * 256;
-        if (r->op == OP_QKV)
-            for (int j = 0; j < 3; j++) need += ((size_t)r->y[j].n * t->es + 255) / 256 * 256;
+        const tensor_ref in[6] = { r->x, r->r, r->x3, r->op == OP_QKV ? r->y[0] : (tensor_ref){ 0 },
+                                   r->op == OP_QKV ? r->y[1] : (tensor_ref){ 0 },
+                                   r->op == OP_QKV ? r->y[2] : (tensor_ref){ 0 } };
+        for (int j = 0; j < 6; j++) {
+            if (!in[j].p || in[j].n <= 0) continue;
+            if (refs) refs[n++] = in[j];
+            else need += ((size_t)in[j].n * t->es + 255) / 256 * 256;
+        }
         if (r->op == OP_LORA) {
             const size_t b = (size_t)r->lora.M * r->lora.r * sizeof(float);
             du = b > du ? b : du;
         }
+    }
+    if (refs) {
+        qsort(refs, n, sizeof *refs, ref_order);
+        for (size_t i = 0; i < n;) {
+            int64_t most = refs[i].n;
+            size_t j = i + 1;
+            for (; j < n && refs[j].p == refs[i].p; j++) most = refs[j].n > most ? refs[j].n : most;
+            if (!grad_find(t, refs[i].p)) need += ((size_t)most * t->es + 255) / 256 * 256;
+            i = j;
+        }
+        free(refs);
     }
     return need + du;
 }

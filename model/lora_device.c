@@ -107,7 +107,6 @@ size_t mg_lora_acts_layout(mg_lora_acts *a, char *base, const mg_lora_device *d,
         int out, in;
         if (!mg_lora_linear_shape(cfg, comp, k, &out, &in)) continue;
         a->u[k] = mg_carve(base, &used, M * d->r_max, esize);
-        if (d->dropout > 0) a->xd[k] = mg_carve(base, &used, M * in, esize);
     }
     return used;
 }
@@ -122,5 +121,5 @@ void mg_lora_apply(const mg_backend *be, const mg_lora_device *d, const mg_lora_
     const uint64_t seed = mg_hash64(d->seed ^ ((uint64_t)comp << 48 | (uint64_t)layer << 16 | (uint64_t)kind));
     const mg_lora_args args = { .M = M, .K = mod->in, .r = mod->r, .N = mod->out, .ldy = ldy, .scale = mod->scale,
                                 .dropout = d->dropout, .seed = seed };
-    be->lora_forward(be->ctx, y, a->u[kind], a->xd[kind], x, A, B, &args);
+    be->lora_forward(be->ctx, y, a->u[kind], x, A, B, &args);
 }

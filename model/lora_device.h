@@ -42,11 +42,11 @@ mg_status mg_lora_device_download(const mg_lora_device *d, float *params, float 
 /* Uploads fp32 parameters (and moments when given), refreshing the act_dtype copy. */
 void mg_lora_device_upload(mg_lora_device *d, const float *params, const float *m, const float *v);
 
-/* Per-module buffers of one layer's LoRA branches: u (M, r_max) and, with dropout, xd (M, in).
+/* Per-module buffers of one layer's LoRA branches: u (M, r_max), what backward keeps beside the
+ * branch's input (the dropout mask is drawn again from the seed, so dropout(x) is never stored).
  * Laid out with mg_carve from base (NULL: sizing); returns the bytes. */
 typedef struct {
     void *u[MG_LORA_N_KINDS];
-    void *xd[MG_LORA_N_KINDS];
 } mg_lora_acts;
 size_t mg_lora_acts_layout(mg_lora_acts *a, char *base, const mg_lora_device *d, const mg_config *cfg,
                            mg_component comp, int64_t M, size_t esize);

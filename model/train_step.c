@@ -153,8 +153,9 @@ static mg_status segment_backward(mg_trainer *t, int from, int to, const void *o
 }
 
 /* How many of the top vision layers keep their activations within t->memory_budget: the weights,
- * the adapter state, the step's buffers with k layers kept, and the tape's gradient arena (about
- * one layer's activations) must fit. */
+ * the adapter state, the step's buffers with k layers kept, and the tape's gradient arena must
+ * fit. The arena holds one segment's gradients, one per distinct input (engine/tape.c arena_need):
+ * at most one layer's activations, vision or text (tests/test_train_peft.c checks this). */
 static int plan_vision_keep(const mg_trainer *t, step_dims *d, size_t es) {
     const mg_config *cfg = &t->m->cfg;
     if (d->vision != VISION_RECORDED || !t->memory_budget) return 0;

@@ -3,10 +3,13 @@
  *
  * Memory (STYLE habit 11): the forward keeps each layer's input (text (L+1)·M·C, vision
  * (Lv+1)·N·P·Cv values). Vision layers are recomputed in backward, one at a time, through the
- * autograd tape (engine/tape.h): replayed and discarded (keeping all of them takes ~2 GB a layer
- * at batch 8), except the top ones that fit in `memory_budget`, which are recorded as they run. Text layers are recorded during the forward with every activation kept (about
- * 0.45 GB per layer at batch 8 x 360 tokens), unless `recompute` is set, when they too are
- * recomputed one at a time (the least memory, one more text forward of time).
+ * autograd tape (engine/tape.h): replayed and discarded (keeping all of them takes 1.32 GB a layer
+ * at batch 8), except the top ones that fit in `memory_budget`, which are recorded as they run.
+ * Text layers are recorded during the forward with every activation kept (about 0.31 GB per layer
+ * at batch 8 x 360 tokens), unless `recompute` is set, when they too are recomputed one at a time
+ * (the least memory, one more text forward of time). A layer's activations are its ops' inputs
+ * and outputs and each LoRA branch's u (M, r); LoRA dropout's output is never stored (the mask is
+ * drawn again from its seed in backward, engine/backend.h mg_lora_args).
  * The head sees only the labelled rows: they are gathered before the final norm, and their
  * logits over the whole vocabulary exist one chunk of rows at a time.
  *

@@ -52,32 +52,54 @@ int main(void) {
     float *grads = malloc((size_t)lora.n_params * sizeof(float));
     m.be->copy_out(m.be->ctx, grads, dev.grads, (size_t)lora.n_params * sizeof(float));
     compare_modules(fx, &lora, grads, "grad.", 1e-3, false);
-    /* keeping or recomputing layers changes where activations live, never a bit of the result */
+    /* keeping or recomputing layers changes where activations live, never a bit of the result; with
+     * dropout too (each LoRA's mask is drawn again from its seed wherever its layer is replayed).
+     * The tape's gradient arena stays within what the memory plan counts for it (one layer's
+     * activations, vision or text, whichever is larger). */
     static const struct {
         bool recompute;
         size_t budget;
         const char *what;
-    } plans[] = { { true, 0, "text and vision layers recomputed" },
+    } plans[] = { { false, 0, "text kept, vision recomputed" },
+                  { true, 0, "text and vision layers recomputed" },
                   { false, SIZE_MAX, "every layer kept" },
                   { true, SIZE_MAX, "text recomputed, vision kept" } };
-    for (size_t i = 0; i < sizeof plans / sizeof plans[0]; i++) {
-        mg_lora_device dev2;
-        mg_trainer tr2;
-        double sum2 = 0;
-        s = mg_lora_device_create(&dev2, m.be, &m.cfg, &lora, true);
-        if (s == MG_OK) s = mg_trainer_create(&tr2, &m, &dev2);
-        tr2.recompute = plans[i].recompute, tr2.memory_budget = plans[i].budget;
-        if (s == MG_OK) s = mg_train_step(&tr2, &b.in, b.labels, scale, &sum2);
-        float *g2 = malloc((size_t)lora.n_params * sizeof(float));
-        m.be->copy_out(m.be->ctx, g2, dev2.grads, (size_t)lora.n_params * sizeof(float));
-        printf("     %s: %d of %d vision layers kept, %zu bytes of step buffers\n", plans[i].what, tr2.vision_keep,
-               m.cfg.v_layers, tr2.work_bytes);
-        CHECK(s == MG_OK && sum2 == sum && !memcmp(g2, grads, (size_t)lora.n_params * sizeof(float)),
-              "%s (%d vision layers kept): the same loss and gradients, bit for bit: %s", plans[i].what,
-              tr2.vision_keep, mg_last_error());
-        free(g2);
-        mg_trainer_free(&tr2);
-        mg_lora_device_free(&dev2);
+    const size_t es = mg_dtype_size(m.be->act_dtype);
+    for (int drop = 0; drop < 2; drop++) {
+        double ref_sum = sum;
+        float *ref_g = grads, *drop_g = NULL;
+        for (size_t i = drop ? 0 : 1; i < sizeof plans / sizeof plans[0]; i++) {
+            mg_lora_device dev2;
+            mg_trainer tr2;
+            double sum2 = 0;
+            s = mg_lora_device_create(&dev2, m.be, &m.cfg, &lora, true);
+            if (s == MG_OK) s = mg_trainer_create(&tr2, &m, &dev2);
+            tr2.recompute = plans[i].recompute, tr2.memory_budget = plans[i].budget;
+            dev2.dropout = drop ? 0.1f : 0.0f, dev2.seed = 7;
+            if (s == MG_OK) s = mg_train_step(&tr2, &b.in, b.labels, scale, &sum2);
+            float *g2 = malloc((size_t)lora.n_params * sizeof(float));
+            m.be->copy_out(m.be->ctx, g2, dev2.grads, (size_t)lora.n_params * sizeof(float));
+            const size_t arena = mg_tape_arena_bytes(tr2.tape),
+                         vis = mg_siglip_layer_train_bytes(&m.cfg, &dev2, b.in.n_images, es),
+                         text = mg_gemma3_layer_train_bytes(&m.cfg, &dev2, b.in.B * b.in.T, es);
+            printf("     %s%s: %d of %d vision layers kept, %zu bytes of step buffers, %zu of gradients (plan %zu)\n",
+                   plans[i].what, drop ? ", dropout 0.1" : "", tr2.vision_keep, m.cfg.v_layers, tr2.work_bytes, arena,
+                   vis > text ? vis : text);
+            CHECK(s == MG_OK && arena <= (vis > text ? vis : text), "%s: the gradient arena (%zu bytes) within the "
+                  "plan's %zu: %s", plans[i].what, arena, vis > text ? vis : text, mg_last_error());
+            if (drop && i == 0) {
+                CHECK(s == MG_OK && sum2 != sum, "dropout changes the loss (%.9g, %.9g without)", sum2, sum);
+                ref_sum = sum2, ref_g = drop_g = g2;
+            } else {
+                CHECK(s == MG_OK && sum2 == ref_sum && !memcmp(g2, ref_g, (size_t)lora.n_params * sizeof(float)),
+                      "%s%s (%d vision layers kept): the same loss and gradients, bit for bit: %s", plans[i].what,
+                      drop ? ", dropout 0.1" : "", tr2.vision_keep, mg_last_error());
+                free(g2);
+            }
+            mg_trainer_free(&tr2);
+            mg_lora_device_free(&dev2);
+        }
+        free(drop_g);
     }
 
     /* 3: five AdamW updates on the same batch (the first uses the gradients above) */

@@ -40,11 +40,11 @@ void mg_cpu_gather_rows_forward(void *ctx, void *y, const void *x, const int32_t
 void mg_cpu_scatter_rows_forward(void *ctx, void *y, const void *src, const int32_t *rows, int64_t R, int C);
 
 /* ---- training (every backward accumulates into its gradient outputs) ---- */
-void mg_cpu_lora_forward(void *ctx, void *y, void *u, void *xd, const void *x, const void *A, const void *B,
+void mg_cpu_lora_forward(void *ctx, void *y, void *u, const void *x, const void *A, const void *B,
                          const mg_lora_args *a);
 void mg_cpu_linear_backward(void *ctx, void *dx, const void *dy, const void *w, int64_t M, int K, int N);
 void mg_cpu_lora_backward(void *ctx, void *dx, float *dA, float *dB, float *du, const void *dy, const void *x,
-                          const void *xd, const void *u, const void *A, const void *B, const mg_lora_args *a);
+                          const void *u, const void *A, const void *B, const mg_lora_args *a);
 void mg_cpu_gelu_backward(void *ctx, void *dx, const void *dy, const void *x, int64_t n);
 void mg_cpu_geglu_backward(void *ctx, void *dgu, const void *dy, const void *gu, int64_t M, int F);
 void mg_cpu_layernorm_backward(void *ctx, void *dx, const void *dy, const void *x, const void *w, int64_t M, int C,

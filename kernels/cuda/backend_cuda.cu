@@ -293,9 +293,8 @@ static void scatter_rows(void *ctx, void *y, const void *src, const int32_t *row
     OP(mg_cuda_scatter_rows_forward(CTX, y, src, rows, R, C));
 }
 
-static void lora(void *ctx, void *y, void *u, void *xd, const void *x, const void *A, const void *B,
-                 const mg_lora_args *a) {
-    OPK(mg_cuda_lora_forward(CTX, y, u, xd, x, A, B, a), (long long)a->N * 100000 + a->K);
+static void lora(void *ctx, void *y, void *u, const void *x, const void *A, const void *B, const mg_lora_args *a) {
+    OPK(mg_cuda_lora_forward(CTX, y, u, x, A, B, a), (long long)a->N * 100000 + a->K);
 }
 
 // ---- training ----------------------------------------------------------------------------------
@@ -304,8 +303,8 @@ static void linear_bw(void *ctx, void *dx, const void *dy, const void *w, int64_
     OPK(mg_cuda_linear_backward(CTX, dx, dy, w, M, K, N), (long long)N * 100000 + K);
 }
 static void lora_bw(void *ctx, void *dx, float *dA, float *dB, float *du, const void *dy, const void *x,
-                    const void *xd, const void *u, const void *A, const void *B, const mg_lora_args *a) {
-    OPK(mg_cuda_lora_backward(CTX, dx, dA, dB, du, dy, x, xd, u, A, B, a), (long long)a->N * 100000 + a->K);
+                    const void *u, const void *A, const void *B, const mg_lora_args *a) {
+    OPK(mg_cuda_lora_backward(CTX, dx, dA, dB, du, dy, x, u, A, B, a), (long long)a->N * 100000 + a->K);
 }
 static void gelu_bw(void *ctx, void *dx, const void *dy, const void *x, int64_t n) {
     OP(mg_cuda_gelu_backward(CTX, dx, dy, x, n));

@@ -9,9 +9,11 @@
 // 32 MiB: NVIDIA's recommended cuBLASLt workspace on Hopper (smaller parts need less; a bigger
 // workspace only widens the choice of algorithms).
 static const size_t LT_WORKSPACE_BYTES = (size_t)32 << 20;
-// 8 MiB: lora_backward's bf16 copy of du (M×r) for M·r up to 4 Mi, i.e. 65536 rows at rank 64 (larger
-// M goes in chunks).
-static const size_t SCRATCH_BYTES = (size_t)8 << 20;
+// 32 MiB: LoRA's dropout(x) for the GEMMs that read it and lora_backward's bf16 copy of du, a chunk
+// of rows at a time (about 3,800 rows at K = 4304, 14,000 at K = 1152): large enough that the
+// chunks' launches cost little, small enough to stay in the H100/H200's 50 MB L2 between the
+// kernel that writes a chunk and the GEMM that reads it.
+static const size_t SCRATCH_BYTES = (size_t)32 << 20;
 
 mg_status mg_cuda_fail_(const char *stmt, const char *what, int is_oom, const char *func, const char *file,
                         int line) {

@@ -23,8 +23,8 @@ typedef struct mg_cuda_ctx {
     void *lt_workspace;             /* (lt_workspace_bytes) device scratch handed to cuBLASLt */
     size_t lt_workspace_bytes;
     struct mg_gemm_plans *gemm_plans; /* cuBLASLt descriptors + chosen algorithm per GEMM shape (linear.cu) */
-    void *scratch;                  /* (scratch_bytes) device temporary of the ops that need one (lora_backward's
-                                       bf16 du), used in stream order by one op at a time */
+    void *scratch;                  /* (scratch_bytes) device temporary of the ops that need one (LoRA's dropout(x)
+                                       and bf16 du, by chunks of rows), used in stream order by one op at a time */
     size_t scratch_bytes;
     void *attn_scratch;             /* (attn_scratch_bytes) fp32 row statistics of attention_backward (attention.cu), grown on demand */
     size_t attn_scratch_bytes;

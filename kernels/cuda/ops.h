@@ -118,18 +118,17 @@ mg_status mg_cuda_scatter_rows_forward(mg_cuda_ctx *ctx, void *y, const void *sr
 /* linear.cu: dx[M,K] += dy[M,N] · w[N,K] (cuBLASLt, beta = 1 in place). */
 mg_status mg_cuda_linear_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const void *w, int64_t M, int K, int N);
 
-/* lora.cu (engine/backend.h mg_lora_args; A[r,K], B[N,r] bf16):
- * lora_forward:  xd[M,K] = dropout(x) when dropout > 0 (element i = m*K + k kept iff
- *                mg_dropout_keep(seed, i, p), kept values bf16(x/(1-p)); p == 0: xd unused, may be NULL);
- *                u[M,r] = xd·Aᵀ (bf16); y[:, :N] += scale·u·Bᵀ (y rows ldy apart; one rounding).
+/* lora.cu (engine/backend.h mg_lora_args; A[r,K], B[N,r] bf16; xd = dropout(x) when dropout > 0
+ * (element i = m*K + k kept iff mg_dropout_keep(seed, i, p), kept values bf16(x/(1-p))), x itself
+ * otherwise; xd is never stored, only formed a chunk of rows at a time in ctx->scratch):
+ * lora_forward:  u[M,r] = xd·Aᵀ (bf16); y[:, :N] += scale·u·Bᵀ (y rows ldy apart; one rounding).
  * lora_backward: dB[N,r] += scale·dyᵀ·u; du[M,r] = scale·dy·B; dA[r,K] += bf16(du)ᵀ·xd (all fp32);
- *                dx[M,K] += mask(du·A)/(1-p) (bf16); xd is read when dropout > 0, x otherwise;
+ *                dx[M,K] += mask(du·A)/(1-p) (bf16); x is the forward's input (its mask drawn again);
  *                dx may be NULL (no input gradient); r <= 64 (MG_ERR_UNSUPPORTED otherwise). */
-mg_status mg_cuda_lora_forward(mg_cuda_ctx *ctx, void *y, void *u, void *xd, const void *x, const void *A,
-                               const void *B, const mg_lora_args *a);
+mg_status mg_cuda_lora_forward(mg_cuda_ctx *ctx, void *y, void *u, const void *x, const void *A, const void *B,
+                               const mg_lora_args *a);
 mg_status mg_cuda_lora_backward(mg_cuda_ctx *ctx, void *dx, float *dA, float *dB, float *du, const void *dy,
-                                const void *x, const void *xd, const void *u, const void *A, const void *B,
-                                const mg_lora_args *a);
+                                const void *x, const void *u, const void *A, const void *B, const mg_lora_args *a);
 
 /* gelu.cu: gelu: dx[n] += dy[n]·gelu_tanh'(x[n]).
  * geglu: dgu[:, :F] += dy·up·gelu_tanh'(gate), dgu[:, F:] += dy·bf16(gelu_tanh(gate)) (the rounded
