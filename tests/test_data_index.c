@@ -215,6 +215,68 @@ static void test_leakage(const char *root) {
     mg_bh_index_free(ix);
 }
 
+/* --real-counts: the real set's numbers, typed from spec/breakhis.md §1.4 and §2.3 (not from the
+ * generator's tables): images per class and magnification, 82 patient folders (on 80 slide numbers:
+ * the synthetic DC/LC and A/F pairs share theirs),
+ * fold 1 at 100X 1,321 / 760 (benign 383 / 261), so binary balancing gives the guide's 766 / 522;
+ * fold 1 has the DC/LC slide on both sides, folds 2-5 none. */
+static void test_real_counts(void) {
+    static const int want[8][4] = { { 114, 113, 111, 106 }, { 253, 260, 253, 248 }, { 109, 121, 121, 102 },
+                                    { 149, 150, 138, 132 }, { 864, 903, 883, 801 }, { 156, 170, 156, 144 },
+                                    { 205, 222, 211, 154 }, { 145, 142, 140, 133 } };
+    char root[] = "/tmp/mg_test_real_XXXXXX", cmd[600];
+    CHECK(mkdtemp(root) != NULL, "mkdtemp");
+    const mg_synth_opts o = { .real_counts = true, .width = 8, .height = 6, .seed = 3 };
+    CHECK(mg_synth_images(&o) == 7909, "7,909 images planned");
+    CHECK(mg_synth_breakhis(root, &o) == MG_OK, "synth --real-counts: %s", mg_last_error());
+    mg_bh_index *ix;
+    if (mg_bh_index_open(root, MG_BAD_FAIL, &ix) != MG_OK) {
+        CHECK(0, "open: %s", mg_last_error());
+        return;
+    }
+    int got[8][4] = { { 0 } }, bad_label = 0;
+    int64_t split100[2][2] = { { 0 } }; /* [train/test][benign/malignant] at 100X in fold 1 */
+    char (*ids)[64] = calloc((size_t)ix->n, 64), (*slides)[32] = calloc((size_t)ix->n, 32);
+    int n_ids = 0, n_slides = 0;
+    for (int64_t i = 0; i < ix->n; i++) {
+        const mg_bh_record *r = &ix->recs[i];
+        const int m = r->mag == 40 ? 0 : r->mag == 100 ? 1 : r->mag == 200 ? 2 : 3;
+        got[r->label][m]++;
+        bad_label += guide_label(r->key) != r->label;
+        if (r->mag == 100) split100[r->split[0] == MG_BH_SPLIT_TEST][r->binary]++;
+        int k = 0;
+        while (k < n_ids && strcmp(ids[k], r->patient)) k++;
+        if (k == n_ids) snprintf(ids[n_ids++], 64, "%s", r->patient);
+        for (k = 0; k < n_slides && strcmp(slides[k], r->slide); k++) {}
+        if (k == n_slides) snprintf(slides[n_slides++], 32, "%s", r->slide);
+    }
+    CHECK(ix->n == 7909 && !memcmp(got, want, sizeof got) && !bad_label, "%lld images, per class and magnification as in "
+          "BreakHis v1, labels from the path", (long long)ix->n);
+    CHECK(n_ids == 82 && n_slides == 80, "82 patient folders on 80 slide numbers (got %d, %d)", n_ids, n_slides);
+    CHECK(split100[0][0] == 383 && split100[0][1] == 938 && split100[1][0] == 261 && split100[1][1] == 499,
+          "fold 1, 100X: train %lld/%lld, test %lld/%lld benign/malignant (want 383/938, 261/499)",
+          (long long)split100[0][0], (long long)split100[0][1], (long long)split100[1][0], (long long)split100[1][1]);
+    free(ids), free(slides);
+    for (int f = 1; f <= 2; f++) {
+        mg_bh_selection sel = mg_bh_selection_default(MG_BH_SPLIT_TRAIN);
+        sel.fold = f;
+        int64_t *tr, ntr, *te, nte;
+        mg_bh_leaks l = { 0 };
+        const int ok = mg_bh_select(ix, &sel, &tr, &ntr) == MG_OK && (sel.split = MG_BH_SPLIT_TEST,
+                       mg_bh_select(ix, &sel, &te, &nte) == MG_OK) && mg_bh_find_leaks(ix, tr, ntr, te, nte, &l) == MG_OK;
+        if (f == 1)
+            CHECK(ok && ntr == 766 && nte == 522 && l.n_patients == 1, "fold 1 balanced: %lld training, %lld test images "
+                  "(the guide's 766, 522), %lld slide on both sides", (long long)ntr, (long long)nte, (long long)l.n_patients);
+        else
+            CHECK(ok && l.n_patients == 0, "fold 2 (medgem's folds) is patient-disjoint");
+        if (ok) free(tr), free(te);
+        mg_bh_leaks_free(&l);
+    }
+    mg_bh_index_free(ix);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    CHECK(system(cmd) == 0, "cleanup");
+}
+
 int main(void) {
     test_grammar();
     char root[] = "/tmp/mg_test_data_XXXXXX";
@@ -283,6 +345,7 @@ int main(void) {
     for (int s = 0; s < 3; s++) mg_bh_index_free(ix[s]);
     test_json(root);
     test_leakage(root);
+    test_real_counts();
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     CHECK(system(cmd) == 0, "cleanup");
     return test_finish();

@@ -45,20 +45,28 @@ static void test_learns(void) {
                                    " --warmup-ratio 0 --json 2>&1",
                             &out);
     CHECK(rc == 0, "medgem train exits 0 (%d): %s", rc, out);
+    CHECK(strstr(out, "epoch 3/3 done: 66 updates") && strstr(out, "host RSS") && !strstr(out, "GPU memory"),
+          "stderr names each epoch's memory (host only on the CPU)");
     free(out);
     /* every update line has the keys; the last evaluation's accuracy */
     size_t n;
     char *log = test_slurp(WORK "/learn/train_log.jsonl", &n);
     CHECK(log != NULL, "train_log.jsonl written");
     if (!log) return;
-    int updates = 0, evals = 0, keys_ok = 1;
+    int updates = 0, evals = 0, epochs = 0, keys_ok = 1, mem_ok = 1;
     double acc = -1, first_loss = -1, last_loss = -1;
     for (char *p = log, *nl; (nl = strchr(p, '\n')); p = nl + 1) {
         *nl = 0;
         mg_json *j = NULL;
         if (mg_json_parse(p, strlen(p), "train_log line", &j) != MG_OK) { keys_ok = 0; continue; }
-        const mg_json *ev = mg_json_get(j, "eval");
-        if (ev) {
+        const mg_json *ev = mg_json_get(j, "eval"), *ep = mg_json_get(j, "epoch_end");
+        if (ep) { /* memory at the end of each epoch: host RSS (Linux has /proc), no GPU on --cpu */
+            epochs++;
+            const double rss = mg_json_get_number(ep, "host_rss_bytes", -1), peak = mg_json_get_number(ep, "host_peak_rss_bytes", -1);
+            const mg_json *dev = mg_json_get(ep, "device_used_bytes");
+            mem_ok &= mg_json_get_number(ep, "epoch", -1) == epochs && mg_json_get_number(ep, "updates", -1) == 22 * epochs &&
+                      mg_json_get_number(ep, "seconds", -1) > 0 && rss > 1e6 && peak >= rss && dev && dev->type == MG_JSON_NULL;
+        } else if (ev) {
             evals++, acc = mg_json_get_number(ev, "accuracy", -1);
         } else {
             static const char *const keys[] = { "step", "epoch", "loss", "lr", "grad_norm", "images_per_s", "seconds" };
@@ -73,6 +81,8 @@ static void test_learns(void) {
     printf("     %d updates, %d evaluations, loss %.4f -> %.4f, final test accuracy %.4f\n", updates, evals, first_loss,
            last_loss, acc);
     CHECK(keys_ok && updates == 3 * 22 && evals == 3, "one line per update (66) with every key, one per epoch's evaluation");
+    CHECK(epochs == 3 && mem_ok, "one epoch_end line per epoch (%d) with its updates, seconds, host RSS <= peak RSS > 1 MB, "
+          "device_used_bytes null on the CPU", epochs);
     CHECK(acc >= 0.95, "the fine-tuned tiny model reaches >= 95%% test accuracy (got %.4f)", acc);
     CHECK(last_loss < 0.25 * first_loss, "the loss falls (%.4f -> %.4f)", first_loss, last_loss);
     /* the adapter is PEFT-loadable by medgem's own reader, for this model */

@@ -17,14 +17,20 @@
 static const char *USAGE =
     "usage: medgem data --data PATH [--fold 1-5] [--mag 40|100|200|400|all] [--balance binary|class|none]\n"
     "                   [--seed N] [--on-bad-image skip|fail] [--verify] [--json]\n"
-    "       medgem data synth --out DIR [--patients N] [--images N] [--size WxH] [--seed N]\n"
+    "       medgem data synth --out DIR [--patients N] [--images N | --real-counts] [--size WxH] [--seed N]\n"
     "       medgem data bench --data PATH [selection] [--split train|test] [--threads N] [--batch N] [--size S] [--limit N]\n"
     "\n"
     "PATH: the Kaggle download folder (Folds.csv + BreaKHis_v1/), BreaKHis_v1.tar.gz (read in place),\n"
     "or a folder tree holding histology_slides/ (medgem then builds 5 patient-disjoint 70/30 folds).\n"
     "The report covers both splits of the selection: images and patients per class, slide numbers\n"
     "found on both sides, and byte-identical images filed under different labels. --verify also\n"
-    "decodes every selected image. Defaults: fold 1, 100X, binary balancing, seed 42 (the guide's).\n";
+    "decodes every selected image. Defaults: fold 1, 100X, binary balancing, seed 42 (the guide's).\n"
+    "\n"
+    "synth writes a synthetic BreakHis in the Kaggle layout (Folds.csv + tree), --patients (16) dealt over\n"
+    "the 8 classes with --images (5) per patient and magnification, 700x460 by default. --real-counts: the\n"
+    "real set's size instead: 82 patients and 7,909 images, per class and magnification as in BreakHis v1,\n"
+    "and a fold 1 whose 100X split matches the Kaggle Folds.csv (train 383 benign / 938 malignant, test\n"
+    "261 / 499), so the default selection gives the guide's 766 training and 522 test images.\n";
 
 static int fail(void) {
     fprintf(stderr, "medgem data: %s\n", mg_last_error());
@@ -34,10 +40,13 @@ static int fail(void) {
 static int cmd_synth(int argc, char **argv) {
     mg_synth_opts o = mg_synth_defaults();
     const char *out = NULL;
+    bool counts_given = false;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(USAGE, stdout); return 0; }
+        if (!strcmp(argv[i], "--real-counts")) { o.real_counts = true; continue; }
         if (!v) { fprintf(stderr, "medgem data synth: %s needs a value\n%s", argv[i], USAGE); return 2; }
+        counts_given |= !strcmp(argv[i], "--patients") || !strcmp(argv[i], "--images");
         if (!strcmp(argv[i], "--out")) out = v;
         else if (!strcmp(argv[i], "--patients")) o.patients = atoi(v);
         else if (!strcmp(argv[i], "--images")) o.images = atoi(v);
@@ -48,10 +57,19 @@ static int cmd_synth(int argc, char **argv) {
         i++;
     }
     if (!out) { fprintf(stderr, "medgem data synth: --out DIR is required\n%s", USAGE); return 2; }
+    if (o.real_counts && counts_given) {
+        fprintf(stderr, "medgem data synth: --real-counts sets the patients and images; drop --patients/--images\n");
+        return 2;
+    }
     double t0 = mg_now_s();
     if (mg_synth_breakhis(out, &o) != MG_OK) return fail();
-    printf("wrote %d images (%d patients x 4 magnifications x %d) of %dx%d and Folds.csv to %s in %.1f s\n",
-           o.patients * 4 * o.images, o.patients, o.images, o.width, o.height, out, mg_now_s() - t0);
+    if (o.real_counts)
+        printf("wrote %lld images (BreakHis v1's counts: 82 patients, 4 magnifications; fold 1 at 100X as in the Kaggle "
+               "Folds.csv) of %dx%d and Folds.csv to %s in %.1f s\n",
+               (long long)mg_synth_images(&o), o.width, o.height, out, mg_now_s() - t0);
+    else
+        printf("wrote %lld images (%d patients x 4 magnifications x %d) of %dx%d and Folds.csv to %s in %.1f s\n",
+               (long long)mg_synth_images(&o), o.patients, o.images, o.width, o.height, out, mg_now_s() - t0);
     return 0;
 }
 

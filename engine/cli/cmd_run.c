@@ -95,6 +95,15 @@ static void on_eval_done(void *user, int epoch, const mg_eval_result *r) {
     fprintf(stderr, "epoch %d evaluation: accuracy %.4f, F1 weighted %.4f, binary accuracy %.4f, ROC-AUC %.4f\n", epoch, r->metrics.accuracy, r->metrics.f1_weighted, r->metrics.bin_accuracy, r->metrics.auc);
 }
 
+static void on_epoch_done(void *user, const mg_train_epoch *e) {
+    (void)user;
+    end_bar();
+    fprintf(stderr, "epoch %d/%d done: %d updates, %.1f s; host RSS %.2f GB (peak %.2f GB)", e->epoch, e->epochs,
+            e->step, e->seconds, e->host_rss / 1e9, e->host_peak / 1e9);
+    if (e->device_used >= 0) fprintf(stderr, ", GPU memory in use %.2f GB", e->device_used / 1e9);
+    fputc('\n', stderr);
+}
+
 static void eval_bar(void *user, int64_t done, int64_t total, double seconds) {
     cli_eval_progress(user, done, total, seconds);
     if (done == total) fputc('\n', stderr);
@@ -169,6 +178,7 @@ int cmd_run(int argc, char **argv) {
         o.eval.progress = eval_bar, o.eval.progress_user = eval_label;
     }
     o.train.on_eval = on_eval_done;
+    o.train.on_epoch = on_epoch_done;
     o.train.stop = &cli_stop_requested;
     o.stage = on_stage, o.user = &o;
     if (!o.model_dir)

@@ -16,7 +16,8 @@ static const char *USAGE =
     "usage: medgem train --model DIR --data PATH --out DIR [selection] [options]\n"
     "  --model DIR            Hugging Face model directory (config.json, safetensors, tokenizer.model)\n"
     "  --data PATH            BreakHis: the Kaggle folder (Folds.csv), BreaKHis_v1.tar.gz, or a folder tree\n"
-    "  --out DIR              train_log.jsonl, adapter/ (PEFT format), checkpoint-<step>/\n"
+    "  --out DIR              train_log.jsonl (updates, evaluations, each epoch's host/GPU memory),\n"
+    "                         adapter/ (PEFT format), checkpoint-<step>/\n"
     "  selection              --fold 1-5, --mag 40|100|200|400|all, --balance binary|class|none, --seed N\n"
     "                         (default: the guide's: fold 1, 100X, binary balance, seed 42; trains on the\n"
     "                         train split, evaluates on the test split)\n"
@@ -67,6 +68,14 @@ static void print_eval(void *user, int epoch, const mg_eval_result *r) {
             r->metrics.auc);
 }
 
+static void print_epoch(void *user, const mg_train_epoch *e) {
+    (void)user;
+    fprintf(stderr, "\nepoch %d/%d done: %d updates, %.1f s; host RSS %.2f GB (peak %.2f GB)", e->epoch, e->epochs,
+            e->step, e->seconds, e->host_rss / 1e9, e->host_peak / 1e9);
+    if (e->device_used >= 0) fprintf(stderr, ", GPU memory in use %.2f GB", e->device_used / 1e9);
+    fputc('\n', stderr);
+}
+
 int cmd_train(int argc, char **argv) {
     const char *dir = NULL, *data = NULL, *prompt_file = NULL;
     bool json = false, force_cpu = false;
@@ -103,6 +112,7 @@ int cmd_train(int argc, char **argv) {
     if (isatty(STDERR_FILENO)) o.progress = cli_train_progress;
     o.on_eval = print_eval;
     o.on_note = print_note;
+    o.on_epoch = print_epoch;
     o.stop = &cli_stop_requested;
     o.eval.threads = o.threads;
 

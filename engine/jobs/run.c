@@ -355,8 +355,8 @@ mg_status mg_run_write_metrics(const char *path, const mg_run_opts *o, const mg_
     const mg_train_opts *t = &o->train;
     char mag[16];
     snprintf(mag, sizeof mag, o->sel.mag ? "%dX" : "all", o->sel.mag);
-    fprintf(f, "{\"medgem\": \"%s\", \"started\": \"%s\", \"seconds\": %.3f,\n \"model\": ", MG_VERSION, r->started,
-            r->t_total);
+    fprintf(f, "{\"medgem\": \"%s\", \"started\": \"%s\", \"seconds\": %.3f, \"data_seconds\": %.3f,\n \"model\": ",
+            MG_VERSION, r->started, r->t_total, r->t_data);
     mg_json_write_string(f, r->model_dir);
     fprintf(f, ", \"embedded_model\": %s, \"data\": ", r->embedded_model ? "true" : "false");
     mg_json_write_string(f, r->data);

@@ -173,6 +173,38 @@ static void log_eval(FILE *log, int epoch, int step, const mg_eval_result *r) {
     fflush(log);
 }
 
+/* The process's resident and peak resident bytes (VmRSS, VmHWM), -1 each where unreadable. */
+static void host_memory(int64_t *rss, int64_t *peak) {
+    *rss = *peak = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return;
+    char line[256];
+    long long kb;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "VmRSS: %lld kB", &kb) == 1) *rss = kb * 1024;
+        else if (sscanf(line, "VmHWM: %lld kB", &kb) == 1) *peak = kb * 1024;
+    }
+    fclose(f);
+}
+
+/* Bytes in use on the GPU (total - free), or -1 on the CPU backend or when the driver does not say. */
+static int64_t device_used(const mg_backend *be) {
+    if (be == mg_backend_cpu()) return -1;
+    mg_gpu_info gi;
+    mg_gpu_query(&gi);
+    return gi.available && gi.free_mem ? (int64_t)(gi.total_mem - gi.free_mem) : -1;
+}
+
+static void log_epoch(FILE *log, const mg_train_epoch *e) {
+    char dev[32] = "null";
+    if (e->device_used >= 0) snprintf(dev, sizeof dev, "%lld", (long long)e->device_used);
+    fprintf(log,
+            "{\"epoch_end\": {\"epoch\": %d, \"updates\": %d, \"seconds\": %.3f, \"host_rss_bytes\": %lld, "
+            "\"host_peak_rss_bytes\": %lld, \"device_used_bytes\": %s}}\n",
+            e->epoch, e->step, e->seconds, (long long)e->host_rss, (long long)e->host_peak, dev);
+    fflush(log);
+}
+
 /* ---- the feature cache ------------------------------------------------------------------------ */
 
 /* Bytes the cache may take, decided after the first step (the step's buffers then exist): what
@@ -469,6 +501,12 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
             if (o->on_eval) o->on_eval(o->user, epoch + 1, &r);
             mg_eval_result_free(&r);
         }
+        /* memory at the end of the epoch: flat from the second epoch on, or something grows */
+        mg_train_epoch e = { .epoch = epoch + 1, .epochs = epochs, .step = pos.step, .seconds = mg_now_s() - t0,
+                             .device_used = device_used(be) };
+        host_memory(&e.host_rss, &e.host_peak);
+        log_epoch(log, &e);
+        if (o->on_epoch) o->on_epoch(o->user, &e);
         pos.micro = 0;
     }
     /* the trained adapter, in PEFT's format */

@@ -5,7 +5,8 @@
  * decay after 3% warmup, gradient norm clipped at 0.3, an evaluation of the test split after each
  * epoch (score mode, adapter unmerged).
  *
- * Outputs in out_dir: train_log.jsonl (one line per optimizer update, one per evaluation),
+ * Outputs in out_dir: train_log.jsonl (one line per optimizer update, one per evaluation, one at
+ * the end of each epoch with the process's host and GPU memory),
  * adapter/ (PEFT format, at the end), and checkpoint-<step>/ every save_every updates and when
  * stopped: a PEFT adapter directory plus optimizer.safetensors (AdamW moments) and state.json
  * (the position in the run, and each file's size and CRC-32), written file by file atomically with
@@ -33,6 +34,18 @@ typedef struct {
     double images_per_s;     /* over the run so far (this process) */
     double seconds, eta_s;
 } mg_train_progress;
+
+/* What the epoch callback sees at the end of each epoch (after its evaluation, if any); the same
+ * numbers as the epoch's "epoch_end" line of train_log.jsonl. */
+typedef struct {
+    int epoch, epochs;   /* 1-based epoch just finished */
+    int step;            /* updates done */
+    double seconds;      /* since this call started */
+    int64_t host_rss;    /* resident bytes of this process (VmRSS of /proc/self/status); -1 where unreadable */
+    int64_t host_peak;   /* its peak resident bytes so far (VmHWM); -1 where unreadable */
+    int64_t device_used; /* bytes in use on the GPU (cudaMemGetInfo: total - free, so every process on it and
+                          * the CUDA context count); -1 on the CPU backend */
+} mg_train_epoch;
 
 typedef struct {
     /* the adapter */
@@ -75,6 +88,7 @@ typedef struct {
     void (*progress)(void *user, const mg_train_progress *p); /* may be NULL */
     void (*on_eval)(void *user, int epoch, const mg_eval_result *r); /* may be NULL */
     void (*on_note)(void *user, const char *line); /* one-line notes (the feature cache's state); may be NULL */
+    void (*on_epoch)(void *user, const mg_train_epoch *e); /* may be NULL */
     void *user;
     volatile sig_atomic_t *stop; /* when it becomes non-zero: checkpoint after the current update and return */
 } mg_train_opts;
