@@ -3,6 +3,7 @@
 #   make deps       apt-get the Debian packages the build needs
 #   make test       build and run every test that needs no GPU (CI runs this)
 #   make test-asan  the same suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-valgrind  the in-process CPU tests under valgrind (memcheck, leaks)
 #   make fuzz       libFuzzer targets (clang) for the parsers of untrusted files, FUZZ_SECONDS each
 #   make test-gpu   build and run the GPU tests; `make test-gpu PREBUILT=yes` runs the binaries already
 #                   in build/ (a GPU machine that got build/ copied and has no build deps)
@@ -103,7 +104,7 @@ CLI_OBJ = $(CLI_C:%.c=$(BUILD)/obj/%.o)
 
 # ---- targets ---------------------------------------------------------------------------------
 .PHONY: fuzz fuzz-build
-.PHONY: all deps test test-asan asan-suite test-gpu clean FORCE gpu-needs-cuda examples install uninstall
+.PHONY: all deps test test-asan asan-suite test-valgrind test-gpu clean FORCE gpu-needs-cuda examples install uninstall
 all: $(BUILD)/medgem $(BUILD)/libmedgem.a $(BUILD)/libmedgem.so $(BUILD)/$(SONAME) $(BUILD)/lib/libsentencepiece.so.0
 
 # The Debian packages the build and the tests need (run as root or through sudo).
@@ -211,6 +212,21 @@ test-asan:
 	$(MAKE) SANITIZE=address,undefined asan-suite
 asan-suite: all examples $(BUILD)/valgrind/api_lifecycle $(ASAN_TESTS)
 	@sh tests/run_tests.sh $(ASAN_TESTS)
+
+# The in-process CPU tests under valgrind's memcheck: an invalid read or write, a use of an
+# uninitialised value or a leak (definite, indirect or possible) fails the test. OpenMP runs one
+# thread (valgrind serialises threads anyway). Left out, as docs/reliability.md says: the tests that
+# drive build/medgem in child processes (valgrind does not follow exec; tests/valgrind/api_lifecycle
+# covers the library behind them), and test_api, test_generate (several minutes each under valgrind,
+# their paths are api_lifecycle's and test_model_cpu's).
+VALGRIND_TESTS = $(patsubst %,$(BUILD)/tests/test_%,answer config cpu_ops cpu_backward data_bad data_index \
+                   data_resize dtype_convert fp16_load fuzz_regress json lora metrics model_cpu oom prompt \
+                   safetensors tokenizer train_peft weights)
+VALGRIND_CMD = valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
+               --suppressions=tests/valgrind/libgomp.supp
+test-valgrind: all $(VALGRIND_TESTS)
+	@command -v valgrind >/dev/null || { echo "valgrind is not installed: run make deps" >&2; exit 1; }
+	@OMP_NUM_THREADS=1 MG_TEST_WRAP="$(VALGRIND_CMD)" sh tests/run_tests.sh $(VALGRIND_TESTS)
 
 # ---- fuzzing (libFuzzer, Debian's clang) ------------------------------------------------------
 # tests/fuzz/fuzz_<name>.c: one target per parser of untrusted files (tests/fuzz/fuzz_targets.h).

@@ -18,4 +18,8 @@ typedef struct {
 /* Fills info about device 0. Never fails: info->available says whether a GPU is usable. */
 void mg_gpu_query(mg_gpu_info *info);
 
+/* Free and total memory of the calling thread's current CUDA device (cudaMemGetInfo) and its ordinal.
+ * Returns 0, leaving the outputs alone, when there is no GPU or the query fails. */
+int mg_gpu_mem(int *device, size_t *free_bytes, size_t *total_bytes);
+
 #endif

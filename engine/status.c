@@ -32,6 +32,12 @@ mg_status mg_fail_context(mg_status code, const char *fmt, ...) {
     return code;
 }
 
+void mg_set_hint(const char *hint) {
+    char *h = strstr(g_msg, "\nHINT: ");
+    size_t n = h ? (size_t)(h - g_msg) : strnlen(g_msg, MSG_CAP - 1);
+    snprintf(g_msg + n, MSG_CAP - n, "\nHINT: %s", hint);
+}
+
 const char *mg_last_error(void) { return g_msg; }
 void mg_clear_error(void) { g_msg[0] = '\0'; }
 

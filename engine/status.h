@@ -27,6 +27,10 @@ mg_status mg_fail(mg_status code, const char *hint, const char *fmt, ...)
 /* Prepends context ("loading model dir X: ") to the current message; returns code unchanged. */
 mg_status mg_fail_context(mg_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Replaces the current message's "HINT:" line with hint (adds one when there is none); the line and
+ * anything after it are dropped. For a caller that knows better what to do than the failing code. */
+void mg_set_hint(const char *hint);
+
 const char *mg_last_error(void);  /* "" when no error has been recorded on this thread */
 void mg_clear_error(void);
 const char *mg_status_name(mg_status s);

@@ -1,6 +1,8 @@
 /* The LoRA-only autograd: a recording backend and its reverse replay (engine/tape.h). */
 #include "engine/tape.h"
 
+#include "engine/oom.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -459,8 +461,8 @@ mg_status mg_tape_backward(mg_tape *t, int from, int to) {
         t->be->free(t->be->ctx, t->arena);
         t->arena_bytes = 0;
         if (!(t->arena = t->be->alloc(t->be->ctx, need)))
-            return mg_fail(MG_ERR_OOM, "use a smaller --batch or --recompute",
-                           "autograd tape: %.1f MiB of gradients on %s", (double)need / (1 << 20), t->be->name);
+            return mg_fail_oom(t->be, need, "use a smaller --batch or --recompute",
+                               "the activation gradients of the autograd tape");
         t->arena_bytes = need;
     }
     t->arena_used = 0;

@@ -9,14 +9,14 @@
 void mg_gemma3_load(mg_weight_arena *a, const mg_config *cfg, const mg_weights *w, mg_gemma3_weights *gw) {
     gw->embed = mg_arena_put(a, w->embed);
     /* Gemma3TextScaledWordEmbedding: the embed_scale buffer sqrt(C), cast to the weight dtype.
-     * The fp32 CPU reference rounds it to the checkpoint's dtype; a bf16 backend runs the model
+     * The fp32 CPU reference rounds it to a bf16 checkpoint's dtype; a bf16 backend runs the model
      * in bf16, where the buffer is bf16 whatever the checkpoint (an fp32 checkpoint loaded with
-     * from_pretrained(dtype=bfloat16) also has bf16(sqrt(C)): 6.3125 for C = 40, 50.5 for 2560). */
+     * from_pretrained(dtype=bfloat16) also has bf16(sqrt(C)): 6.3125 for C = 40, 50.5 for 2560).
+     * An fp16 checkpoint is upcast at load and never run in fp16 (Gemma 3's activations overflow
+     * it): its scale is fp32's, as from_pretrained(dtype=float32) has it. */
     const float scale = (float)sqrt((double)cfg->hidden);
-    const mg_dtype run = a->be->act_dtype == MG_BF16 ? MG_BF16 : w->embed->dtype;
-    gw->embed_scale = run == MG_BF16  ? mg_round_bf16(scale)
-                      : run == MG_F16 ? mg_f16_to_f32(mg_f32_to_f16(scale))
-                                      : scale;
+    const bool bf16 = a->be->act_dtype == MG_BF16 || w->embed->dtype == MG_BF16;
+    gw->embed_scale = bf16 ? mg_round_bf16(scale) : scale;
     for (int l = 0; l < cfg->n_layers; l++) {
         const mg_text_layer_weights *src = &w->text[l];
         mg_gemma3_layer *d = &gw->layers[l];

@@ -1,6 +1,7 @@
 /* MedGemma composition (modeling_gemma3.py Gemma3Model.forward + Gemma3ForConditionalGeneration). */
 #include "model/medgem_model.h"
 
+#include "engine/oom.h"
 #include "model/model_tokens.h"
 
 #include <stdio.h>
@@ -27,16 +28,21 @@ mg_status mg_model_load(mg_model *m, const mg_backend *be, const mg_config *cfg,
     mg_weight_arena a = { .be = be };
     place_all(&a, m, w);
     m->arena_bytes = a.used;
-    m->arena = be->alloc(be->ctx, a.used);
-    if (!m->arena) {
+    /* the weights are what they are: no flag lowers them, only free memory or another device does */
+    const char *hint = strcmp(be->name, "cpu")
+                           ? "free GPU memory that other programs hold (nvidia-smi lists them), or use a GPU with "
+                             "more memory (--cpu runs on the host)"
+                           : "free host memory, or use a machine with more (the CPU backend keeps every weight in fp32)";
+    mg_status s = mg_mem_preflight(be, a.used, hint, "the model's weights");
+    if (s == MG_OK && !(m->arena = be->alloc(be->ctx, a.used))) s = mg_fail_oom(be, a.used, hint, "the model's weights");
+    if (s != MG_OK) {
         mg_model_free(m);
-        return mg_fail(MG_ERR_OOM, "free memory or use a smaller model", "weights arena of %.1f MiB on %s",
-                       (double)a.used / (1 << 20), be->name);
+        return s;
     }
     a = (mg_weight_arena){ .be = be, .base = m->arena };
     place_all(&a, m, w);
-    mg_status s = be->sync(be->ctx); /* a failed upload */
-    if (s == MG_OK && a.oom) s = mg_fail(MG_ERR_OOM, NULL, "host staging buffer while loading weights");
+    s = be->sync(be->ctx); /* a failed upload */
+    if (s == MG_OK && a.oom) s = mg_fail(MG_ERR_OOM, "free host memory", "host staging buffer while loading weights");
     if (s != MG_OK) mg_model_free(m);
     return s;
 }
@@ -124,8 +130,7 @@ static mg_status reserve_work(mg_model *m, size_t need, const char *what) {
     m->be->free(m->be->ctx, m->work);
     m->work_bytes = 0;
     if (!(m->work = m->be->alloc(m->be->ctx, need)))
-        return mg_fail(MG_ERR_OOM, "use a smaller batch", "%.1f MiB of activations on %s for %s",
-                       (double)need / (1 << 20), m->be->name, what);
+        return mg_fail_oom(m->be, need, "use a smaller batch", "%s", what);
     m->work_bytes = need;
     return MG_OK;
 }
@@ -159,8 +164,8 @@ static mg_status model_run(mg_model *m, const mg_model_input *in, const mg_model
         return mg_fail(MG_ERR_ARG, "score at most as many rows per decode step as in the prefill",
                        "decode step needs %zu bytes of activations, the prefill reserved %zu", need, m->work_bytes);
     if (!mode->decode) m->kv = (mg_gemma3_cache){ 0 }, m->kv_len = 0; /* overwritten by this run */
-    char what[64];
-    snprintf(what, sizeof what, "B=%lld T=%lld", (long long)B, (long long)T);
+    char what[96];
+    snprintf(what, sizeof what, "the activations of a forward of B=%lld T=%lld", (long long)B, (long long)T);
     MG_TRY(reserve_work(m, need, what));
     int32_t *host_base = malloc(tok_bytes);
     if (!host_base) return mg_fail(MG_ERR_OOM, NULL, "token arrays for B=%lld T=%lld", (long long)B, (long long)T);
@@ -248,8 +253,8 @@ mg_status mg_model_image_features(mg_model *m, const float *pixels, int64_t N, v
         void *scratch = mg_carve(base, &used, (int64_t)mg_model_vision_scratch_bytes(cfg, m->lora, N, es), 1);
         if (!pass) {
             m->kv = (mg_gemma3_cache){ 0 }, m->kv_len = 0; /* m->work is overwritten */
-            char what[64];
-            snprintf(what, sizeof what, "the features of %lld images", (long long)N);
+            char what[96];
+            snprintf(what, sizeof what, "the vision activations of %lld images", (long long)N);
             MG_TRY(reserve_work(m, used, what));
             continue;
         }

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -33,22 +34,19 @@ extern "C" mg_status mg_spm_load(const char *path, mg_spm **out) {
                        "cannot open tokenizer %s: %s", path, std::strerror(errno));
     std::fclose(f);
     try {
-        mg_spm *spm = new mg_spm;
+        // Owned until it is handed out: sentencepiece throws on some malformed models (darts_clone's
+        // "zero-length key", tests/fuzz/regress/spm/), and the catch below must not leak it.
+        std::unique_ptr<mg_spm> spm(new mg_spm);
         spm->path = path;
         const auto st = spm->sp.Load(path);
-        if (!st.ok()) {
-            std::string msg = st.ToString();
-            delete spm;
+        if (!st.ok())
             return mg_fail(MG_ERR_FORMAT, LOAD_HINT,
                            "%s is not a valid SentencePiece model (truncated, corrupted or another format); "
                            "sentencepiece says: %s",
-                           path, msg.c_str());
-        }
-        if (spm->sp.GetPieceSize() <= 0) {
-            delete spm;
+                           path, st.ToString().c_str());
+        if (spm->sp.GetPieceSize() <= 0)
             return mg_fail(MG_ERR_FORMAT, LOAD_HINT, "%s is a SentencePiece model with no pieces", path);
-        }
-        *out = spm;
+        *out = spm.release();
         return MG_OK;
     } catch (const std::bad_alloc &) {
         return mg_fail(MG_ERR_OOM, nullptr, "out of memory loading tokenizer %s", path);
@@ -79,6 +77,8 @@ extern "C" mg_status mg_spm_encode(const mg_spm *spm, const char *text, size_t l
         return MG_OK;
     } catch (const std::bad_alloc &) {
         return mg_fail(MG_ERR_OOM, nullptr, "out of memory encoding %zu bytes of text", len);
+    } catch (const std::exception &e) {
+        return mg_fail(MG_ERR_ARG, nullptr, "tokenizer %s cannot encode the text: %s", spm->path.c_str(), e.what());
     }
 }
 
@@ -113,6 +113,8 @@ extern "C" mg_status mg_spm_decode(const mg_spm *spm, const int *ids, int n, boo
         return MG_OK;
     } catch (const std::bad_alloc &) {
         return mg_fail(MG_ERR_OOM, nullptr, "out of memory decoding %d ids", n);
+    } catch (const std::exception &e) {
+        return mg_fail(MG_ERR_ARG, nullptr, "tokenizer %s cannot decode the ids: %s", spm->path.c_str(), e.what());
     }
 }
 

@@ -13,6 +13,7 @@
 #include "engine/atomic_file.h"
 #include "engine/device.h"
 #include "engine/jobs/merge.h"
+#include "engine/oom.h"
 
 /* The public status values are mg_status's. */
 _Static_assert(MEDGEM_OK == (int)MG_OK && MEDGEM_ERR_IO == (int)MG_ERR_IO && MEDGEM_ERR_FORMAT == (int)MG_ERR_FORMAT &&
@@ -159,6 +160,9 @@ const char *medgem_model_last_error(const medgem_model *h) { return h ? h->err :
 const char *medgem_model_backend(const medgem_model *h) { return h ? h->backend_desc : ""; }
 int medgem_model_image_size(const medgem_model *h) { return h ? h->m.cfg.image_size : 0; }
 
+/* What lowers the memory of medgem_classify / medgem_generate (the images of one call are one batch). */
+static const char *OOM_HINT_BATCH = "pass fewer images per call (medgem classify and generate: fewer --image files at once)";
+
 /* Common checks of the calls that run n images through a model. */
 static mg_status check_batch(const char *func, const medgem_model *h, const float *pixels, int n) {
     if (!pixels) return mg_api_null(func, "pixels");
@@ -176,7 +180,7 @@ medgem_status medgem_classify(medgem_model *h, const float *pixels, int n, medge
     if (s == MG_OK) s = mg_classifier_score(&h->cl, pixels, n, logits);
     if (s == MG_OK) mg_api_predictions(logits, n, out);
     free(logits);
-    return mg_api_status(h->err, s);
+    return mg_api_status(h->err, mg_oom_hint(s, OOM_HINT_BATCH));
 }
 
 medgem_status medgem_generate(medgem_model *h, const float *pixels, int n, int max_new_tokens, char **answers,
@@ -189,7 +193,7 @@ medgem_status medgem_generate(medgem_model *h, const float *pixels, int n, int m
         s = mg_classifier_generate(&h->cl, pixels, n, max_new_tokens > 0 ? max_new_tokens : 40, preds, answers, NULL);
     if (s == MG_OK && labels) memcpy(labels, preds, (size_t)n * sizeof *labels);
     free(preds);
-    return mg_api_status(h->err, s);
+    return mg_api_status(h->err, mg_oom_hint(s, OOM_HINT_BATCH));
 }
 
 /* ---- adapters --------------------------------------------------------------------------------- */

@@ -12,6 +12,7 @@
 #include "engine/dropout.h"
 #include "engine/jobs/api_internal.h"
 #include "engine/jobs/train.h"
+#include "engine/oom.h"
 #include "model/lora_device.h"
 #include "model/train_step.h"
 
@@ -79,6 +80,10 @@ static mg_status open_adapter(medgem_trainer *t, const mg_config *cfg) {
     return mg_lora_create(&t->lora, cfg, &targets, o->lora_r, o->lora_alpha, o->lora_dropout, o->seed);
 }
 
+/* What lowers a trainer's memory (medgem_trainer_options), when a step or its set-up runs out. */
+static const char *OOM_HINT_STEP = "pass fewer images per medgem_trainer_step (and raise grad_accum to keep the "
+                                   "effective batch), set recompute = 1, or a max_memory_gb below the free memory shown";
+
 medgem_status medgem_trainer_create(medgem_model *h, const medgem_trainer_options *opts, medgem_trainer **out) {
     if (!out) return (medgem_status)mg_api_null("medgem_trainer_create", "out");
     *out = NULL;
@@ -102,7 +107,7 @@ medgem_status medgem_trainer_create(medgem_model *h, const medgem_trainer_option
     if (s != MG_OK) {
         h->n_trainers++; /* medgem_trainer_free counts it down */
         medgem_trainer_free(t);
-        return mg_api_status(h->err, s);
+        return mg_api_status(h->err, mg_oom_hint(s, OOM_HINT_STEP));
     }
     t->o.init = NULL, t->o.prompt = NULL, t->o.lora_targets = NULL; /* borrowed: not kept past create */
     t->adam = (mg_adamw_config){ .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = t->o.weight_decay,
@@ -182,7 +187,7 @@ medgem_status medgem_trainer_step(medgem_trainer *t, const float *pixels, const 
     t->dev.seed = mg_hash64(t->o.seed ^ mg_hash64(t->micro));
     s = mg_train_step(&t->tr, &in, t->tp.labels, 1.0f, &loss_sum);
     t->dev.dropout = 0;
-    if (s != MG_OK) return mg_api_status(t->err, s);
+    if (s != MG_OK) return mg_api_status(t->err, mg_oom_hint(s, OOM_HINT_STEP));
     const int64_t targets = mg_count_targets(t->tp.labels, n, t->tp.T);
     t->micro++;
     t->window_micro++, t->window_loss += loss_sum, t->window_targets += targets;
@@ -217,7 +222,7 @@ medgem_status medgem_trainer_evaluate(medgem_trainer *t, const float *pixels, co
     }
     if (preds != out) free(preds);
     free(logits);
-    return mg_api_status(t->err, s);
+    return mg_api_status(t->err, mg_oom_hint(s, "pass fewer images per medgem_trainer_evaluate call"));
 }
 
 /* The current parameters into the host copy (t->lora.params). */

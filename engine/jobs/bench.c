@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "data/rng.h"
+#include "engine/oom.h"
 
 /* Every id the config (or the caller) gives a special meaning; -1 entries are unused. */
 typedef struct {
@@ -162,7 +163,7 @@ mg_status mg_bench_eval(mg_model *m, const mg_bench_opts *o, mg_bench_result *r)
     }
     free(prompt), free(ids), free(rows), free(pixels), free(logits);
     if (s != MG_OK) mg_bench_result_free(r);
-    return s;
+    return mg_oom_hint(s, "use a smaller --batch or --tokens");
 }
 
 void mg_bench_result_free(mg_bench_result *r) {

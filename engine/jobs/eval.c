@@ -11,6 +11,7 @@
 #include "data/prefetch.h"
 #include "engine/atomic_file.h"
 #include "engine/jobs/feature_cache.h"
+#include "engine/oom.h"
 #include "data/synth.h"
 #include "data/splits.h"
 
@@ -117,7 +118,8 @@ mg_status mg_eval_run(const mg_classifier *c, const mg_bh_index *ix, const int64
         s = mg_metrics_compute(&mi, &r->metrics);
     }
     if (s != MG_OK) mg_eval_result_free(r);
-    return s;
+    /* medgem eval's flag; train and run, whose flag is --eval-batch, set their own */
+    return mg_oom_hint(s, "lower --batch (images per forward)");
 }
 
 /* One CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180). */

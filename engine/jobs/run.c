@@ -18,6 +18,7 @@
 #include "engine/jobs/merge.h"
 #include "engine/jobs/report.h"
 #include "engine/medgem.h"
+#include "engine/oom.h"
 #include "model/lora.h"
 
 /* accuracy and F1 of task (8-class, binary) x model (baseline, fine-tuned) */
@@ -117,6 +118,9 @@ static void stage(const mg_run_opts *o, int fold, mg_run_stage s, const char *wh
     if (o->stage) o->stage(o->user, fold, s, what);
 }
 
+/* Evaluations run with --eval-batch images per forward (training's own hint comes from mg_train_run). */
+static const char *OOM_HINT_EVAL = "lower --eval-batch (images per evaluation forward)";
+
 /* One fold of the workflow on backend be. */
 static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_bh_index *ix, const char *model_dir,
                           mg_run_fold *f) {
@@ -146,7 +150,10 @@ static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_b
     /* 2. the untouched model */
     stage(o, f->fold, MG_RUN_BASELINE, "baseline evaluation of the untouched model");
     t = mg_now_s();
-    if ((s = mg_eval_run(&cl, ix, test, f->n_test, &o->eval, &f->baseline)) != MG_OK) goto done;
+    if ((s = mg_eval_run(&cl, ix, test, f->n_test, &o->eval, &f->baseline)) != MG_OK) {
+        mg_oom_hint(s, OOM_HINT_EVAL);
+        goto done;
+    }
     f->t_baseline = mg_now_s() - t;
     f->bin_patient_rate[0] = binary_patient_rate(&f->baseline);
     snprintf(path, sizeof path, "%s/predictions_baseline.csv", f->dir);
@@ -175,7 +182,10 @@ static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_b
     if ((s = mg_model_apply_adapter(&m, adapter)) != MG_OK) goto done;
     f->t_merge = mg_now_s() - t;
     t = mg_now_s();
-    if ((s = mg_eval_run(&cl, ix, test, f->n_test, &o->eval, &f->final)) != MG_OK) goto done;
+    if ((s = mg_eval_run(&cl, ix, test, f->n_test, &o->eval, &f->final)) != MG_OK) {
+        mg_oom_hint(s, OOM_HINT_EVAL);
+        goto done;
+    }
     f->t_final = mg_now_s() - t;
     f->bin_patient_rate[1] = binary_patient_rate(&f->final);
     snprintf(path, sizeof path, "%s/predictions_finetuned.csv", f->dir);

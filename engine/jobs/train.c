@@ -20,6 +20,7 @@
 #include "engine/dropout.h"
 #include "engine/jobs/feature_cache.h"
 #include "engine/json.h"
+#include "engine/oom.h"
 #include "engine/jobs/train_ckpt.h"
 #include "model/train_step.h"
 
@@ -326,6 +327,12 @@ static mg_status check_opts(const mg_train_opts *o, int64_t n_train) {
     return MG_OK;
 }
 
+/* What lowers a training run's memory when it runs out (engine/oom.h); during its evaluations, the
+ * evaluation batch. `medgem run` has the same flags. */
+static const char *OOM_HINT_TRAIN = "lower --batch (and raise --grad-accum to keep the effective batch), add "
+                                    "--recompute, or set --max-memory (GB) below the free memory shown";
+static const char *OOM_HINT_EVAL = "lower --eval-batch (images per evaluation forward)";
+
 mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train, int64_t n_train, const int64_t *test,
                        int64_t n_test, const mg_train_opts *o, mg_train_result *res) {
     memset(res, 0, sizeof *res);
@@ -349,6 +356,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
     mg_train_prompts tp = { 0 };
     mg_feature_cache fc = { 0 };
     bool fc_pending = false; /* the cache is wanted; allocated after the first step, when it fits */
+    const char *oom_hint = OOM_HINT_TRAIN; /* the flags to name if memory runs out */
     int64_t *order = malloc((size_t)n_train * sizeof *order);
     FILE *log = NULL;
     mg_loader *ld = NULL;
@@ -496,7 +504,10 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
             mg_eval_result r;
             mg_eval_opts eo = o->eval;
             eo.features = mg_feature_cache_on(&fc) ? &fc : NULL;
-            if ((s = mg_eval_run(&cl, ix, test, n_test, &eo, &r)) != MG_OK) break;
+            if ((s = mg_eval_run(&cl, ix, test, n_test, &eo, &r)) != MG_OK) {
+                oom_hint = OOM_HINT_EVAL;
+                break;
+            }
             log_eval(log, epoch + 1, pos.step, &r);
             if (o->on_eval) o->on_eval(o->user, epoch + 1, &r);
             mg_eval_result_free(&r);
@@ -530,5 +541,5 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
     mg_lora_device_free(&dev);
     mg_lora_free(&lora);
     free(order);
-    return s;
+    return mg_oom_hint(s, oom_hint);
 }

@@ -12,6 +12,11 @@ void mg_gpu_query(mg_gpu_info *info) {
     snprintf(info->name, sizeof info->name, "no GPU (this medgem was built without CUDA)");
 }
 
+int mg_gpu_mem(int *device, size_t *free_bytes, size_t *total_bytes) {
+    (void)device, (void)free_bytes, (void)total_bytes;
+    return 0;
+}
+
 mg_status mg_backend_cuda_create(int device, mg_backend **be) {
     (void)device;
     *be = NULL;

@@ -26,6 +26,7 @@
 extern "C" {
 #include "engine/backend.h"
 #include "engine/dtype.h"
+#include "engine/oom.h"
 #include "kernels/cuda/ops.h"
 }
 
@@ -77,8 +78,8 @@ static bool record(cuda_backend *c, mg_status s) {
 
 static void *cuda_be_alloc(void *ctx, size_t nbytes) {
     void *p = NULL;
-    // A failed allocation is reported by the caller (NULL). Clear the runtime's error so that the
-    // launch check of the next kernel does not report it again.
+    // A failed allocation is reported by the caller (NULL), which knows what the memory was for
+    // (mg_fail_oom). Clear the runtime's error so that the next launch check does not report it again.
     if (mg_cuda_alloc(&cb(ctx)->cuda, &p, nbytes ? nbytes : 1) != MG_OK) {
         cudaGetLastError();
         return NULL;
@@ -365,7 +366,17 @@ extern "C" void mg_backend_cuda_destroy(const mg_backend *be) {
 
 static mg_status pin_staging(cuda_backend *c) {
     void *p = NULL;
-    MG_CUDA_CHECK(cudaMallocHost(&p, (size_t)STAGING_ELEMS * sizeof(uint16_t)));
+    const size_t bytes = (size_t)STAGING_ELEMS * sizeof(uint16_t);
+    const cudaError_t e = cudaMallocHost(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {  // pinned host memory, not the GPU's: say so
+        cudaGetLastError();
+        mg_mem_info mi;
+        mg_host_mem(&mi);
+        char msg[1024];
+        return mg_fail(MG_ERR_OOM, "free host memory", "%s",
+                       mg_oom_describe(msg, sizeof msg, bytes, "the pinned upload staging buffer", &mi));
+    }
+    MG_CUDA_CHECK(e);
     c->staging = (uint16_t *)p;
     for (int k = 0; k < 2; k++) MG_CUDA_CHECK(cudaEventCreateWithFlags(&c->copied[k], cudaEventDisableTiming));
     return MG_OK;

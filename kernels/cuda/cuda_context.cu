@@ -6,6 +6,10 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 
+extern "C" {
+#include "engine/oom.h"
+}
+
 // 32 MiB: NVIDIA's recommended cuBLASLt workspace on Hopper (smaller parts need less; a bigger
 // workspace only widens the choice of algorithms).
 static const size_t LT_WORKSPACE_BYTES = (size_t)32 << 20;
@@ -15,15 +19,50 @@ static const size_t LT_WORKSPACE_BYTES = (size_t)32 << 20;
 // kernel that writes a chunk and the GEMM that reads it.
 static const size_t SCRATCH_BYTES = (size_t)32 << 20;
 
+// What an out-of-memory error says to do when the job does not say better (engine/oom.h: the jobs
+// replace it with their flags).
+static const char *OOM_HINT = "free GPU memory that other programs hold (nvidia-smi lists them), or make the job "
+                              "smaller (a smaller batch)";
+
 mg_status mg_cuda_fail_(const char *stmt, const char *what, int is_oom, const char *func, const char *file,
                         int line) {
     int dev = -1;
     cudaGetDevice(&dev);  // best effort: the device is only for the message
-    return mg_fail(is_oom ? MG_ERR_OOM : MG_ERR_CUDA,
-                   is_oom ? "the GPU ran out of memory: lower the batch size or free other GPU programs"
-                          : "a CUDA error is a medgem bug or a broken GPU/driver: rerun with "
-                            "CUDA_LAUNCH_BLOCKING=1 (or under compute-sanitizer) and report the message",
-                   "CUDA call failed on device %d: %s -> %s (in %s at %s:%d)", dev, stmt, what, func, file, line);
+    if (!is_oom)
+        return mg_fail(MG_ERR_CUDA,
+                       "a CUDA error is a medgem bug or a broken GPU/driver: rerun with CUDA_LAUNCH_BLOCKING=1 (or "
+                       "under compute-sanitizer) and report the message",
+                       "CUDA call failed on device %d: %s -> %s (in %s at %s:%d)", dev, stmt, what, func, file, line);
+    // An allocation error is not sticky: clear it, or the next launch check would report it again
+    // as a CUDA error. Then say how much memory there is (the bytes asked for are not known here).
+    cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    char f[32] = "?", t[32] = "?";
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+        mg_fmt_bytes(f, sizeof f, (double)free_b);
+        mg_fmt_bytes(t, sizeof t, (double)total_b);
+    } else {
+        cudaGetLastError();
+    }
+    return mg_fail(MG_ERR_OOM, OOM_HINT, "GPU %d ran out of memory in %s (%s): %s free of %s (in %s at %s:%d)", dev,
+                   stmt, what, f, t, func, file, line);
+}
+
+extern "C" mg_status mg_cuda_alloc_for(mg_cuda_ctx *ctx, void **ptr, size_t bytes, const char *what) {
+    *ptr = NULL;
+    const cudaError_t e = cudaMalloc(ptr, bytes);
+    if (e == cudaSuccess) return MG_OK;
+    *ptr = NULL;
+    if (e != cudaErrorMemoryAllocation)
+        return mg_cuda_fail_("cudaMalloc", cudaGetErrorString(e), 0, __func__, __FILE__, __LINE__);
+    cudaGetLastError();  // not sticky: the next launch check must not see it
+    mg_mem_info mi;
+    memset(&mi, 0, sizeof mi);
+    mi.device = ctx->device;
+    mi.known = cudaMemGetInfo(&mi.free, &mi.total) == cudaSuccess;
+    if (!mi.known) cudaGetLastError();
+    char msg[1024];
+    return mg_fail(MG_ERR_OOM, OOM_HINT, "%s", mg_oom_describe(msg, sizeof msg, bytes, what, &mi));
 }
 
 // Everything create makes, in the reverse order; tolerates a partly created context.
@@ -63,9 +102,9 @@ static mg_status ctx_init(mg_cuda_ctx *ctx, int device) {
     cublasLtHandle_t lt = NULL;
     MG_CUBLAS_CHECK(cublasLtCreate(&lt));
     ctx->lt = lt;
-    MG_CUDA_CHECK(cudaMalloc(&ctx->lt_workspace, LT_WORKSPACE_BYTES));
+    MG_TRY(mg_cuda_alloc_for(ctx, &ctx->lt_workspace, LT_WORKSPACE_BYTES, "the cuBLASLt workspace"));
     ctx->lt_workspace_bytes = LT_WORKSPACE_BYTES;
-    MG_CUDA_CHECK(cudaMalloc(&ctx->scratch, SCRATCH_BYTES));
+    MG_TRY(mg_cuda_alloc_for(ctx, &ctx->scratch, SCRATCH_BYTES, "the op scratch"));
     ctx->scratch_bytes = SCRATCH_BYTES;
     return mg_cuda_gemm_plans_create(ctx);
 }
@@ -93,10 +132,7 @@ extern "C" mg_status mg_cuda_sync(mg_cuda_ctx *ctx) {
 }
 
 extern "C" mg_status mg_cuda_alloc(mg_cuda_ctx *ctx, void **ptr, size_t bytes) {
-    (void)ctx;  // allocations belong to the current device, which create made ctx->device
-    *ptr = NULL;
-    MG_CUDA_CHECK(cudaMalloc(ptr, bytes));
-    return MG_OK;
+    return mg_cuda_alloc_for(ctx, ptr, bytes, "a device buffer");
 }
 
 extern "C" void mg_cuda_free(void *ptr) {

@@ -41,7 +41,10 @@ void mg_cuda_ctx_destroy(mg_cuda_ctx *ctx);
  * kernel surfaces here, not at its launch). */
 mg_status mg_cuda_sync(mg_cuda_ctx *ctx);
 
-/* Device memory (plain cudaMalloc; arenas are built on these). *ptr is NULL on failure. */
+/* Device memory (plain cudaMalloc; arenas are built on these). *ptr is NULL on failure. Out of memory
+ * is MG_ERR_OOM saying "allocating <bytes> for <what> on GPU n failed: <free> free of <total>"
+ * (engine/oom.h); mg_cuda_alloc's what is "a device buffer". The runtime's error is cleared. */
+mg_status mg_cuda_alloc_for(mg_cuda_ctx *ctx, void **ptr, size_t bytes, const char *what);
 mg_status mg_cuda_alloc(mg_cuda_ctx *ctx, void **ptr, size_t bytes);
 void mg_cuda_free(void *ptr); /* ptr may be NULL */
 /* Synchronous copies through ctx->stream: they wait for earlier work on it and for the copy. */

@@ -35,3 +35,14 @@ extern "C" void mg_gpu_query(mg_gpu_info *info) {
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) info->free_mem = free_b;
 }
+
+extern "C" int mg_gpu_mem(int *device, size_t *free_bytes, size_t *total_bytes) {
+    int dev = -1;
+    size_t free_b = 0, total_b = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+        cudaGetLastError();  // a query leaves no error behind
+        return 0;
+    }
+    *device = dev, *free_bytes = free_b, *total_bytes = total_b;
+    return 1;
+}

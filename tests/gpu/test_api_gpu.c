@@ -4,13 +4,19 @@
  *    main thread and driven concurrently from two other threads, 4 rounds each: every round gives
  *    the results of each model alone, bit for bit (each call binds its model's device to the
  *    calling thread; context, stream, plan cache and error record are per model);
- *  - a trainer on CUDA lowers the loss in 8 steps.
+ *  - a trainer on CUDA lowers the loss in 8 steps;
+ *  - out of memory (issue 13): with the GPU filled by this program's own cudaMalloc calls, a
+ *    classify of 64 images and a trainer step of 32 fail with MEDGEM_ERR_OOM (never a CUDA error),
+ *    the classify's message names the bytes it needed, the GPU's free and total memory, and the
+ *    call's hint; once the memory is freed the same classify works (nothing sticky is left).
  * Without a GPU it prints "no GPU" and fails. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cuda_runtime_api.h>
 
 #include "engine/medgem.h"
 #include "tests/test.h"
@@ -47,6 +53,65 @@ static void *run(void *arg) {
         else j->rounds_same += same(p, j->alone, 2);
     }
     return NULL;
+}
+
+/* Fills GPU 0 with cudaMalloc blocks, halving down to 64 KiB, until nothing more fits; returns the count. */
+enum { HOG_MAX = 4096 };
+static int hog_gpu(void *hog[HOG_MAX]) {
+    int n = 0;
+    cudaSetDevice(0);
+    for (size_t chunk = (size_t)1 << 30; chunk >= (size_t)64 << 10; chunk /= 4)
+        while (n < HOG_MAX && cudaMalloc(&hog[n], chunk) == cudaSuccess) n++;
+    cudaGetLastError(); /* the last refusal */
+    return n;
+}
+
+static void oom_case(const float *px2, int S) {
+    medgem_status st;
+    medgem_model *m = open_on(MEDGEM_BACKEND_CUDA, 0, &st);
+    CHECK(m != NULL, "model for the OOM case: %s", medgem_last_error());
+    if (!m) return;
+    enum { N = 64 };
+    const size_t per = (size_t)3 * S * S;
+    float *px = malloc(N * per * sizeof *px);
+    for (int b = 0; b < N; b++) memcpy(px + b * per, px2 + (b % 2) * per, per * sizeof *px);
+    medgem_prediction *p = malloc(N * sizeof *p);
+    medgem_trainer_options o;
+    medgem_trainer_options_init(&o);
+    medgem_trainer *t = NULL;
+    int labels[N] = { 0 };
+    /* one image first: the kernels are loaded and the trainer exists before the GPU is full */
+    CHECK(medgem_classify(m, px, 1, p) == MEDGEM_OK, "warm-up classify: %s", medgem_model_last_error(m));
+    CHECK(medgem_trainer_create(m, &o, &t) == MEDGEM_OK, "trainer: %s", medgem_model_last_error(m));
+
+    void *hog[HOG_MAX];
+    const int n_hog = hog_gpu(hog);
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    printf("     GPU 0 filled: %d blocks, %zu bytes free of %zu\n", n_hog, free_b, total_b);
+
+    st = medgem_classify(m, px, N, p);
+    const char *e = medgem_model_last_error(m);
+    printf("     classify of %d images on a full GPU: %s\n     %s\n", N, medgem_status_name(st), e);
+    CHECK(st == MEDGEM_ERR_OOM, "a full GPU is MEDGEM_ERR_OOM, not %s", medgem_status_name(st));
+    CHECK(strstr(e, "allocating ") && strstr(e, " on GPU 0 failed: ") && strstr(e, " free of "),
+          "the message names the bytes needed and the free memory: %s", e);
+    CHECK(strstr(e, "\nHINT: pass fewer images per call") != NULL, "the classify hint: %s", e);
+    if (t) {
+        st = medgem_trainer_step(t, px, labels, 32, NULL);
+        e = medgem_trainer_last_error(t);
+        printf("     trainer step of 32 images on a full GPU: %s\n     %s\n", medgem_status_name(st), e);
+        CHECK(st == MEDGEM_ERR_OOM && strstr(e, " free") && strstr(e, "\nHINT: pass fewer images per medgem_trainer_step"),
+              "the trainer step: MEDGEM_ERR_OOM, the free memory and its hint: %s (%s)", medgem_status_name(st), e);
+    }
+    for (int i = 0; i < n_hog; i++) cudaFree(hog[i]);
+    st = medgem_classify(m, px, N, p);
+    CHECK(st == MEDGEM_OK, "the same classify once the memory is back: %s", medgem_model_last_error(m));
+    printf("%s out of memory on the GPU: OOM status, needed and free bytes, the call's hint, recovery\n",
+           st == MEDGEM_OK ? "ok  " : "FAIL");
+    medgem_trainer_free(t);
+    medgem_model_free(m);
+    free(px), free(p);
 }
 
 int main(void) {
@@ -110,6 +175,7 @@ int main(void) {
     CHECK(last < first, "the loss falls on CUDA");
     medgem_trainer_free(t);
     medgem_model_free(g0), medgem_model_free(g1), medgem_model_free(cpu);
+    oom_case(px, S);
     free(px);
     return test_finish();
 }

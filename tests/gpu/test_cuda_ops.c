@@ -19,6 +19,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <cuda_runtime_api.h>
+
+#include "engine/device.h"
 #include "engine/dtype.h"
 #include "kernels/cuda/cuda_context.h"
 #include "kernels/cuda/ops.h"
@@ -157,6 +160,34 @@ static void case_linear_residual(mg_cuda_ctx *ctx, int64_t M, int K, int N, int 
 
 /* M = 0 (an empty logit head, R = 0): every linear entry returns MG_OK without work, as the CPU
  * backend does; M < 0 is still a shape error. */
+/* Out of memory (issue 13): asking for 1 GB more than the GPU holds is MG_ERR_OOM (not MG_ERR_CUDA), the
+ * message names the bytes asked for, what for, the device and its free and total memory, *ptr is
+ * NULL, and no error is left behind: the next copy, sync and launch check see none. */
+static void case_alloc_oom(mg_cuda_ctx *ctx) {
+    int dev = -1;
+    size_t free_b = 0, total_b = 0;
+    const int have = mg_gpu_mem(&dev, &free_b, &total_b);
+    void *p = (void *)1;
+    const size_t need = total_b + ((size_t)1 << 30);
+    const mg_status s = mg_cuda_alloc_for(ctx, &p, need, "the OOM test's buffer");
+    const char *e = mg_last_error();
+    char want[128];
+    snprintf(want, sizeof want, " for the OOM test's buffer on GPU %d failed: ", ctx->device);
+    const int msg_ok = !strncmp(e, "allocating ", 11) && strstr(e, want) && strstr(e, " free of ") && strstr(e, "\nHINT: ");
+    printf("     %s\n", e);
+    void *q = NULL;
+    mg_status s2 = mg_cuda_alloc(ctx, &q, 1 << 20);
+    if (s2 == MG_OK) s2 = mg_cuda_zero(ctx, q, 1 << 20);
+    if (s2 == MG_OK) s2 = mg_cuda_sync(ctx);
+    const int clean = cudaPeekAtLastError() == cudaSuccess;
+    mg_cuda_free(q);
+    const int ok = have && dev == ctx->device && s == MG_ERR_OOM && p == NULL && msg_ok && s2 == MG_OK && clean;
+    printf("alloc(total + 1 GB = %zu bytes): %s (status %s, message %s, after: %s, runtime error left: %s)\n", need,
+           ok ? "OK" : "FAIL", mg_status_name(s), msg_ok ? "ok" : "incomplete", s2 == MG_OK ? "ok" : mg_last_error(),
+           clean ? "none" : "yes");
+    if (ok) test_passed_++; else test_failed_++;
+}
+
 static void case_linear_empty(mg_cuda_ctx *ctx) {
     const mg_status s1 = mg_cuda_linear_forward(ctx, NULL, NULL, NULL, NULL, 0, 40, 33);
     const mg_status s2 = mg_cuda_linear_gelu_forward(ctx, NULL, NULL, NULL, NULL, 0, 40, 33);
@@ -1177,6 +1208,7 @@ int main(void) {
     case_rows(&ctx, 0, 5000, 8, 33, -1);
 
     case_bad_args(&ctx);
+    case_alloc_oom(&ctx);
 
     mg_cuda_ctx_destroy(&ctx);
     printf("%d/%d cases passed\n", test_passed_, test_passed_ + test_failed_);
