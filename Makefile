@@ -217,11 +217,10 @@ asan-suite: all examples $(BUILD)/valgrind/api_lifecycle $(ASAN_TESTS)
 # uninitialised value or a leak (definite, indirect or possible) fails the test. OpenMP runs one
 # thread (valgrind serialises threads anyway). Left out, as docs/reliability.md says: the tests that
 # drive build/medgem in child processes (valgrind does not follow exec; tests/valgrind/api_lifecycle
-# covers the library behind them), and test_api, test_generate (several minutes each under valgrind,
-# their paths are api_lifecycle's and test_model_cpu's).
-VALGRIND_TESTS = $(patsubst %,$(BUILD)/tests/test_%,answer config cpu_ops cpu_backward data_bad data_index \
-                   data_resize dtype_convert fp16_load fuzz_regress json lora metrics model_cpu oom prompt \
-                   safetensors tokenizer train_peft weights)
+# covers the library behind them). About 10 minutes on 2 cores.
+VALGRIND_TESTS = $(patsubst %,$(BUILD)/tests/test_%,answer api config cpu_ops cpu_backward data_bad data_index \
+                   data_resize dtype_convert fp16_load fuzz_regress generate json lora metrics model_cpu oom \
+                   prompt safetensors tokenizer train_peft weights)
 VALGRIND_CMD = valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
                --suppressions=tests/valgrind/libgomp.supp
 test-valgrind: all $(VALGRIND_TESTS)
