@@ -83,7 +83,7 @@ void mg_lora_add_delta(const mg_lora_module *mod, float *w) {
                 const float bk = b[k], *a = mod->A + k * in + c0;
                 for (int64_t c = 0; c < n; c++) ba[c] += bk * a[c];
             }
-            for (int64_t c = 0; c < n; c++) wo[c] += ba[c] * scale;
+            for (int64_t c = 0; c < n; c++) wo[c0 + c] += ba[c] * scale;
         }
     }
 }

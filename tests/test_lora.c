@@ -444,7 +444,32 @@ static void test_variants(const mg_config *cfg, const mg_lora *golden, const mg_
     free(l), free(config);
 }
 
+/* The merge's delta W += (B·A)·scale against a float64 loop, at widths the tiny model lacks: in = 700
+ * spans three of mg_lora_add_delta's 256-column blocks, the last one partial (the full-size
+ * model's in = 1152..10240; a block once landed on the first columns, and tiny's in <= 256 hid it). */
+static void test_add_delta_wide(void) {
+    enum { OUT = 5, IN = 700, R = 3 };
+    static float A[R * IN], B[OUT * R], w[OUT * IN];
+    static double want[OUT * IN];
+    for (int i = 0; i < R * IN; i++) A[i] = (float)sin(0.37 * i);
+    for (int i = 0; i < OUT * R; i++) B[i] = (float)cos(1.3 * i);
+    for (int i = 0; i < OUT * IN; i++) w[i] = (float)(0.001 * (i % 97));
+    const float scale = 2.0f;
+    for (int o = 0; o < OUT; o++)
+        for (int c = 0; c < IN; c++) {
+            double ba = 0.0;
+            for (int k = 0; k < R; k++) ba += (double)B[o * R + k] * A[k * IN + c];
+            want[o * IN + c] = w[o * IN + c] + ba * scale;
+        }
+    const mg_lora_module mod = { .r = R, .in = IN, .out = OUT, .scale = scale, .A = A, .B = B };
+    mg_lora_add_delta(&mod, w);
+    double worst = 0.0;
+    for (int i = 0; i < OUT * IN; i++) worst = fmax(worst, fabs(w[i] - want[i]));
+    CHECK(worst < 1e-5, "mg_lora_add_delta at in=%d (three column blocks) vs float64: max error %.3g", IN, worst);
+}
+
 int main(void) {
+    test_add_delta_wide();
     mg_model m;
     mg_st_file fx, gf;
     mg_status s = mg_model_open(&m, mg_backend_cpu(), MODEL_DIR);
