@@ -59,7 +59,7 @@ static const char *USAGE =
     "--grad-accum 1 --max-grad-norm 1 --warmup-ratio 0 unless given; the guide's settings need far more steps.\n";
 
 
-static char eval_label[64];
+static char eval_label[64], epoch_eval_label[64]; /* "baseline"/"final"; "epoch N evaluation" */
 static bool bars, bar_open; /* progress bars on; a training bar's line is not yet ended */
 
 static void end_bar(void) {
@@ -69,6 +69,7 @@ static void end_bar(void) {
 
 static void train_bar(void *user, const mg_train_progress *p) {
     cli_train_progress(user, p);
+    snprintf(epoch_eval_label, sizeof epoch_eval_label, "epoch %d evaluation", p->epoch);
     bar_open = true;
 }
 
@@ -107,6 +108,12 @@ static void on_epoch_done(void *user, const mg_train_epoch *e) {
 static void eval_bar(void *user, int64_t done, int64_t total, double seconds) {
     cli_eval_progress(user, done, total, seconds);
     if (done == total) fputc('\n', stderr);
+}
+
+/* The evaluation after an epoch: its bar starts under the training bar's line. */
+static void epoch_eval_bar(void *user, int64_t done, int64_t total, double seconds) {
+    end_bar();
+    eval_bar(user, done, total, seconds);
 }
 
 int cmd_run(int argc, char **argv) {
@@ -176,6 +183,7 @@ int cmd_run(int argc, char **argv) {
     if (bars) {
         o.train.progress = train_bar;
         o.eval.progress = eval_bar, o.eval.progress_user = eval_label;
+        o.train.eval.progress = epoch_eval_bar, o.train.eval.progress_user = epoch_eval_label;
     }
     o.train.on_eval = on_eval_done;
     o.train.on_epoch = on_epoch_done;

@@ -60,6 +60,20 @@ static int fail(const char *what) {
     return 1;
 }
 
+static bool train_bar_open; /* the training bar's line is not yet ended */
+
+static void train_bar(void *user, const mg_train_progress *p) {
+    cli_train_progress(user, p);
+    train_bar_open = true;
+}
+
+/* The evaluation after an epoch: its bar starts under the training bar's line (print_eval ends it). */
+static void eval_bar(void *user, int64_t done, int64_t total, double seconds) {
+    if (train_bar_open) fputc('\n', stderr);
+    train_bar_open = false;
+    cli_eval_progress(user, done, total, seconds);
+}
+
 static void print_eval(void *user, int epoch, const mg_eval_result *r) {
     (void)user;
     fprintf(stderr, "\nepoch %d evaluation: %lld images, accuracy %.4f, F1 weighted %.4f, binary accuracy %.4f, "
@@ -109,7 +123,10 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "medgem train: give --model DIR, --data PATH and --out DIR\n\n%s", USAGE);
         return 2;
     }
-    if (isatty(STDERR_FILENO)) o.progress = cli_train_progress;
+    if (isatty(STDERR_FILENO)) {
+        o.progress = train_bar;
+        o.eval.progress = eval_bar, o.eval.progress_user = "evaluation";
+    }
     o.on_eval = print_eval;
     o.on_note = print_note;
     o.on_epoch = print_epoch;
