@@ -135,13 +135,16 @@ def attention_rows(lab, torch_rows, tf_ceiling, status):
     lab_rows, checks = lab if lab else ({}, {})
     t_rows = torch_rows[0] if torch_rows else {}
     out = []
-    shapes = list(dict.fromkeys(s for (_, s) in lab_rows))
+    shapes = list(dict.fromkeys([s for (_, s) in lab_rows] + [s for (_, s) in t_rows]))
     for direction, mg_ver, t_vers in (("fwd", "tc", ("cudnn", "flash")), ("bwd", "bwd_tc", ("cudnn bwd", "flash bwd"))):
         for shape in shapes:
             mg = lab_rows.get((mg_ver, shape))
-            if mg is None:
-                continue
             notes = []
+            if mg is None:
+                if not any((v, shape) in t_rows for v in t_vers):
+                    continue
+                mg = {"ms": None, "tflops": None}
+                notes.append("medgem: " + (why_missing(status, "attention_lab") if lab is None else "no row at this shape"))
             if checks.get((mg_ver, shape)) is False:
                 notes.append("medgem validation FAIL (timed anyway by the lab)")
             # PyTorch's fastest SDPA backend on this shape (cuDNN is the target)
@@ -202,7 +205,7 @@ def train_rows(rows, within):
 def find(dirs, name):
     for d in dirs:
         p = os.path.join(d, name)
-        if os.path.exists(p):
+        if os.path.exists(p) and os.path.getsize(p) > 0:  # a failed part can leave an empty file
             return p
     return None
 
@@ -226,8 +229,9 @@ def build(dirs):
         rows.append(row("kernel", "(all kernels)", "", note=why_missing(status, "kernels")))
     lp, tp = find(dirs, "attn_lab.txt"), find(dirs, "attn_torch.txt")
     lab = parse_attention(lp) if lp else None
-    if lab and lab[0]:
-        rows += attention_rows(lab, parse_attention(tp) if tp else None, ceil.get("matmul_8192_TFps"), status)
+    tt = parse_attention(tp) if tp else None
+    if (lab and lab[0]) or (tt and tt[0]):
+        rows += attention_rows(lab if lab and lab[0] else None, tt, ceil.get("matmul_8192_TFps"), status)
     else:
         rows.append(row("attention", "(attention)", "", note=why_missing(status, "attention_lab")))
     ep = find(dirs, "bench_eval_hf.json")
@@ -346,6 +350,19 @@ def self_test():
         check("missing parts", notes, ["kernels failed (exit 1)", "attention_lab skipped", "eval skipped",
                                        "train failed (exit 137)"])
         check("missing parts: no numbers", any(r["medgem_ms"] or r["torch_ms"] or r["ratio"] for r in rows), False)
+        # the lab failed (empty output) but torch's rows came: they stay, medgem's side says why
+        open(os.path.join(d, "attn_lab.txt"), "w").close()
+        with open(os.path.join(fx, "attn_torch.txt")) as src, open(os.path.join(d, "attn_torch.txt"), "w") as dst:
+            dst.write(src.read())
+        with open(os.path.join(d, "bench_run.log"), "a") as f:
+            f.write("== part attention_lab: exit 127 (0 s)\n")
+        head, rows = build([d])
+        att = [r for r in rows if r["part"].startswith("attention")]
+        check("torch rows without the lab", [(r["medgem_ms"], r["torch_ms"] is not None, r["note"]) for r in att],
+              [(None, True, "medgem: attention_lab failed (exit 127); also flash 2.732 ms"),
+               (None, True, "medgem: attention_lab failed (exit 127); also flash 0.105 ms"),
+               (None, True, "medgem: attention_lab failed (exit 127); also flash bwd 8.667 ms"),
+               (None, True, "medgem: attention_lab failed (exit 127); also flash bwd 0.579 ms")])
         # a second folder fills in what the first lacks (two device calls joined)
         head, rows = build([d, fx])
         check("joined folders", len([r for r in rows if r["part"] == "train"]) > 1, True)
