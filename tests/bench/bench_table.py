@@ -5,7 +5,8 @@
     python3 tests/bench/bench_table.py --self-test
 
 Reads, from the first DIR that holds each (so the folders of several device calls can be joined):
-bench_kernels.json (bench_kernels_torch.py: the ceilings and the kernel rows), attn_lab.txt
+bench_kernels.json (bench_kernels_torch.py: the ceilings and the kernel rows), bench_kernels_bwd.json
+(bench_kernels_bwd_torch.py: the backward kernels against torch autograd), attn_lab.txt
 (build/bench/attention), attn_torch.txt (attention_torch.py), bench_eval_hf.json (bench_eval_hf.py),
 bench_train.txt (bench_train_hf.py's stdout) and bench_run.log (run_bench.sh's "== part NAME: exit N"
 lines, which say why a part's file is missing). Prints one Markdown table, a row per medgem kernel
@@ -227,6 +228,11 @@ def build(dirs):
     else:
         head.append("ceilings: not measured (" + why_missing(status, "kernels") + "); % of ceiling left empty")
         rows.append(row("kernel", "(all kernels)", "", note=why_missing(status, "kernels")))
+    bp = find(dirs, "bench_kernels_bwd.json")
+    if bp:  # the ceilings are the forward bench's (same run)
+        rows += kernel_rows(json.load(open(bp)), ceil)
+    else:
+        rows.append(row("kernel bwd", "(all backward kernels)", "", note=why_missing(status, "kernels_bwd")))
     lp, tp = find(dirs, "attn_lab.txt"), find(dirs, "attn_torch.txt")
     lab = parse_attention(lp) if lp else None
     tt = parse_attention(tp) if tp else None
@@ -320,6 +326,9 @@ def self_test():
     r = by[("kernel fwd", "text geglu", "M=11520 F=10240")]
     check("failed kernel not timed", (r["medgem_ms"], r["ratio"]), (None, None))
     check("failed kernel says so", "validation FAIL" in r["note"], True)
+    r = by[("kernel bwd", "text rmsnorm (hidden) bwd", "M=1408 C=2560")]
+    check("bwd kernel row", (r["medgem_ms"], r["torch"], r["ratio"]), (0.02, "autograd Gemma3RMSNorm", 0.05 / 0.02))
+    check("bwd kernel % of copy", r["pct_ceiling"], 100 * 1442.0 / ceil_gb)
     r = by[("attention fwd", "attention forward", S)]
     check("attn fwd picks cuDNN", (r["torch"], r["torch_ms"]), ("SDPA cudnn", 1.632))
     check("attn fwd ratio", r["ratio"], 1.632 / 2.514)
@@ -343,12 +352,13 @@ def self_test():
     # parts skipped or failed: the rows say why, nothing else is filled in
     with tempfile.TemporaryDirectory() as d:
         with open(os.path.join(d, "bench_run.log"), "w") as f:
-            f.write("== part kernels: exit 1 (3 s)\n== part attention_lab: skipped\n== part attention_torch: skipped\n"
+            f.write("== part kernels: exit 1 (3 s)\n== part kernels_bwd: skipped\n"
+                    "== part attention_lab: skipped\n== part attention_torch: skipped\n"
                     "== part eval: skipped\n== part train: exit 137 (600 s)\n")
         head, rows = build([d])
         notes = [r["note"] for r in rows]
-        check("missing parts", notes, ["kernels failed (exit 1)", "attention_lab skipped", "eval skipped",
-                                       "train failed (exit 137)"])
+        check("missing parts", notes, ["kernels failed (exit 1)", "kernels_bwd skipped", "attention_lab skipped",
+                                       "eval skipped", "train failed (exit 137)"])
         check("missing parts: no numbers", any(r["medgem_ms"] or r["torch_ms"] or r["ratio"] for r in rows), False)
         # the lab failed (empty output) but torch's rows came: they stay, medgem's side says why
         open(os.path.join(d, "attn_lab.txt"), "w").close()

@@ -4,16 +4,19 @@
 # Parts, in order (BENCH_PARTS, comma-separated; default all four):
 #   kernels    tests/bench/bench_kernels_torch.py: the two ceilings (8192^3 bf16 matmul, 1 GiB device
 #              copy) and medgem's CUDA ops against torch's          -> bench_kernels.json
+#              tests/bench/bench_kernels_bwd_torch.py: the backward ops against torch autograd
+#              at the training micro-batch                            -> bench_kernels_bwd.json
 #   attention  build/bench/attention and tests/bench/attention_torch.py -> attn_lab.txt, attn_torch.txt
 #   eval       tests/bench/bench_eval_hf.py: `medgem bench` against transformers' prefill -> bench_eval_hf.json
 #   train      tests/bench/bench_train_hf.py: training against HF+PEFT(+Liger)      -> bench_train.txt
 # BENCH_E2E=0 drops eval and train (the slow end-to-end parts: minutes each).
-# Options (environment): BENCH_KERNEL_BATCH (32), BENCH_TOKENS (360), BENCH_EVAL_BATCHES (1,8,32),
+# Options (environment): BENCH_KERNEL_BATCH (32), BENCH_TOKENS (360), BENCH_KERNEL_BWD_BATCH (4),
+#   BENCH_TRAIN_TOKENS (352: the backward kernels' prompt length), BENCH_EVAL_BATCHES (1,8,32),
 #   BENCH_TRAIN_BATCHES (4), BENCH_HF_TRAIN_BATCHES (default: BENCH_TRAIN_BATCHES), BENCH_TRAIN_STEPS (8),
 #   BENCH_MAX_MEMORY (40: medgem's budget in GB), BENCH_NO_HF=1 (training: medgem only),
 #   BENCH_DIR (/tmp/mg4b: the random checkpoint, built once and reused).
 # Output: $OUT (default /tmp/medgem-bench): the files above, bench_run.log (every part's stdout and
-# stderr and its exit status) and bench_table.md / bench_table.json: 8 files.
+# stderr, its exit status, and the table last) and bench_table.json: 8 files (the device returns 8).
 # The device allows 600 s a command: run the parts in two calls there (e.g. BENCH_PARTS=kernels,attention,eval
 # then BENCH_PARTS=train) and join their folders with `python3 tests/bench/bench_table.py DIR1 DIR2`.
 # Exit status: 0 when every part ran and passed its own checks.
@@ -49,10 +52,12 @@ part() {
 skip() { echo "== part $1: skipped" >> "$log"; }
 
 nvidia-smi -L 2>&1 | tee -a "$log"
-for p in kernels attention eval train; do has $p || skip $p; done
+for p in kernels kernels_bwd attention_lab attention_torch eval train; do has ${p%_*} || skip $p; done
 if has kernels; then
     part kernels "" python3 tests/bench/bench_kernels_torch.py --batch "${BENCH_KERNEL_BATCH:-32}" \
         --tokens "$tokens" --out "$out/bench_kernels.json"
+    part kernels_bwd "" python3 tests/bench/bench_kernels_bwd_torch.py --batch "${BENCH_KERNEL_BWD_BATCH:-4}" \
+        --tokens "${BENCH_TRAIN_TOKENS:-352}" --out "$out/bench_kernels_bwd.json"
 fi
 if has attention; then
     part attention_lab "$out/attn_lab.txt" build/bench/attention
@@ -74,5 +79,5 @@ if has train; then
         --max-memory "${BENCH_MAX_MEMORY:-40}" $no_hf
 fi
 
-python3 tests/bench/bench_table.py "$out" --json "$out/bench_table.json" | tee "$out/bench_table.md"
+python3 tests/bench/bench_table.py "$out" --json "$out/bench_table.json" | tee -a "$log"
 [ -z "$failed" ] || { echo "FAILED:$failed (see $log)"; exit 1; }
