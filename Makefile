@@ -7,6 +7,9 @@
 #   make fuzz       libFuzzer targets (clang) for the parsers of untrusted files, FUZZ_SECONDS each
 #   make test-gpu   build and run the GPU tests; `make test-gpu PREBUILT=yes` runs the binaries already
 #                   in build/ (a GPU machine that got build/ copied and has no build deps)
+#   make bench      (GPU machine) every benchmark in one run and one table, medgem against PyTorch
+#                   (tests/bench/run_bench.sh; BENCH_E2E=0 skips eval and training; raw outputs, the
+#                   table and bench_table.json in $OUT); `make bench PREBUILT=yes` runs what is in build/
 #   make examples   examples/*.c against build/libmedgem.so and build/libmedgem.a (build/examples/)
 #   make install PREFIX=/usr/local   header, libmedgem.so.0 (+ .a), medgem, medgem.pc; make uninstall
 #   make clean
@@ -29,7 +32,7 @@ SANITIZE ?=
 # make install: where (PREFIX) and, for packagers, a staging root (DESTDIR).
 PREFIX ?= /usr/local
 DESTDIR ?=
-# PREBUILT=yes: test-gpu runs what is in build/ without rebuilding (and without needing nvcc).
+# PREBUILT=yes: test-gpu and bench run what is in build/ without rebuilding (and without needing nvcc).
 PREBUILT ?= no
 ifneq ($(filter-out yes no,$(PREBUILT)),)
   $(error PREBUILT must be yes or no)
@@ -104,7 +107,7 @@ CLI_OBJ = $(CLI_C:%.c=$(BUILD)/obj/%.o)
 
 # ---- targets ---------------------------------------------------------------------------------
 .PHONY: fuzz fuzz-build
-.PHONY: all deps test test-asan asan-suite test-valgrind test-gpu clean FORCE gpu-needs-cuda examples install uninstall
+.PHONY: all deps test test-asan asan-suite test-valgrind test-gpu bench clean FORCE gpu-needs-cuda examples install uninstall
 all: $(BUILD)/medgem $(BUILD)/libmedgem.a $(BUILD)/libmedgem.so $(BUILD)/$(SONAME) $(BUILD)/lib/libsentencepiece.so.0
 
 # The Debian packages the build and the tests need (run as root or through sudo).
@@ -201,8 +204,10 @@ uninstall:
 
 # Each test binary prints "RESULT <p> passed, <f> failed"; the runner sums them.
 # tests/test_examples runs the examples; tests/test_install installs into a temporary prefix.
+# tests/bench/bench_table.py --self-test: the `make bench` table's parsers on recorded outputs (python3 is in deps).
 test: all examples $(BUILD)/valgrind/api_lifecycle $(TESTS)
 	@sh tests/run_tests.sh $(TESTS)
+	@python3 tests/bench/bench_table.py --self-test
 
 # The CPU suite under AddressSanitizer + UndefinedBehaviorSanitizer (objects in build/san-address-undefined).
 # test_install is left out: it links a program outside the build against the installed library,
@@ -282,7 +287,12 @@ fuzz: fuzz-build
 test-gpu: $(if $(filter yes,$(PREBUILT)),,$(if $(filter no,$(CUDA)),gpu-needs-cuda,all $(GPU_TESTS)))
 	@sh tests/run_tests.sh $(GPU_TESTS)
 gpu-needs-cuda:
-	@echo "make test-gpu needs the CUDA build (nvcc); this is the CPU-only build (CUDA=no)" >&2; exit 1
+	@echo "make test-gpu and make bench need the CUDA build (nvcc); this is the CPU-only build (CUDA=no)" >&2; exit 1
+
+# make bench: tests/bench/run_bench.sh (options in its header: BENCH_PARTS, BENCH_E2E=0, batch sizes).
+BENCH_BINS = $(BUILD)/bench/libmgbench_kernels.so $(BUILD)/bench/attention $(BUILD)/tests/gpu/fullsize_train
+bench: $(if $(filter yes,$(PREBUILT)),,$(if $(filter no,$(CUDA)),gpu-needs-cuda,all $(BENCH_BINS)))
+	@sh tests/bench/run_bench.sh
 
 # Kernel lab (STYLE habit 10): tests/bench/<op>.cu includes its production kernel and times it;
 # make build/bench/attention. Compiled by nvcc, linked like the library (libmedgem.a supplies the

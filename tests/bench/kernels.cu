@@ -79,4 +79,32 @@ int mgb_add(mg_cuda_ctx *ctx, void *y, const void *a, const void *b, int64_t n) 
 
 // y[n] = gelu_tanh(x[n]).
 int mgb_gelu(mg_cuda_ctx *ctx, void *y, const void *x, int64_t n) { return mg_cuda_gelu_forward(ctx, y, x, n); }
+
+// Backward entries (bench_kernels_bwd_torch.py): each ACCUMULATES (`+=`) into its bf16 gradient output.
+// dx[M,K] += dy[M,N] · w[N,K] (a frozen linear's input gradient).
+int mgb_linear_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const void *w, int64_t M, int K, int N) {
+    return mg_cuda_linear_backward(ctx, dx, dy, w, M, K, N);
+}
+
+// Gemma RMSNorm's input gradient dx[M,C] += ... (w frozen, rstd recomputed from x).
+int mgb_rmsnorm_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const void *x, const void *w, int64_t M, int C,
+                         float eps) {
+    return mg_cuda_rmsnorm_backward(ctx, dx, dy, x, w, M, C, eps);
+}
+
+// LayerNorm's input gradient dx[M,C] += ... (w, b frozen; mean and variance recomputed from x).
+int mgb_layernorm_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const void *x, const void *w, int64_t M,
+                           int C, float eps) {
+    return mg_cuda_layernorm_backward(ctx, dx, dy, x, w, M, C, eps);
+}
+
+// dgu[M,2F] += the gradient of bf16(gelu_tanh(gate)) * up given dy[M,F] and gu = gate|up.
+int mgb_geglu_backward(mg_cuda_ctx *ctx, void *dgu, const void *dy, const void *gu, int64_t M, int F) {
+    return mg_cuda_geglu_backward(ctx, dgu, dy, gu, M, F);
+}
+
+// dx[n] += dy[n] · gelu_tanh'(x[n]).
+int mgb_gelu_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const void *x, int64_t n) {
+    return mg_cuda_gelu_backward(ctx, dx, dy, x, n);
+}
 }
