@@ -13,7 +13,9 @@
 #      CPU-trained one from `make test` through PEFT (check_trained_adapter.py), and `medgem merge`'s
 #      directory through from_pretrained (check_merged.py);
 #   4. compute-sanitizer memcheck on a few GPU training updates.
-# full: tests/gpu/train_compare.py (20 updates at 4B shapes against HF+PEFT bf16 and fp32).
+# full: tests/gpu/train_compare.py (20 updates at 4B shapes against HF+PEFT bf16 and fp32), then
+#   tests/gpu/check_merge_precision.py (medgem merge against transformers' bf16 merge and fp32; needs
+#   build/tests/gpu/fullsize_forward).
 # bench [BATCHES [GB,...] [HF_BATCHES]]: tests/bench/bench_train_hf.py (images/s and peak memory beside
 #   HF+PEFT(+Liger); medgem under each memory budget, 0 = all free memory; HF at HF_BATCHES, default BATCHES).
 # Logs go to $OUT (/tmp when unset). Exit status: 0 only when every step passed.
@@ -58,6 +60,7 @@ if [ "$what" = quick ]; then
     fi
 elif [ "$what" = full ]; then
     step train_compare python3 tests/gpu/train_compare.py --steps 20 --batch 4
+    step check_merge_precision python3 tests/gpu/check_merge_precision.py --n 32
 elif [ "$what" = bench ]; then
     if ls .whl/*.whl > /dev/null 2>&1; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl &&
