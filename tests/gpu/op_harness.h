@@ -38,7 +38,8 @@ static inline double rng_uniform(void) { return (double)(rng_next() >> 11) * 0x1
 static inline int rng_int(int n) { return (int)(rng_next() % (uint64_t)n); }
 
 /* The start of an op-test program: seeds the generator (MG_TEST_SEED, else the clock) and creates
- * the CUDA context; 0 (a failure counted) when there is no GPU. */
+ * the CUDA context; 0 (a failure counted) when there is no GPU. MG_TEST_ONLY=text (tc_begin) keeps
+ * the cases whose name holds text. */
 static inline int op_test_start(const char *name, mg_cuda_ctx *ctx) {
     const char *seed_env = getenv("MG_TEST_SEED");
     const uint64_t seed = seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)time(NULL);
@@ -80,6 +81,7 @@ typedef struct {
     void *dev[16];   /* everything allocated for the case */
     int n_dev;
     int broken;      /* a CUDA call or an op returned an error */
+    int skipped;     /* left out by MG_TEST_ONLY (then also broken, so nothing runs; not counted) */
     char err[600];
 } tcase;
 
@@ -91,6 +93,9 @@ static inline void tc_begin(tcase *tc, mg_cuda_ctx *ctx, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(tc->name, sizeof tc->name, fmt, ap);
     va_end(ap);
+    /* MG_TEST_ONLY=text runs only the cases whose name holds it (e.g. `attention` under racecheck) */
+    const char *only = getenv("MG_TEST_ONLY");
+    if (only && *only && !strstr(tc->name, only)) tc->skipped = tc->broken = 1;
 }
 
 /* Records the first failure of a CUDA helper or an op. */
@@ -154,6 +159,7 @@ static inline void tc_free(tcase *tc) {
  * or FAIL with the limits missed marked; counts the verdict. A broken case prints its error instead (got unread). */
 static inline int tc_check(const tcase *tc, const char *label, const double *got, const double *ref, size_t n,
                            int guard_bad, size_t nan_count, double tol, double min_match) {
+    if (tc->skipped) return 1;
     if (tc->broken) {
         printf("%s%s: FAIL error %s\n", tc->name, label, tc->err);
         test_failed_++;

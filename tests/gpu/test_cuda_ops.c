@@ -1076,8 +1076,8 @@ int main(void) {
     case_qk_norm_rope(&ctx, 4, 293, 8, 4, 256, 1, 1e4f, 1.0f); /* Gemma local layer, batch 4 */
     case_qk_norm_rope(&ctx, 1, 300, 8, 4, 256, 1, 1e6f, 8.0f); /* Gemma global layer */
     case_qk_norm_rope(&ctx, 2, 4096, 16, 16, 72, 0, 0.0f, 0.0f); /* SigLIP plain split */
-    case_qk_norm_rope(&ctx, 1, 5, 3, 3, 9, 0, 0.0f, 0.0f);
-    case_qk_norm_rope(&ctx, 3, 7, 4, 2, 24, 0, 0.0f, 0.0f);     /* plain split, 16-byte pieces, q wider than k|v */       /* plain split, odd D */
+    case_qk_norm_rope(&ctx, 1, 5, 3, 3, 9, 0, 0.0f, 0.0f);       /* plain split, odd D */
+    case_qk_norm_rope(&ctx, 3, 7, 4, 2, 24, 0, 0.0f, 0.0f);      /* plain split, 16-byte pieces, q wider than k|v */
 
     case_attention_decode(&ctx, 2, 4, 2, 16, 40, 37, 0);
     case_attention_decode(&ctx, 3, 6, 3, 72, 20, 20, 5);   /* full cache, window binds */
