@@ -99,6 +99,23 @@ static void tick_label(char *buf, size_t cap, double v, bool percent) {
     else snprintf(buf, cap, "%g", v);
 }
 
+/* The widest y tick label, in characters (a learning rate's "0.0005" needs more room than "14"). */
+static int y_tick_chars(double y0, double y1, bool percent) {
+    char b[32];
+    int most = 0;
+    const double ys = nice_step(y1 - y0, 5);
+    for (double v = ceil(y0 / ys - 1e-9) * ys; v <= y1 + 1e-9 * ys; v += ys) {
+        tick_label(b, sizeof b, v, percent);
+        if ((int)strlen(b) > most) most = (int)strlen(b);
+    }
+    return most;
+}
+
+/* Left margin and y title position for tick labels of `chars` characters (about 7 px each), so
+ * that the rotated title never overlaps them. */
+static double left_margin(int chars) { return fmax(58, 22 + 7.0 * chars); }
+static double y_title_x(double L, int chars) { return fmin(L - 42, L - 14 - 7.0 * chars); }
+
 /* The frame, grid lines, tick labels and axis titles. */
 static void axes(plot *p, const char *xlabel, const char *ylabel, bool x_int, bool y_percent) {
     FILE *f = p->f;
@@ -118,8 +135,8 @@ static void axes(plot *p, const char *xlabel, const char *ylabel, bool x_int, bo
     }
     fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" class=\"frame\"/>\n", p->L, p->T, p->W, p->H);
     fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", p->L + p->W / 2, p->T + p->H + 32, xlabel);
-    fprintf(f, "<text transform=\"translate(%.1f %.1f) rotate(-90)\" text-anchor=\"middle\">%s</text>\n", p->L - 42,
-            p->T + p->H / 2, ylabel);
+    fprintf(f, "<text transform=\"translate(%.1f %.1f) rotate(-90)\" text-anchor=\"middle\">%s</text>\n",
+            y_title_x(p->L, y_tick_chars(p->y0, p->y1, y_percent)), p->T + p->H / 2, ylabel);
 }
 
 static void line(plot *p, const double *x, const double *y, int64_t n, const char *color, bool dots, bool dashed) {
@@ -147,7 +164,8 @@ static void legend(plot *p, const char *color, const char *text, bool bottom) {
 static plot plot_area(FILE *f, int w, int h, double x0, double x1, double y0, double y1) {
     if (!(x1 > x0)) x1 = x0 + 1;
     if (!(y1 > y0)) y1 = y0 + 1;
-    return (plot){ .f = f, .x0 = x0, .x1 = x1, .y0 = y0, .y1 = y1, .L = 58, .T = 28, .W = w - 58 - 14, .H = h - 28 - 44 };
+    const double L = left_margin(y_tick_chars(y0, y1, false));
+    return (plot){ .f = f, .x0 = x0, .x1 = x1, .y0 = y0, .y1 = y1, .L = L, .T = 28, .W = w - L - 14, .H = h - 28 - 44 };
 }
 
 /* ---- train_log.jsonl -------------------------------------------------------------------------- */
@@ -386,7 +404,7 @@ static void data_table(FILE *f, const mg_run_fold *fo, const mg_bh_index *ix) {
     for (int64_t i = 0; i < l->n_patients; i++) {
         fprintf(f, "%s<code>", i ? ", " : "");
         esc(f, l->patients[i]);
-        fprintf(f, "</code>");
+        fprintf(f, "</code>%s", i + 1 == l->n_patients ? "." : "");
     }
     fprintf(f, " Byte-identical images filed under different labels: %lld%s</p>\n", (long long)l->n_duplicates,
             l->n_duplicates ? ":" : ".");
