@@ -42,7 +42,7 @@ static const char *USAGE =
     "  optimisation           --epochs 5, --batch 1 (micro-batch), --grad-accum 8, --max-steps 0 (0: all epochs),\n"
     "                         --lr 5e-4, --weight-decay 0, --warmup-ratio 0.03, --max-grad-norm 0.3 (0: none),\n"
     "                         --schedule cosine|linear|constant (cosine), --loss-on seed|answer (seed: the guide's labels)\n"
-    "  --eval-every N         evaluate the test split every N epochs during training (1; 0: never)\n"
+    "  --eval-every N         evaluate the test split every N epochs during training, score mode (1; 0: never)\n"
     "  --save-every N         checkpoint every N optimizer updates (0: only on Ctrl-C)\n"
     "  --recompute            recompute text layers in backward too (least memory)\n"
     "  --max-memory GB        device memory to use: the top vision layers keep their activations within it\n"
