@@ -26,6 +26,7 @@ tokenizer.model (merges from every split of a piece into two pieces, ordered by 
 """
 import json
 import os
+import shutil
 import struct
 import sys
 
@@ -187,48 +188,9 @@ TOKENIZER_CONFIG = {
     "model_max_length": 1000000000000000019884624838656, "pad_token": "<pad>", "padding_side": "left",
     "processor_class": "Gemma3Processor", "tokenizer_class": "GemmaTokenizer", "unk_token": "<unk>"}
 
-# The Gemma 3 chat template (transformers' convert_gemma3_weights.py; tests/golden/tiny has it too).
-CHAT_TEMPLATE = """{{ bos_token }}
-{%- if messages[0]['role'] == 'system' -%}
-    {%- if messages[0]['content'] is string -%}
-        {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}
-    {%- else -%}
-        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\\n\\n' -%}
-    {%- endif -%}
-    {%- set loop_messages = messages[1:] -%}
-{%- else -%}
-    {%- set first_user_prefix = "" -%}
-    {%- set loop_messages = messages -%}
-{%- endif -%}
-{%- for message in loop_messages -%}
-    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
-        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
-    {%- endif -%}
-    {%- if (message['role'] == 'assistant') -%}
-        {%- set role = "model" -%}
-    {%- else -%}
-        {%- set role = message['role'] -%}
-    {%- endif -%}
-    {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else "") }}
-    {%- if message['content'] is string -%}
-        {{ message['content'] | trim }}
-    {%- elif message['content'] is iterable -%}
-        {%- for item in message['content'] -%}
-            {%- if item['type'] == 'image' -%}
-                {{ '<start_of_image>' }}
-            {%- elif item['type'] == 'text' -%}
-                {{ item['text'] | trim }}
-            {%- endif -%}
-        {%- endfor -%}
-    {%- else -%}
-        {{ raise_exception("Invalid content type") }}
-    {%- endif -%}
-    {{ '<end_of_turn>\\n' }}
-{%- endfor -%}
-{%- if add_generation_prompt -%}
-    {{'<start_of_turn>model\\n'}}
-{%- endif -%}
-"""
+# The Gemma 3 chat template (transformers' convert_gemma3_weights.py), as tests/golden/tiny carries it.
+CHAT_TEMPLATE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden", "tiny",
+                                  "chat_template.jinja")
 
 
 def processor_config(image_size, seq_length):
@@ -268,7 +230,7 @@ def main():
     write(os.path.join(out, "tokenizer.model"), model_proto(pieces, score))
     write(os.path.join(out, "tokenizer.json"), json.dumps(tokenizer_json(pieces, score), ensure_ascii=False, indent=1))
     write(os.path.join(out, "tokenizer_config.json"), json.dumps(TOKENIZER_CONFIG, indent=2) + "\n")
-    write(os.path.join(out, "chat_template.jinja"), CHAT_TEMPLATE)
+    shutil.copyfile(CHAT_TEMPLATE_FILE, os.path.join(out, "chat_template.jinja"))
     write(os.path.join(out, "processor_config.json"), json.dumps(processor_config(image_size, seq), indent=2) + "\n")
     print(f"stand-in Gemma 3 tokenizer ({VOCAB} pieces; image {image_size} px, {seq} soft tokens) written to {out}")
 
