@@ -29,7 +29,6 @@ Not here yet: lora_backward (four outputs, dropout), attention_backward (tests/b
 import argparse
 import ctypes
 import datetime
-import json
 import os
 import sys
 
@@ -38,7 +37,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_kernels_torch import (C, CEILING, CV, D, EPS, FACTOR, FF, FLOOR, FV, H, HKV, LIB, MM, PATCHES,  # noqa: E402
-                                 SAMPLE_ROWS, Gemma3RMSNorm, Medgem, gelu_tanh64, rel_l2, time_calls)
+                                 SAMPLE_ROWS, Gemma3RMSNorm, Medgem, gelu_tanh64, print_case, rel_l2, time_case,
+                                 write_json)
 import transformers  # noqa: E402
 
 P, I64, I, FL = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
@@ -191,30 +191,17 @@ def main():
         if r["ok"]:
             dx = d0.clone()  # medgem accumulates into it rep after rep; the values stay far from bf16's range
             torch.cuda.synchronize()  # the clone (torch's stream) before medgem's stream writes dx
-            r["medgem_ms"], r["medgem_b2b_ms"] = time_calls(lambda: case["medgem"](dx), mg.stream, flush,
-                                                            args.warmup, args.reps)
-            mg.sync()
-            r["torch_ms"], r["torch_b2b_ms"] = time_calls(bwd, torch.cuda.current_stream(), flush, args.warmup, args.reps)
-            r["speedup"] = r["torch_ms"] / r["medgem_ms"]
-            rate = (lambda ms: case["flop"] / (ms * 1e-3) / 1e12) if case["flop"] else (lambda ms: case["bytes"] / (ms * 1e-3) / 1e9)
-            r["unit"] = "TF/s" if case["flop"] else "GB/s"
-            r["medgem_rate"], r["torch_rate"] = rate(r["medgem_ms"]), rate(r["torch_ms"])
+            time_case(r, case, lambda: case["medgem"](dx), bwd, mg, flush, args.warmup, args.reps)
         else:
             failed += 1
         rows.append(r)
-        status = (f"{r['medgem_ms'] * 1e3:9.1f} us vs torch {r['torch_ms'] * 1e3:9.1f} us: {r['speedup']:.2f}x"
-                  if r["ok"] else "NOT TIMED")
-        print(f"{'ok  ' if r['ok'] else 'FAIL'} {name:32s} {r['dims']:24s} err medgem {r['err_medgem']:.2e} "
-              f"torch {r['err_torch']:.2e} | {status}", flush=True)
+        print_case(r)
         del case, bwd, d0
         torch.cuda.empty_cache()
     result = {"date": date, "gpu": gpu, "torch": torch.__version__, "transformers": transformers.__version__,
               "batch": args.batch, "tokens": args.tokens, "reps": args.reps, "warmup": args.warmup,
               "command": " ".join(sys.argv), "rows": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path + ".tmp", "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(out_path + ".tmp", out_path)
+    write_json(out_path, result)
     print(f"{len(rows) - failed}/{len(rows)} validated; all numbers: {out_path}")
     mg.sync()
     mg.lib.mgb_close(mg.h)

@@ -230,6 +230,34 @@ def ceilings(flush):
     return {"copy_GBps": 2 * src.numel() / (copy_ms * 1e-3) / 1e9, "matmul_8192_TFps": 2 * 8192 ** 3 / (mm_ms * 1e-3) / 1e12}
 
 
+def time_case(r, case, medgem_call, torch_call, mg, flush, warmup, reps):
+    """Times a validated case into r: medgem_call on medgem's stream, then torch_call, each flushed and
+    back to back (time_calls), the speed-up and both rates (TF/s when the case counts FLOPs, else GB/s)."""
+    r["medgem_ms"], r["medgem_b2b_ms"] = time_calls(medgem_call, mg.stream, flush, warmup, reps)
+    mg.sync()
+    r["torch_ms"], r["torch_b2b_ms"] = time_calls(torch_call, torch.cuda.current_stream(), flush, warmup, reps)
+    r["speedup"] = r["torch_ms"] / r["medgem_ms"]
+    rate = (lambda ms: case["flop"] / (ms * 1e-3) / 1e12) if case["flop"] else (lambda ms: case["bytes"] / (ms * 1e-3) / 1e9)
+    r["unit"] = "TF/s" if case["flop"] else "GB/s"
+    r["medgem_rate"], r["torch_rate"] = rate(r["medgem_ms"]), rate(r["torch_ms"])
+
+
+def print_case(r):
+    """One progress line per case: the errors, then the times or NOT TIMED."""
+    status = (f"{r['medgem_ms'] * 1e3:9.1f} us vs torch {r['torch_ms'] * 1e3:9.1f} us: {r['speedup']:.2f}x"
+              if r["ok"] else "NOT TIMED")
+    print(f"{'ok  ' if r['ok'] else 'FAIL'} {r['case']:32s} {r['dims']:24s} err medgem {r['err_medgem']:.2e} "
+          f"torch {r['err_torch']:.2e} | {status}", flush=True)
+
+
+def write_json(out_path, result):
+    """result to out_path atomically (a temporary file renamed)."""
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    with open(out_path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(out_path + ".tmp", out_path)
+
+
 @torch.inference_mode()
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -262,21 +290,11 @@ def main():
         r = {"case": name, "op": op, "dims": case["dims"], **validate(case, mg)}
         if r["ok"]:
             y = case["init"].clone() if "init" in case else torch.empty(case["shape"], dtype=torch.bfloat16, device=dev)
-            r["medgem_ms"], r["medgem_b2b_ms"] = time_calls(lambda: case["medgem"](y), mg.stream, flush, args.warmup, args.reps)
-            mg.sync()
-            r["torch_ms"], r["torch_b2b_ms"] = time_calls(case["torch"], torch.cuda.current_stream(), flush,
-                                                          args.warmup, args.reps)
-            r["speedup"] = r["torch_ms"] / r["medgem_ms"]
-            rate = (lambda ms: case["flop"] / (ms * 1e-3) / 1e12) if case["flop"] else (lambda ms: case["bytes"] / (ms * 1e-3) / 1e9)
-            r["unit"] = "TF/s" if case["flop"] else "GB/s"
-            r["medgem_rate"], r["torch_rate"] = rate(r["medgem_ms"]), rate(r["torch_ms"])
+            time_case(r, case, lambda: case["medgem"](y), case["torch"], mg, flush, args.warmup, args.reps)
         else:
             failed += 1
         rows.append(r)
-        status = (f"{r['medgem_ms'] * 1e3:9.1f} us vs torch {r['torch_ms'] * 1e3:9.1f} us: {r['speedup']:.2f}x"
-                  if r["ok"] else "NOT TIMED")
-        print(f"{'ok  ' if r['ok'] else 'FAIL'} {name:32s} {r['dims']:24s} err medgem {r['err_medgem']:.2e} "
-              f"torch {r['err_torch']:.2e} | {status}", flush=True)
+        print_case(r)
         del case
         torch.cuda.empty_cache()
     ceil = ceilings(flush)
@@ -294,10 +312,7 @@ def main():
     result = {"date": date, "gpu": gpu, "torch": torch.__version__, "transformers": transformers.__version__,
               "batch": args.batch, "tokens": args.tokens, "reps": args.reps, "warmup": args.warmup,
               "command": " ".join(sys.argv), "ceilings": ceil, "rows": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path + ".tmp", "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(out_path + ".tmp", out_path)
+    write_json(out_path, result)
     print(f"{len(rows) - failed}/{len(rows)} validated; all numbers: {out_path}")
     mg.sync()
     mg.lib.mgb_close(mg.h)
