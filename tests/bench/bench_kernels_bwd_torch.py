@@ -26,9 +26,7 @@ set, else ./bench_kernels_bwd.json) in bench_kernels_torch.py's row format plus 
 "torch_op". The ceilings are bench_kernels_torch.py's (tests/bench/bench_table.py joins them).
 Not here yet: lora_backward (four outputs, dropout), attention_backward (tests/bench/attention.cu).
 """
-import argparse
 import ctypes
-import datetime
 import os
 import sys
 
@@ -37,8 +35,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_kernels_torch import (C, CEILING, CV, D, EPS, FACTOR, FF, FLOOR, FV, H, HKV, LIB, MM, PATCHES,  # noqa: E402
-                                 SAMPLE_ROWS, Gemma3RMSNorm, Medgem, gelu_tanh64, print_case, rel_l2, time_case,
-                                 write_json)
+                                 SAMPLE_ROWS, bench_start, gelu_tanh64, Gemma3RMSNorm, print_case, rel_l2,
+                                 time_case, write_json)
 import transformers  # noqa: E402
 
 P, I64, I, FL = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
@@ -155,31 +153,12 @@ def validate(case, mg, gen):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--batch", type=int, default=4, help="images per training micro-batch")
-    ap.add_argument("--tokens", type=int, default=352, help="prompt tokens per image")
-    ap.add_argument("--only", default="", help="comma-separated ops (linear,rmsnorm,layernorm,geglu,gelu)")
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--reps", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("bench_kernels_bwd_torch.py needs a CUDA GPU")
-    out_path = args.out or os.path.join(os.environ.get("OUT", "."), "bench_kernels_bwd.json")
-    dev = torch.device("cuda")
-    mg = Medgem(LIB, torch.cuda.current_device())
+    args, out_path, dev, mg, flush, gen, only, gpu, date = bench_start(
+        __doc__, 4, 352, "linear,rmsnorm,layernorm,geglu,gelu", "bench_kernels_bwd.json", "backward, ")
     for name, (res, argt) in BWD_SIG.items():
         if not hasattr(mg.lib, name):
             sys.exit(f"{LIB} has no {name}: rebuild it (make build/bench/libmgbench_kernels.so)")
         getattr(mg.lib, name).restype, getattr(mg.lib, name).argtypes = res, argt
-    flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
-    gen = torch.Generator(device=dev).manual_seed(args.seed)
-    only = set(filter(None, args.only.split(",")))
-    gpu = torch.cuda.get_device_name()
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    print(f"{gpu} (medgem sees {mg.device_name}), {date}, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}; backward, batch {args.batch}, {args.tokens} tokens", flush=True)
 
     rows, failed = [], 0
     for name, op, d in cases(args.batch, args.tokens):

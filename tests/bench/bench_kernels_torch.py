@@ -258,20 +258,22 @@ def write_json(out_path, result):
     os.replace(out_path + ".tmp", out_path)
 
 
-@torch.inference_mode()
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--batch", type=int, default=32, help="images per eval batch")
-    ap.add_argument("--tokens", type=int, default=360, help="prompt tokens per image")
-    ap.add_argument("--only", default="", help="comma-separated ops (linear,linear_gelu,linear_residual,rmsnorm,layernorm,geglu,gelu,add)")
+def bench_start(doc, batch, tokens, ops, json_name, what):
+    """The options and set-up both kernel benches share: parses --batch (default batch), --tokens,
+    --only (one of ops), --warmup, --reps, --seed, --out; opens medgem's bridge; prints the header.
+    Returns (args, out_path, dev, mg, flush, gen, only, gpu, date)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--batch", type=int, default=batch, help="images per batch")
+    ap.add_argument("--tokens", type=int, default=tokens, help="prompt tokens per image")
+    ap.add_argument("--only", default="", help=f"comma-separated ops ({ops})")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if not torch.cuda.is_available():
-        sys.exit("bench_kernels_torch.py needs a CUDA GPU")
-    out_path = args.out or os.path.join(os.environ.get("OUT", "."), "bench_kernels.json")
+        sys.exit(f"{os.path.basename(sys.argv[0])} needs a CUDA GPU")
+    out_path = args.out or os.path.join(os.environ.get("OUT", "."), json_name)
     dev = torch.device("cuda")
     mg = Medgem(LIB, torch.cuda.current_device())
     flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
@@ -280,7 +282,14 @@ def main():
     gpu = torch.cuda.get_device_name()
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"{gpu} (medgem sees {mg.device_name}), {date}, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}; batch {args.batch}, {args.tokens} tokens", flush=True)
+          f"transformers {transformers.__version__}; {what}batch {args.batch}, {args.tokens} tokens", flush=True)
+    return args, out_path, dev, mg, flush, gen, only, gpu, date
+
+
+@torch.inference_mode()
+def main():
+    args, out_path, dev, mg, flush, gen, only, gpu, date = bench_start(
+        __doc__, 32, 360, "linear,linear_gelu,linear_residual,rmsnorm,layernorm,geglu,gelu,add", "bench_kernels.json", "")
 
     rows, failed = [], 0
     for name, op, d in cases(args.batch, args.tokens):
