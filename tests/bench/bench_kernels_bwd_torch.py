@@ -35,9 +35,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_kernels_torch import (C, CEILING, CV, D, EPS, FACTOR, FF, FLOOR, FV, H, HKV, LIB, MM, PATCHES,  # noqa: E402
-                                 SAMPLE_ROWS, bench_start, gelu_tanh64, Gemma3RMSNorm, print_case, rel_l2,
-                                 time_case, write_json)
-import transformers  # noqa: E402
+                                 SAMPLE_ROWS, bench_finish, bench_start, gelu_tanh64, Gemma3RMSNorm, print_case, rel_l2,
+                                 time_case)
 
 P, I64, I, FL = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 BWD_SIG = {"mgb_linear_backward": (I, [P, P, P, P, I64, I, I]),
@@ -177,14 +176,7 @@ def main():
         print_case(r)
         del case, bwd, d0
         torch.cuda.empty_cache()
-    result = {"date": date, "gpu": gpu, "torch": torch.__version__, "transformers": transformers.__version__,
-              "batch": args.batch, "tokens": args.tokens, "reps": args.reps, "warmup": args.warmup,
-              "command": " ".join(sys.argv), "rows": rows}
-    write_json(out_path, result)
-    print(f"{len(rows) - failed}/{len(rows)} validated; all numbers: {out_path}")
-    mg.sync()
-    mg.lib.mgb_close(mg.h)
-    sys.exit(1 if failed else 0)
+    bench_finish(args, out_path, date, gpu, rows, failed, mg)
 
 
 if __name__ == "__main__":

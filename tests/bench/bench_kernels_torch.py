@@ -250,12 +250,20 @@ def print_case(r):
           f"torch {r['err_torch']:.2e} | {status}", flush=True)
 
 
-def write_json(out_path, result):
-    """result to out_path atomically (a temporary file renamed)."""
+def bench_finish(args, out_path, date, gpu, rows, failed, mg, **extra):
+    """Writes every number to out_path atomically (a temporary file renamed), closes the bridge and
+    exits 1 when a case failed validation."""
+    result = {"date": date, "gpu": gpu, "torch": torch.__version__, "transformers": transformers.__version__,
+              "batch": args.batch, "tokens": args.tokens, "reps": args.reps, "warmup": args.warmup,
+              "command": " ".join(sys.argv), **extra, "rows": rows}
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     with open(out_path + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(out_path + ".tmp", out_path)
+    print(f"{len(rows) - failed}/{len(rows)} validated; all numbers: {out_path}")
+    mg.sync()
+    mg.lib.mgb_close(mg.h)
+    sys.exit(1 if failed else 0)
 
 
 def bench_start(doc, batch, tokens, ops, json_name, what):
@@ -318,14 +326,7 @@ def main():
         print(f"| {r['case']} | {r['dims']} | {r['medgem_ms'] * 1e3:.1f} | {r['torch_ms'] * 1e3:.1f} | {r['speedup']:.2f}x | "
               f"{r['medgem_rate']:.0f} {r['unit']} | {r['torch_rate']:.0f} {r['unit']} | {r['medgem_b2b_ms'] * 1e3:.1f} | "
               f"{r['torch_b2b_ms'] * 1e3:.1f} | {r['err_medgem']:.2e} | {r['err_torch']:.2e} |")
-    result = {"date": date, "gpu": gpu, "torch": torch.__version__, "transformers": transformers.__version__,
-              "batch": args.batch, "tokens": args.tokens, "reps": args.reps, "warmup": args.warmup,
-              "command": " ".join(sys.argv), "ceilings": ceil, "rows": rows}
-    write_json(out_path, result)
-    print(f"{len(rows) - failed}/{len(rows)} validated; all numbers: {out_path}")
-    mg.sync()
-    mg.lib.mgb_close(mg.h)
-    sys.exit(1 if failed else 0)
+    bench_finish(args, out_path, date, gpu, rows, failed, mg, ceilings=ceil)
 
 
 if __name__ == "__main__":
