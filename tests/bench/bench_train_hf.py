@@ -14,7 +14,9 @@ activations + gradients + LoRA state, printed by fullsize_train) and the device'
 as fit in --max-memory (40 GB by default: the guide's A100-40GB) and recomputes the others. HF runs in bf16 with the LoRA weights in fp32 under autocast (the
 guide's setting), sdpa attention, with and without gradient checkpointing; "+Liger" adds
 liger_kernel's Gemma 3 patches (fused linear cross-entropy, RMSNorm, GeGLU) when the package is
-importable. A configuration that runs out of memory is reported as OOM. Prints a Markdown table.
+importable. Both stacks train with the same LoRA dropout (--dropout, default the guide's 0.1; the
+adapter is saved with 0, so HF's is set on load). A configuration that runs out of memory is reported
+as OOM. Prints a Markdown table.
 """
 import argparse
 import os
@@ -30,7 +32,7 @@ from fullsize_compare import REPO, build_config, save_model  # noqa: E402
 from train_compare import make_adapter, make_batches  # noqa: E402
 
 
-def bench_hf(model_dir, adapter, data, batch, steps, checkpointing, liger):
+def bench_hf(model_dir, adapter, data, batch, steps, checkpointing, liger, dropout):
     import peft
     from transformers import Gemma3ForConditionalGeneration
     if liger:
@@ -41,7 +43,9 @@ def bench_hf(model_dir, adapter, data, batch, steps, checkpointing, liger):
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    pm = peft.PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    config = peft.PeftConfig.from_pretrained(adapter)
+    config.lora_dropout = dropout  # the adapter was saved with 0; both stacks train with the same dropout
+    pm = peft.PeftModel.from_pretrained(model, adapter, is_trainable=True, config=config)
     pm.train()
     params = [p for p in pm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, fused=True)
@@ -73,12 +77,12 @@ def bench_hf(model_dir, adapter, data, batch, steps, checkpointing, liger):
     return rate, peak
 
 
-def bench_medgem(model_dir, adapter, inputs, batch, steps, max_memory):
+def bench_medgem(model_dir, adapter, inputs, batch, steps, max_memory, dropout):
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.path.join(REPO, "build", "lib") + ":" + env.get("LD_LIBRARY_PATH", "")
     out = os.path.join(model_dir, "bench_train_outputs.safetensors")
     cmd = [os.path.join(REPO, "build", "tests", "gpu", "fullsize_train"), model_dir, adapter, inputs, out, "--steps",
-           str(steps), "--batch", str(batch), "--lr", "1e-4", "--clip", "0.3", "--dropout", "0.1", "--max-memory",
+           str(steps), "--batch", str(batch), "--lr", "1e-4", "--clip", "0.3", "--dropout", str(dropout), "--max-memory",
            str(max_memory)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     sys.stderr.write(p.stderr[-8000:])
@@ -97,6 +101,8 @@ def main():
     ap.add_argument("--hf-batches", default=None,
                     help="HF's batch sizes (default: --batches); HF's best within 40 GB is Liger + checkpointing at 32")
     ap.add_argument("--no-hf", action="store_true", help="medgem only")
+    ap.add_argument("--dropout", type=float, default=0.1,
+                    help="LoRA dropout on both stacks (0.1: the guide's; each side pays for its dropout)")
     ap.add_argument("--max-memory", default="40",
                     help="medgem's device memory budgets in GB, comma-separated (40: the guide's A100-40GB; 0: all free memory)")
     args = ap.parse_args()
@@ -116,18 +122,19 @@ def main():
     except ImportError:
         have_liger = False
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, prompts of {data['input_ids'].shape[1]} tokens, "
-          f"{args.steps} updates per configuration (the first 2 not timed), liger {'yes' if have_liger else 'no'}")
+          f"{args.steps} updates per configuration (the first 2 not timed), LoRA dropout {args.dropout:g} on both, "
+          f"liger {'yes' if have_liger else 'no'}")
     rows = []
     for b in batches:
         for gb in (float(x) for x in args.max_memory.split(",")):
-            mg = bench_medgem(args.dir, adapter, inputs, b, args.steps, gb)
+            mg = bench_medgem(args.dir, adapter, inputs, b, args.steps, gb, args.dropout)
             rows.append((b, f"medgem (max {gb:g} GB)" if gb > 0 else "medgem (all free memory)", mg[0], mg[1], mg[2]))
     # Liger patches transformers' classes for the rest of the process: every plain run goes first
     for liger in ((False, True) if have_liger and not args.no_hf else (False,) if not args.no_hf else ()):
         for b in hf_batches:
             for ckpt in (True, False) if b <= 8 else (True,):  # without checkpointing batch 16 needs > 140 GB
                 name = "HF+PEFT" + ("+Liger" if liger else "") + (" (grad. checkpointing)" if ckpt else "")
-                r, p = bench_hf(args.dir, adapter, data, b, args.steps, ckpt, liger)
+                r, p = bench_hf(args.dir, adapter, data, b, args.steps, ckpt, liger, args.dropout)
                 rows.append((b, name, r, p, None))
                 print(f"  batch {b} {name}: {r and round(r, 3)} images/s, peak {p and round(p, 1)} GB", flush=True)
     print("\n| batch | stack | images/s | peak GB (allocated) | device used GB | vs best HF at this batch |")
