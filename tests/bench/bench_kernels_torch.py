@@ -55,16 +55,16 @@ def cases(batch, tokens):
     mt, mv, mp = batch * tokens, batch * PATCHES, batch * MM
     lin = lambda M, K, N, bias: {"M": M, "K": K, "N": N, "bias": bias}  # noqa: E731
     return [
-        ("text q_proj", "linear", lin(mt, C, H * D, False)),
-        ("text k_proj / v_proj", "linear", lin(mt, C, HKV * D, False)),
-        ("text qkv fused (not used yet)", "linear", lin(mt, C, (H + 2 * HKV) * D, False)),
+        ("text q_proj (unfused)", "linear", lin(mt, C, H * D, False)),
+        ("text k_proj / v_proj (unfused)", "linear", lin(mt, C, HKV * D, False)),
+        ("text q|k|v fused (the model runs this)", "linear", lin(mt, C, (H + 2 * HKV) * D, False)),
         ("text o_proj", "linear", lin(mt, H * D, C, False)),
         ("text gate|up fused", "linear", lin(mt, C, 2 * FF, False)),
         ("text down_proj", "linear", lin(mt, FF, C, False)),
         ("vision patch embed", "linear", lin(mv, PATCH_K, CV, True)),
         ("vision q/k/v/out_proj", "linear", lin(mv, CV, CV, True)),
         ("vision out_proj + residual (fused)", "linear_residual", lin(mv, CV, CV, True)),
-        ("vision qkv fused (not used yet)", "linear", lin(mv, CV, 3 * CV, True)),
+        ("vision q|k|v fused (the model runs this)", "linear", lin(mv, CV, 3 * CV, True)),
         ("vision fc1", "linear", lin(mv, CV, FV, True)),
         ("vision fc1 + gelu (fused)", "linear_gelu", lin(mv, CV, FV, True)),
         ("vision fc2", "linear", lin(mv, FV, CV, True)),

@@ -260,6 +260,10 @@ def fmt(x, spec):
     return "-" if x is None else format(x, spec)
 
 
+def cell(text):
+    return str(text).replace("|", "\\|")  # a row name such as "gate|up" must not split its cell
+
+
 def markdown(head, rows):
     lines = list(head)
     lines.append("ratio = torch time / medgem time (> 1: medgem faster); end-to-end rows: images/s, no ceiling")
@@ -267,7 +271,7 @@ def markdown(head, rows):
     lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ms_spec = ".4f" if r["medgem_ms"] is not None and r["medgem_ms"] < 0.1 else ".3f"
-        lines.append(f"| {r['part']} | {r['name']} | {r['shape']} | {fmt(r['medgem_ms'], ms_spec)} | "
+        lines.append(f"| {r['part']} | {cell(r['name'])} | {r['shape']} | {fmt(r['medgem_ms'], ms_spec)} | "
                      f"{fmt(r['rate'], '.1f')}{' ' + r['unit'] if r['rate'] is not None else ''} | "
                      f"{fmt(r['pct_ceiling'], '.0f')}{'%' if r['pct_ceiling'] is not None else ''} | {r['torch'] or '-'} | "
                      f"{fmt(r['torch_ms'], ms_spec)} | {fmt(r['ratio'], '.2f')}{'x' if r['ratio'] is not None else ''} | "
