@@ -152,9 +152,10 @@ $(BUILD)/lib/libsentencepiece.so.0:
 	@mkdir -p $(dir $@)
 	cp -L $$(ldconfig -p | awk '/libsentencepiece.so.0 /{print $$NF; exit}') $@
 
+# -MMD: a test is rebuilt when a header it includes changes (tests/test.h, tests/gpu/op_harness.h)
 $(BUILD)/tests/%: tests/%.c $(BUILD)/libmedgem.a $(BUILD)/lib/libsentencepiece.so.0
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
+	$(CC) $(CFLAGS) -MMD -MP -MF $@.d -o $@ $< $(BUILD)/libmedgem.a $(RPATH) $(LDLIBS)
 
 # ---- examples: the public header only (-Iengine, not -I.), against each library ---------------
 EXAMPLES = $(patsubst examples/%.c,%,$(wildcard examples/*.c))
@@ -320,5 +321,5 @@ $(BUILD)/%.sass: %.cu
 clean:
 	rm -rf $(BUILD)
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/tests -name '*.d' 2>/dev/null)
 -include $(shell find $(FUZZ_DIR)/obj -name '*.d' 2>/dev/null)

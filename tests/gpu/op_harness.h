@@ -39,7 +39,7 @@ static inline int rng_int(int n) { return (int)(rng_next() % (uint64_t)n); }
 
 /* The start of an op-test program: seeds the generator (MG_TEST_SEED, else the clock) and creates
  * the CUDA context; 0 (a failure counted) when there is no GPU. MG_TEST_ONLY=text (tc_begin) keeps
- * the cases whose name holds text. */
+ * the cases whose name holds text, MG_TEST_SKIP=text leaves them out. */
 static inline int op_test_start(const char *name, mg_cuda_ctx *ctx) {
     const char *seed_env = getenv("MG_TEST_SEED");
     const uint64_t seed = seed_env ? strtoull(seed_env, NULL, 10) : (uint64_t)time(NULL);
@@ -93,9 +93,11 @@ static inline void tc_begin(tcase *tc, mg_cuda_ctx *ctx, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(tc->name, sizeof tc->name, fmt, ap);
     va_end(ap);
-    /* MG_TEST_ONLY=text runs only the cases whose name holds it (e.g. `attention` under racecheck) */
-    const char *only = getenv("MG_TEST_ONLY");
-    if (only && *only && !strstr(tc->name, only)) tc->skipped = tc->broken = 1;
+    /* MG_TEST_ONLY=text runs only the cases whose name holds it (e.g. `attention` under racecheck);
+     * MG_TEST_SKIP=text leaves out those whose name holds it (e.g. the largest shapes there) */
+    const char *only = getenv("MG_TEST_ONLY"), *skip = getenv("MG_TEST_SKIP");
+    if ((only && *only && !strstr(tc->name, only)) || (skip && *skip && strstr(tc->name, skip)))
+        tc->skipped = tc->broken = 1;
 }
 
 /* Records the first failure of a CUDA helper or an op. */
