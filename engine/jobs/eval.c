@@ -105,14 +105,18 @@ mg_status mg_eval_run(const mg_classifier *c, const mg_bh_index *ix, const int64
     while ((s = mg_loader_next(ld, &b)) == MG_OK && b->n > 0) {
         if ((s = eval_batch(c, b, o, r)) != MG_OK) break;
         if (o->progress) o->progress(o->progress_user, r->n + mg_loader_skipped(ld), n, mg_now_s() - t0);
+        if (o->stop && *o->stop) {
+            r->stopped = true;
+            break;
+        }
     }
     r->skipped = mg_loader_skipped(ld);
     r->seconds = mg_now_s() - t0;
     mg_loader_free(ld);
-    if (s == MG_OK && r->n == 0)
+    if (s == MG_OK && r->n == 0 && !r->stopped)
         s = mg_fail(MG_ERR_FORMAT, "check the images with `medgem data --verify`", "none of the %lld selected images could be read", (long long)n);
-    if (s == MG_OK) s = number_patients(ix, r);
-    if (s == MG_OK) {
+    if (s == MG_OK && r->n > 0) s = number_patients(ix, r);
+    if (s == MG_OK && r->n > 0) {
         const mg_metrics_input mi = { .n = r->n, .labels = r->labels, .preds = r->preds, .probs = r->probs,
                                       .patients = r->patients, .n_classes = K, .first_positive = 4 /* 4-7 malignant */ };
         s = mg_metrics_compute(&mi, &r->metrics);

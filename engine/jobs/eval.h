@@ -10,6 +10,8 @@
 #ifndef MG_EVAL_H
 #define MG_EVAL_H
 
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "data/breakhis_index.h"
@@ -34,6 +36,8 @@ typedef struct {
     void *progress_user;
     struct mg_feature_cache *features; /* score mode: the images' soft tokens come from (and go to) this
                                         * cache, wholly cached batches are not read; NULL: none */
+    volatile sig_atomic_t *stop; /* may be NULL; when it becomes non-zero the loop ends after the batch in
+                                  * flight, with `stopped` set (Ctrl-C in train and run) */
 } mg_eval_opts;
 
 /* Defaults: score mode, batch 8, 40 new tokens, 2 threads, skip bad images, no progress. */
@@ -51,6 +55,7 @@ typedef struct {
     char **answers;     /* (n) generated text in generate mode; NULL in score mode */
     int64_t skipped;    /* images left out as unreadable (MG_BAD_SKIP) */
     double seconds;     /* wall time of the loop, loading included */
+    bool stopped;       /* ended early through opts.stop: n covers the batches done (none possibly) */
     mg_metrics metrics;
 } mg_eval_result;
 

@@ -149,9 +149,15 @@ static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_b
 
     /* 2. the untouched model */
     stage(o, f->fold, MG_RUN_BASELINE, "baseline evaluation of the untouched model");
+    mg_eval_opts eo = o->eval;
+    eo.stop = o->train.stop; /* Ctrl-C ends an evaluation too, after its batch in flight */
     t = mg_now_s();
-    if ((s = mg_eval_run(&cl, ix, test, f->n_test, &o->eval, &f->baseline)) != MG_OK) {
+    if ((s = mg_eval_run(&cl, ix, test, f->n_test, &eo, &f->baseline)) != MG_OK) {
         mg_oom_hint(s, OOM_HINT_EVAL);
+        goto done;
+    }
+    if (f->baseline.stopped) {
+        s = mg_fail(MG_ERR_ARG, NULL, "interrupted during the baseline evaluation; nothing was trained yet");
         goto done;
     }
     f->t_baseline = mg_now_s() - t;
@@ -182,8 +188,13 @@ static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_b
     if ((s = mg_model_apply_adapter(&m, adapter)) != MG_OK) goto done;
     f->t_merge = mg_now_s() - t;
     t = mg_now_s();
-    if ((s = mg_eval_run(&cl, ix, test, f->n_test, &o->eval, &f->final)) != MG_OK) {
+    if ((s = mg_eval_run(&cl, ix, test, f->n_test, &eo, &f->final)) != MG_OK) {
         mg_oom_hint(s, OOM_HINT_EVAL);
+        goto done;
+    }
+    if (f->final.stopped) {
+        s = mg_fail(MG_ERR_ARG, NULL, "interrupted during the final evaluation; the trained adapter is in %s; "
+                    "evaluate it with `medgem eval --adapter %s`", adapter, adapter);
         goto done;
     }
     f->t_final = mg_now_s() - t;

@@ -93,6 +93,19 @@ static mg_status save_checkpoint(const mg_train_opts *o, const mg_config *cfg, m
     return MG_OK;
 }
 
+/* The checkpoint of where the run stands (after pos.step updates; an epoch whose micro-batches are
+ * all done counts as complete), unless the last one written is already of this step: rewriting it
+ * could only lose it. */
+static mg_status checkpoint_at(const mg_train_opts *o, const mg_config *cfg, mg_lora *lora, const mg_lora_device *dev,
+                               run_position pos, int64_t n_batches, int total, int warmup, mg_train_result *res) {
+    char here[4200];
+    snprintf(here, sizeof here, "%s/checkpoint-%d", o->out_dir, pos.step);
+    if (!strcmp(res->checkpoint, here)) return MG_OK;
+    if (pos.micro == n_batches) pos.epoch++, pos.micro = 0;
+    const char *good = res->checkpoint[0] ? res->checkpoint : res->resumed_from;
+    return save_checkpoint(o, cfg, lora, dev, &pos, total, warmup, res->checkpoint, sizeof res->checkpoint, good);
+}
+
 /* Reads a checkpoint's state.json and checks that the run it continues has the same shape. */
 static mg_status read_position(const char *dir, const mg_train_opts *o, run_position *pos) {
     char path[4352];
@@ -485,11 +498,7 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
             window_loss = 0, window_targets = 0, window_micro = 0;
             const bool stop = o->stop && *o->stop;
             if (stop || (o->save_every && pos.step % o->save_every == 0)) {
-                run_position at = pos;
-                if (at.micro == n_batches) at.epoch++, at.micro = 0; /* the epoch is complete */
-                s = save_checkpoint(o, &m->cfg, &lora, &dev, &at, total, warmup, res->checkpoint,
-                                    sizeof res->checkpoint, good ? good : "");
-                if (s != MG_OK) break;
+                if ((s = checkpoint_at(o, &m->cfg, &lora, &dev, pos, n_batches, total, warmup, res)) != MG_OK) break;
             }
             if (stop) {
                 res->interrupted = true;
@@ -504,8 +513,15 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
             mg_eval_result r;
             mg_eval_opts eo = o->eval;
             eo.features = mg_feature_cache_on(&fc) ? &fc : NULL;
+            eo.stop = o->stop;
             if ((s = mg_eval_run(&cl, ix, test, n_test, &eo, &r)) != MG_OK) {
                 oom_hint = OOM_HINT_EVAL;
+                break;
+            }
+            if (r.stopped) { /* Ctrl-C while evaluating: keep the epoch's updates; the evaluation is dropped */
+                mg_eval_result_free(&r);
+                if ((s = checkpoint_at(o, &m->cfg, &lora, &dev, pos, n_batches, total, warmup, res)) == MG_OK)
+                    res->interrupted = true;
                 break;
             }
             log_eval(log, epoch + 1, pos.step, &r);

@@ -90,7 +90,9 @@ typedef struct {
     void (*on_note)(void *user, const char *line); /* one-line notes (the feature cache's state); may be NULL */
     void (*on_epoch)(void *user, const mg_train_epoch *e); /* may be NULL */
     void *user;
-    volatile sig_atomic_t *stop; /* when it becomes non-zero: checkpoint after the current update and return */
+    volatile sig_atomic_t *stop; /* when it becomes non-zero: checkpoint after the current update and return;
+                                  * during an epoch's evaluation, after its batch in flight (the epoch's
+                                  * updates are kept, that evaluation is dropped and not repeated on resume) */
 } mg_train_opts;
 
 /* The guide's settings (above). */
