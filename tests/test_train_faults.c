@@ -4,7 +4,8 @@
  *    newest checkpoint is named and the previous complete one is used, and the run still ends with
  *    the reference adapter bytes; a truncated one with no earlier checkpoint fails clearly;
  * 2. SIGKILL at a random update, then `--resume OUT` (the run folder: its newest complete
- *    checkpoint) ends with the reference adapter bytes;
+ *    checkpoint) ends with the reference adapter bytes, and its log holds each update once (the
+ *    killed run's lines past the checkpoint are trimmed; the trim itself on a written log too);
  * 3. a full disk while saving (a file-size limit in the child): a clear error, the failed
  *    checkpoint's folder removed, the previous checkpoint intact, and a later resume reaches the
  *    reference adapter;
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "engine/jobs/train_ckpt.h"
+#include "engine/jobs/train_log.h"
 #include "engine/json.h"
 #include "tests/synth_fixture.h"
 
@@ -131,6 +133,36 @@ static void test_sigkill(void) {
     free(out);
     CHECK(test_same_file(REF, WORK "/kill/adapter/adapter_model.safetensors"),
           "the killed and resumed run ends with the reference adapter bytes");
+    CHECK(count_lines(WORK "/kill/train_log.jsonl", "{\"step\": ") == 15,
+          "the log holds each of the 15 updates once (%d lines): the killed run's lines past the checkpoint were dropped",
+          count_lines(WORK "/kill/train_log.jsonl", "{\"step\": "));
+}
+
+/* The resume's log trim on a written log: lines past the step go, a torn last line goes, the rest
+ * stays byte for byte; a missing log stays missing. */
+static void test_log_trim(void) {
+    static const char head[] = "{\"step\": 1, \"loss\": 2.5}\n{\"step\": 2, \"loss\": 2.25}\n"
+                               "{\"eval\": {\"epoch\": 1, \"step\": 2, \"accuracy\": 0.5}}\n"
+                               "{\"epoch_end\": {\"epoch\": 1, \"updates\": 2, \"seconds\": 1.0}}\n";
+    static const char tail[] = "{\"step\": 3, \"loss\": 2.0}\n{\"eval\": {\"epoch\": 2, \"step\": 3}}\n"
+                               "{\"epoch_end\": {\"epoch\": 2, \"updates\": 3}}\n{\"step\": 4, \"lo";
+    const char *path = WORK "/trim.jsonl";
+    for (int k = 0; k < 2; k++) {
+        FILE *f = fopen(path, "wb");
+        if (!f) { CHECK(0, "cannot write %s", path); return; }
+        fputs(head, f), fputs(tail, f), fclose(f);
+        const int step = k == 0 ? 2 : 3;
+        CHECK(mg_train_log_trim(path, step) == MG_OK, "trim to %d: %s", step, mg_last_error());
+        size_t n;
+        char *got = test_slurp(path, &n);
+        char want[1024];
+        snprintf(want, sizeof want, "%s%.*s", head, k == 0 ? 0 : (int)(strstr(tail, "{\"step\": 4") - tail), tail);
+        CHECK(got && !strcmp(got, want), "trim to %d keeps what came before and drops the rest:\n%s", step,
+              got ? got : "(none)");
+        free(got);
+    }
+    remove(path);
+    CHECK(mg_train_log_trim(path, 3) == MG_OK && !exists(path), "a missing log stays missing");
 }
 
 /* 3. a full disk while saving */
@@ -179,6 +211,7 @@ int main(void) {
     test_fresh_synth(WORK, DATA);
     test_integrity();
     test_sigkill();
+    test_log_trim();
     test_full_disk();
     test_nan();
     return test_finish();

@@ -22,6 +22,7 @@
 #include "engine/json.h"
 #include "engine/oom.h"
 #include "engine/jobs/train_ckpt.h"
+#include "engine/jobs/train_log.h"
 #include "model/train_step.h"
 
 mg_train_opts mg_train_defaults(void) {
@@ -171,52 +172,6 @@ static void nonfinite_grad(const mg_lora_device *dev, const mg_lora *lora, doubl
                     }
         }
     free(g);
-}
-
-/* ---- the log ---------------------------------------------------------------------------------- */
-
-static void log_eval(FILE *log, int epoch, int step, const mg_eval_result *r) {
-    const mg_metrics *m = &r->metrics;
-    fprintf(log,
-            "{\"eval\": {\"epoch\": %d, \"step\": %d, \"images\": %lld, \"accuracy\": %.6f, \"f1_weighted\": %.6f, "
-            "\"f1_macro\": %.6f, \"binary_accuracy\": %.6f, \"binary_f1\": %.6f, \"auc\": %.6f, "
-            "\"patient_rate\": %.6f, \"seconds\": %.3f}}\n",
-            epoch, step, (long long)r->n, m->accuracy, m->f1_weighted, m->f1_macro, m->bin_accuracy,
-            m->bin_f1_positive, isnan(m->auc) ? -1.0 : m->auc, isnan(m->patient_rate) ? -1.0 : m->patient_rate,
-            r->seconds);
-    fflush(log);
-}
-
-/* The process's resident and peak resident bytes (VmRSS, VmHWM), -1 each where unreadable. */
-static void host_memory(int64_t *rss, int64_t *peak) {
-    *rss = *peak = -1;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return;
-    char line[256];
-    long long kb;
-    while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "VmRSS: %lld kB", &kb) == 1) *rss = kb * 1024;
-        else if (sscanf(line, "VmHWM: %lld kB", &kb) == 1) *peak = kb * 1024;
-    }
-    fclose(f);
-}
-
-/* Bytes in use on the GPU (total - free), or -1 on the CPU backend or when the driver does not say. */
-static int64_t device_used(const mg_backend *be) {
-    if (be == mg_backend_cpu()) return -1;
-    mg_gpu_info gi;
-    mg_gpu_query(&gi);
-    return gi.available && gi.free_mem ? (int64_t)(gi.total_mem - gi.free_mem) : -1;
-}
-
-static void log_epoch(FILE *log, const mg_train_epoch *e) {
-    char dev[32] = "null";
-    if (e->device_used >= 0) snprintf(dev, sizeof dev, "%lld", (long long)e->device_used);
-    fprintf(log,
-            "{\"epoch_end\": {\"epoch\": %d, \"updates\": %d, \"seconds\": %.3f, \"host_rss_bytes\": %lld, "
-            "\"host_peak_rss_bytes\": %lld, \"device_used_bytes\": %s}}\n",
-            e->epoch, e->step, e->seconds, (long long)e->host_rss, (long long)e->host_peak, dev);
-    fflush(log);
 }
 
 /* ---- the feature cache ------------------------------------------------------------------------ */
@@ -393,7 +348,8 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
     if (s == MG_OK) s = mg_train_prompts_build(&tp, &cl, o->prompt_text, o->guide_path, o->loss_on);
     if (s == MG_OK) {
         snprintf(path, sizeof path, "%s/train_log.jsonl", o->out_dir);
-        if (!(log = fopen(path, o->resume ? "a" : "w")))
+        if (o->resume) s = mg_train_log_trim(path, pos.step); /* lines past the checkpoint would repeat */
+        if (s == MG_OK && !(log = fopen(path, o->resume ? "a" : "w")))
             s = mg_fail(MG_ERR_IO, "check the --out directory", "cannot write %s: %s", path, strerror(errno));
     }
     res->lora_bytes = (size_t)dev.n_params * (4 * sizeof(float) + mg_dtype_size(be->act_dtype));
@@ -478,15 +434,8 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
             res->steps = pos.step;
             if (!bad[0]) res->last_loss = loss;
             const double secs = mg_now_s() - t0;
-            char lv[32] = "null", nv[32] = "null"; /* JSON has no NaN */
-            if (isfinite(loss)) snprintf(lv, sizeof lv, "%.6f", loss);
-            if (isfinite(norm)) snprintf(nv, sizeof nv, "%.6f", norm);
-            fprintf(log,
-                    "{\"step\": %d, \"epoch\": %.4f, \"loss\": %s, \"lr\": %.9g, \"grad_norm\": %s, "
-                    "\"images_per_s\": %.3f, \"seconds\": %.3f%s}\n",
-                    pos.step, epoch + (double)pos.micro / (double)n_batches, lv, lr, nv, res->images / secs, secs,
-                    bad[0] ? ", \"skipped\": true" : "");
-            fflush(log);
+            mg_train_log_step(log, pos.step, epoch + (double)pos.micro / (double)n_batches, loss, lr, norm,
+                              res->images / secs, secs, bad[0] != 0);
             if (o->progress) {
                 const int done_here = pos.step - start_step;
                 const mg_train_progress p = { .epoch = epoch + 1, .epochs = epochs, .step = pos.step,
@@ -524,15 +473,14 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
                     res->interrupted = true;
                 break;
             }
-            log_eval(log, epoch + 1, pos.step, &r);
+            mg_train_log_eval(log, epoch + 1, pos.step, &r);
             if (o->on_eval) o->on_eval(o->user, epoch + 1, &r);
             mg_eval_result_free(&r);
         }
         /* memory at the end of the epoch: flat from the second epoch on, or something grows */
-        mg_train_epoch e = { .epoch = epoch + 1, .epochs = epochs, .step = pos.step, .seconds = mg_now_s() - t0,
-                             .device_used = device_used(be) };
-        host_memory(&e.host_rss, &e.host_peak);
-        log_epoch(log, &e);
+        mg_train_epoch e = { .epoch = epoch + 1, .epochs = epochs, .step = pos.step, .seconds = mg_now_s() - t0 };
+        mg_train_epoch_memory(be, &e);
+        mg_train_log_epoch(log, &e);
         if (o->on_epoch) o->on_epoch(o->user, &e);
         pos.micro = 0;
     }
