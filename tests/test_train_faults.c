@@ -5,7 +5,8 @@
  *    the reference adapter bytes; a truncated one with no earlier checkpoint fails clearly;
  * 2. SIGKILL at a random update, then `--resume OUT` (the run folder: its newest complete
  *    checkpoint) ends with the reference adapter bytes, and its log holds each update once (the
- *    killed run's lines past the checkpoint are trimmed; the trim itself on a written log too);
+ *    killed run's lines past the checkpoint are trimmed; the trim itself on a written log too); a
+ *    new run into that folder is refused (a later --resume of it would take the earlier run's);
  * 3. a full disk while saving (a file-size limit in the child): a clear error, the failed
  *    checkpoint's folder removed, the previous checkpoint intact, and a later resume reaches the
  *    reference adapter;
@@ -138,6 +139,19 @@ static void test_sigkill(void) {
           count_lines(WORK "/kill/train_log.jsonl", "{\"step\": "));
 }
 
+/* A new run (no --resume) into a folder holding an earlier run's checkpoints is refused: a later
+ * `--resume FOLDER` would otherwise take the earlier run's newest checkpoint. */
+static void test_new_run_beside_checkpoints(void) {
+    char *out;
+    const int rc = train(&out, "--out " WORK "/kill");
+    CHECK(rc == 1 && strstr(out, "holds checkpoints of an earlier run") && strstr(out, "--resume"),
+          "a new run into a folder with checkpoints is refused, naming --resume (%d): %s", rc, out);
+    free(out);
+    CHECK(exists(WORK "/kill/adapter/adapter_model.safetensors") &&
+              count_lines(WORK "/kill/train_log.jsonl", "{\"step\": ") == 15,
+          "the earlier run's adapter and log are untouched");
+}
+
 /* The resume's log trim on a written log: lines past the step go, a torn last line goes, the rest
  * stays byte for byte; a missing log stays missing. */
 static void test_log_trim(void) {
@@ -211,6 +225,7 @@ int main(void) {
     test_fresh_synth(WORK, DATA);
     test_integrity();
     test_sigkill();
+    test_new_run_beside_checkpoints();
     test_log_trim();
     test_full_disk();
     test_nan();

@@ -337,6 +337,12 @@ mg_status mg_train_run(mg_model *m, const mg_bh_index *ix, const int64_t *train,
                             sizeof res->resume_note);
     if (s == MG_OK && o->resume) ro.resume = res->resumed_from, o = &ro;
     if (s == MG_OK && o->resume) s = read_position(o->resume, o, &pos);
+    /* a new run beside an earlier run's checkpoints: a later --resume of the folder would take theirs */
+    const int earlier = o->resume ? -1 : mg_ckpt_newest_step(o->out_dir);
+    if (s == MG_OK && earlier >= 0)
+        s = mg_fail(MG_ERR_ARG, "continue that run (medgem train --resume DIR), give another --out, or remove its checkpoint-* folders",
+                    "%s holds checkpoints of an earlier run (the newest: checkpoint-%d); a new run there would mix with them",
+                    o->out_dir, earlier);
     if (s == MG_OK) s = open_adapter(o, &m->cfg, &lora);
     if (s == MG_OK) s = mg_lora_device_create(&dev, be, &m->cfg, &lora, true);
     if (s == MG_OK && o->resume) s = load_moments(o->resume, &dev);

@@ -155,6 +155,14 @@ static int *list_steps(const char *dir, int *n) {
     return v;
 }
 
+int mg_ckpt_newest_step(const char *out_dir) {
+    int n;
+    int *steps = list_steps(out_dir, &n);
+    const int newest = n > 0 ? steps[0] : -1; /* sorted newest first */
+    free(steps);
+    return newest;
+}
+
 /* The newest checkpoint of run_dir with step < below that verifies; its path in dir. Appends the
  * damaged ones skipped to skipped. Returns its step or -1. */
 static int newest_complete(const char *run_dir, int below, char *dir, size_t cap, char *skipped, size_t skipped_cap) {

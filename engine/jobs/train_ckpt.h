@@ -26,6 +26,9 @@ mg_status mg_ckpt_verify(const char *dir);
  * skipped ("" otherwise). Fails, naming what was wrong, when nothing complete is left. */
 mg_status mg_ckpt_resolve(const char *path, char *dir, size_t dir_cap, char *note, size_t note_cap);
 
+/* The largest n of out_dir's checkpoint-<n>/ folders, complete or not; -1 when there is none. */
+int mg_ckpt_newest_step(const char *out_dir);
+
 /* Removes every checkpoint-<n>/ of out_dir with n < keep_step except the newest complete one
  * (keeps the last two). */
 void mg_ckpt_prune(const char *out_dir, int keep_step);
