@@ -5,7 +5,10 @@
  *    returns interrupted with a checkpoint of the completed epoch and no evaluation line; resumed, it
  *    ends with the adapter bytes of an uninterrupted run and logs each update once;
  * 2. `medgem run`, during the baseline evaluation: it stops before training, saying so;
- * 3. `medgem run`, during the final evaluation: it stops, naming the trained adapter, which exists. */
+ * 3. `medgem run`, during training: it stops naming --resume; `--resume` trains only the updates
+ *    left and ends with the uninterrupted run's adapter bytes, log and final accuracy;
+ * 4. `medgem run`, during the final evaluation: it stops naming the trained adapter, which exists;
+ *    `--resume` then trains nothing and finishes the report; a new run (no --resume) trains again. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,36 +104,110 @@ static void test_train(mg_model *m, const mg_bh_index *ix) {
     free(train), free(test);
 }
 
-/* Arms the stop for the final evaluation only. */
+/* Where `medgem run` is stopped: the stage that arms the stop, and for training the update after
+ * which it lands (the evaluations raise it from their progress callback). */
+typedef struct {
+    mg_run_stage at;
+    int after_update; /* training: stop once this many updates are done */
+    int trained;      /* updates seen by the progress callback (training ran in this call) */
+} run_plan;
+
+/* A plan "at" the data stage never stops: that stage runs no evaluation and no training. */
+#define NO_STOP MG_RUN_DATA
+
 static void on_stage(void *user, int fold, mg_run_stage stage, const char *what) {
     (void)fold, (void)what;
-    if (stage == MG_RUN_FINAL) armed = *(int *)user;
+    run_plan *p = user;
+    if (stage == p->at && stage != MG_RUN_TRAIN && stage != NO_STOP) armed = 1;
 }
 
-/* 2 and 3. medgem run */
-static void test_run_stops(int in_final) {
+static void on_update(void *user, const mg_train_progress *pr) {
+    run_plan *p = user;
+    p->trained++;
+    if (p->at == MG_RUN_TRAIN && pr->step == p->after_update) stop_flag = 1;
+}
+
+static mg_run_opts run_opts(const char *out, run_plan *plan) {
     mg_run_opts o = mg_run_defaults(true);
-    o.model_dir = MODEL, o.data = DATA, o.force_cpu = true;
-    o.out_dir = in_final ? WORK "/run_final" : WORK "/run_baseline";
-    o.train.epochs = 1, o.train.eval_every = 0, o.train.threads = 1, o.eval.threads = 1;
-    o.train.stop = &stop_flag, o.eval.progress = raise_stop;
-    o.stage = on_stage, o.user = &in_final;
-    stop_flag = 0, armed = !in_final;
+    o.model_dir = MODEL, o.data = DATA, o.force_cpu = true, o.out_dir = out;
+    o.train.epochs = 2, o.train.eval_every = 0, o.train.threads = 1, o.eval.threads = 1;
+    o.train.stop = &stop_flag, o.eval.progress = raise_stop, o.train.progress = on_update, o.train.user = plan;
+    o.stage = on_stage, o.user = plan;
+    return o;
+}
+
+/* One mg_run with the stop planned (or none: NO_STOP). */
+static mg_status run_once(const char *out, run_plan *plan, bool resume, mg_run_result *r) {
+    mg_run_opts o = run_opts(out, plan);
+    o.resume = resume;
+    stop_flag = 0, armed = plan->at == MG_RUN_BASELINE;
+    const mg_status s = mg_run(&o, r);
+    armed = 0, stop_flag = 0;
+    return s;
+}
+
+static bool same_file(const char *a, const char *b) {
+    size_t na, nb;
+    char *x = test_slurp(a, &na), *y = test_slurp(b, &nb);
+    const bool same = x && y && na == nb && !memcmp(x, y, na);
+    free(x), free(y);
+    return same;
+}
+
+/* 2-4. medgem run: stopped in the baseline, in training and in the final evaluation; --resume */
+static void test_run_stops(void) {
     mg_run_result r;
-    const mg_status s = mg_run(&o, &r);
-    armed = 0;
-    const char *err = mg_last_error();
-    if (!in_final) {
-        CHECK(s != MG_OK && strstr(err, "interrupted during the baseline evaluation") && r.folds[0].train.steps == 0,
-              "run stops in the baseline evaluation before training: %s", err);
-    } else {
-        char adapter[4200];
-        snprintf(adapter, sizeof adapter, "%s/adapter/adapter_model.safetensors", r.folds[0].dir);
-        struct stat st;
-        CHECK(s != MG_OK && strstr(err, "interrupted during the final evaluation") && strstr(err, "/adapter") &&
-                  stat(adapter, &st) == 0,
-              "run stops in the final evaluation, naming the saved adapter: %s", err);
-    }
+    run_plan ref_plan = { .at = NO_STOP };
+    CHECK(run_once(WORK "/run_ref", &ref_plan, false, &r) == MG_OK, "the uninterrupted run: %s", mg_last_error());
+    const int total = r.folds[0].train.steps;
+    const double ref_acc = r.folds[0].final.metrics.accuracy;
+    mg_run_result_free(&r);
+
+    run_plan base = { .at = MG_RUN_BASELINE };
+    mg_status s = run_once(WORK "/run_baseline", &base, false, &r);
+    CHECK(s != MG_OK && strstr(mg_last_error(), "interrupted during the baseline evaluation") && base.trained == 0,
+          "run stops in the baseline evaluation before training: %s", mg_last_error());
+    mg_run_result_free(&r);
+
+    /* in training, after update 3 (a checkpoint): --resume continues to the uninterrupted run's adapter */
+    run_plan tr = { .at = MG_RUN_TRAIN, .after_update = 3 };
+    s = run_once(WORK "/run_train", &tr, false, &r);
+    CHECK(s != MG_OK && strstr(mg_last_error(), "interrupted during training") && strstr(mg_last_error(), "--resume"),
+          "run stops in training, naming --resume: %s", mg_last_error());
+    mg_run_result_free(&r);
+    run_plan go = { .at = NO_STOP };
+    s = run_once(WORK "/run_train", &go, true, &r);
+    CHECK(s == MG_OK && go.trained == total - 3 && r.folds[0].train.steps == total,
+          "--resume trains the %d updates left (%d) and finishes: %s", total - 3, go.trained, mg_last_error());
+    CHECK(same_file(WORK "/run_ref/adapter/adapter_model.safetensors", WORK "/run_train/adapter/adapter_model.safetensors"),
+          "the resumed run's adapter has the uninterrupted run's bytes");
+    CHECK(count_lines(WORK "/run_train/train_log.jsonl", "{\"step\": ") == total, "its log holds each of the %d updates once",
+          total);
+    CHECK(r.folds[0].final.metrics.accuracy == ref_acc, "and the same final accuracy (%.4f vs %.4f)",
+          r.folds[0].final.metrics.accuracy, ref_acc);
+    mg_run_result_free(&r);
+
+    /* in the final evaluation: the adapter is on disk; --resume evaluates it without training again */
+    run_plan fin = { .at = MG_RUN_FINAL };
+    s = run_once(WORK "/run_final", &fin, false, &r);
+    struct stat st;
+    CHECK(s != MG_OK && strstr(mg_last_error(), "interrupted during the final evaluation") &&
+              strstr(mg_last_error(), "/adapter") && stat(WORK "/run_final/adapter/adapter_model.safetensors", &st) == 0,
+          "run stops in the final evaluation, naming the saved adapter: %s", mg_last_error());
+    mg_run_result_free(&r);
+    run_plan again = { .at = NO_STOP };
+    s = run_once(WORK "/run_final", &again, true, &r);
+    CHECK(s == MG_OK && again.trained == 0 && r.folds[0].train.steps == total &&
+              r.folds[0].final.metrics.accuracy == ref_acc && stat(WORK "/run_final/report.html", &st) == 0,
+          "--resume after it trains nothing, reports %d updates and the reference accuracy, writes the report: %s",
+          total, mg_last_error());
+    mg_run_result_free(&r);
+
+    /* without --resume, the folder's record of the finished training is dropped: a new run trains */
+    run_plan fresh = { .at = NO_STOP };
+    s = run_once(WORK "/run_final", &fresh, false, &r);
+    CHECK(s == MG_OK && fresh.trained == total, "a new run in that folder trains again (%d updates): %s", fresh.trained,
+          mg_last_error());
     mg_run_result_free(&r);
 }
 
@@ -147,7 +224,6 @@ int main(void) {
     mg_bh_index_free(ix);
     mg_model_free(&m);
     mg_backend_close(be);
-    test_run_stops(0);
-    test_run_stops(1);
+    test_run_stops();
     return test_finish();
 }

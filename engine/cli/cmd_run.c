@@ -30,6 +30,9 @@ static const char *USAGE =
     "  selection              --fold 1-5|all (1; all: each fold in turn, mean ± sd per row), --mag 40|100|200|400|all\n"
     "                         (100; all: magnification-independent), --balance binary|class|none (binary), --seed N (42)\n"
     "  --save-merged          also write the merged model directory (OUT/merged, loads with from_pretrained)\n"
+    "  --resume               continue an interrupted run in --out with the same options: the baseline is\n"
+    "                         evaluated again, training continues from each fold's newest checkpoint (Ctrl-C\n"
+    "                         or --save-every writes them), a fold whose training finished is not trained again\n"
     "evaluation (baseline and final; eval's flags):\n"
     "  --mode score|generate  score: argmax of the class-digit logits (default); generate: greedy answer, first\n"
     "                         standalone digit 0-7 (the guide's evaluation)\n"
@@ -133,14 +136,15 @@ int cmd_run(int argc, char **argv) {
         if (!strcmp(a, "--double-bos")) { o.train.guide_path = true; continue; }
         if (!strcmp(a, "--recompute")) { o.train.recompute = true; continue; }
         if (!strcmp(a, "--no-feature-cache")) { o.train.no_feature_cache = true; continue; }
+        if (!strcmp(a, "--resume")) { o.resume = true; continue; }
         if (!v) { fprintf(stderr, "medgem run: %s needs a value (or is unknown)\n\n%s", a, USAGE); return 2; }
         i++;
         if (!strcmp(a, "--seed")) o.train.seed = strtoull(v, NULL, 10); /* also the selection's, below */
         if (!strcmp(a, "--fold") && !strcmp(v, "all")) { o.all_folds = true; continue; }
         if (!strcmp(a, "--fold")) o.all_folds = false;
         if (!strcmp(a, "--split")) { fprintf(stderr, "medgem run: trains on the train split and evaluates on the test split; --split does not apply\n"); return 2; }
-        if (!strcmp(a, "--resume") || !strcmp(a, "--csv")) {
-            fprintf(stderr, "medgem run: %s does not apply (the run writes its CSVs; resume training with medgem train --resume)\n", a);
+        if (!strcmp(a, "--csv")) {
+            fprintf(stderr, "medgem run: --csv does not apply (the run writes its CSVs into --out)\n");
             return 2;
         }
         if (mg_bh_selection_option(a, v, &o.sel, &st)) {
@@ -159,6 +163,10 @@ int cmd_run(int argc, char **argv) {
     o.eval.on_bad = o.train.on_bad;
     if (o.eval.batch < 1 || o.train.threads < 1) { fprintf(stderr, "medgem run: --eval-batch and --threads take positive integers\n"); return 2; }
 
+    if (o.resume && !o.out_dir) {
+        fprintf(stderr, "medgem run: --resume continues the run in --out DIR: give that DIR\n");
+        return 2;
+    }
     char out[256];
     if (!o.out_dir) {
         const time_t now = time(NULL);

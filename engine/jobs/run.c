@@ -17,6 +17,7 @@
 #include "engine/json.h"
 #include "engine/jobs/merge.h"
 #include "engine/jobs/report.h"
+#include "engine/jobs/train_ckpt.h"
 #include "engine/medgem.h"
 #include "engine/oom.h"
 #include "model/lora.h"
@@ -121,6 +122,39 @@ static void stage(const mg_run_opts *o, int fold, mg_run_stage s, const char *wh
 /* Evaluations run with --eval-batch images per forward (training's own hint comes from mg_train_run). */
 static const char *OOM_HINT_EVAL = "lower --eval-batch (images per evaluation forward)";
 
+/* ---- a fold's finished training, so that --resume does not repeat it ---------------------------- */
+
+static void train_done_path(const mg_run_fold *f, char *path, size_t cap) {
+    snprintf(path, cap, "%s/train_done.json", f->dir);
+}
+
+/* Written (atomically) once the fold's adapter is saved: the training summary the report shows. */
+static mg_status write_train_done(const mg_run_fold *f) {
+    char path[4400], loss[32] = "null", json[256];
+    train_done_path(f, path, sizeof path);
+    if (isfinite(f->train.last_loss)) snprintf(loss, sizeof loss, "%.9g", f->train.last_loss);
+    const int n = snprintf(json, sizeof json, "{\"steps\": %d, \"loss\": %s, \"images\": %lld, \"seconds\": %.3f}\n",
+                           f->train.steps, loss, (long long)f->train.images, f->t_train);
+    return mg_write_file_atomic(path, json, (size_t)n);
+}
+
+/* --resume: the summary an earlier call recorded when this fold's training finished; false if none. */
+static bool read_train_done(mg_run_fold *f) {
+    char path[4400];
+    train_done_path(f, path, sizeof path);
+    mg_json *j = NULL;
+    if (access(path, R_OK) != 0 || mg_json_parse_file(path, &j) != MG_OK) {
+        mg_clear_error();
+        return false;
+    }
+    f->train.steps = (int)mg_json_get_number(j, "steps", 0);
+    f->train.last_loss = mg_json_get_number(j, "loss", NAN);
+    f->train.images = (int64_t)mg_json_get_number(j, "images", 0);
+    f->t_train = f->train.seconds = mg_json_get_number(j, "seconds", 0);
+    mg_json_free(j);
+    return true;
+}
+
 /* One fold of the workflow on backend be. */
 static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_bh_index *ix, const char *model_dir,
                           mg_run_fold *f) {
@@ -165,19 +199,29 @@ static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_b
     snprintf(path, sizeof path, "%s/predictions_baseline.csv", f->dir);
     if ((s = mg_eval_write_csv(path, ix, &f->baseline)) != MG_OK) goto done;
 
-    /* 3. LoRA training */
-    stage(o, f->fold, MG_RUN_TRAIN, "LoRA training");
-    mg_train_opts to = o->train;
-    to.out_dir = f->dir;
-    to.prompt_text = o->prompt_text;
-    t = mg_now_s();
-    s = mg_train_run(&m, ix, train, f->n_train, test, f->n_test, &to, &f->train);
-    f->t_train = mg_now_s() - t;
-    if (s != MG_OK) goto done;
-    if (f->train.interrupted) {
-        s = mg_fail(MG_ERR_ARG, NULL, "interrupted during training; continue it with `medgem train --resume %s`",
-                    f->train.checkpoint);
-        goto done;
+    /* 3. LoRA training; with --resume from the fold's newest checkpoint, or not at all if it finished */
+    if (!o->resume) { /* an earlier run's record in this folder says nothing about this one */
+        train_done_path(f, path, sizeof path);
+        remove(path);
+    }
+    if (!o->resume || !read_train_done(f)) {
+        stage(o, f->fold, MG_RUN_TRAIN, "LoRA training");
+        mg_train_opts to = o->train;
+        to.out_dir = f->dir;
+        to.prompt_text = o->prompt_text;
+        if (o->resume && mg_ckpt_newest_step(f->dir) >= 0) to.resume = f->dir;
+        t = mg_now_s();
+        s = mg_train_run(&m, ix, train, f->n_train, test, f->n_test, &to, &f->train);
+        f->t_train = mg_now_s() - t;
+        if (s != MG_OK) goto done;
+        if (f->train.interrupted) {
+            s = mg_fail(MG_ERR_ARG, NULL, "interrupted during training (checkpoint %s); run the same command with "
+                        "--resume to continue", f->train.checkpoint);
+            goto done;
+        }
+        if ((s = write_train_done(f)) != MG_OK) goto done;
+    } else {
+        stage(o, f->fold, MG_RUN_TRAIN, "LoRA training: finished in an earlier call (train_done.json)");
     }
 
     /* 4. merge_and_unload in memory, then the final evaluation */
@@ -194,7 +238,7 @@ static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_b
     }
     if (f->final.stopped) {
         s = mg_fail(MG_ERR_ARG, NULL, "interrupted during the final evaluation; the trained adapter is in %s; "
-                    "evaluate it with `medgem eval --adapter %s`", adapter, adapter);
+                    "run the same command with --resume to evaluate it without training again", adapter);
         goto done;
     }
     f->t_final = mg_now_s() - t;

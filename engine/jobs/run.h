@@ -34,6 +34,10 @@ typedef struct {
     bool all_folds;          /* folds 1-5 (sel.fold ignored) */
     bool force_cpu;
     bool save_merged;        /* also write <fold dir>/merged (engine/jobs/merge.h) */
+    bool resume;             /* continue an interrupted run in out_dir with the same settings: per fold the
+                              * baseline is evaluated again, training continues from the fold's newest
+                              * checkpoint, and a fold whose training finished (train_done.json) is not
+                              * trained again */
     mg_train_opts train;     /* train.out_dir is set per fold; train.eval is the per-epoch evaluation */
     mg_eval_opts eval;       /* the baseline and final evaluations */
     const char *prompt_text; /* the user text after the image; NULL: the guide's */
