@@ -5,8 +5,9 @@
  *    returns interrupted with a checkpoint of the completed epoch and no evaluation line; resumed, it
  *    ends with the adapter bytes of an uninterrupted run and logs each update once;
  * 2. `medgem run`, during the baseline evaluation: it stops before training, saying so;
- * 3. `medgem run`, during training: it stops naming --resume; `--resume` trains only the updates
- *    left and ends with the uninterrupted run's adapter bytes, log and final accuracy;
+ * 3. `medgem run`, during training: it stops naming --resume; a new run there without --resume is
+ *    refused; `--resume` trains only the updates left and ends with the uninterrupted run's adapter
+ *    bytes, log and final accuracy;
  * 4. `medgem run`, during the final evaluation: it stops naming the trained adapter, which exists;
  *    `--resume` then trains nothing and finishes the report; a new run (no --resume) trains again. */
 #include <signal.h>
@@ -174,6 +175,12 @@ static void test_run_stops(void) {
     s = run_once(WORK "/run_train", &tr, false, &r);
     CHECK(s != MG_OK && strstr(mg_last_error(), "interrupted during training") && strstr(mg_last_error(), "--resume"),
           "run stops in training, naming --resume: %s", mg_last_error());
+    mg_run_result_free(&r);
+    run_plan none = { .at = NO_STOP };
+    s = run_once(WORK "/run_train", &none, false, &r);
+    CHECK(s != MG_OK && strstr(mg_last_error(), "holds checkpoints of an earlier run") && strstr(mg_last_error(), "--resume") &&
+              none.trained == 0,
+          "without --resume, a new run beside those checkpoints is refused, naming --resume: %s", mg_last_error());
     mg_run_result_free(&r);
     run_plan go = { .at = NO_STOP };
     s = run_once(WORK "/run_train", &go, true, &r);

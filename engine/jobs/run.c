@@ -160,6 +160,10 @@ static mg_status run_fold(const mg_run_opts *o, const mg_backend *be, const mg_b
                           mg_run_fold *f) {
     char path[4400];
     MG_TRY(mg_make_dirs(f->dir));
+    const int earlier = o->resume ? -1 : mg_ckpt_newest_step(f->dir);
+    if (earlier >= 0) /* before any work: the training would refuse to start beside them */
+        return mg_fail(MG_ERR_ARG, "continue that run with --resume, give another --out, or remove its checkpoint-* folders",
+                       "%s holds checkpoints of an earlier run (the newest: checkpoint-%d)", f->dir, earlier);
     mg_bh_selection sel = o->sel;
     sel.fold = f->fold;
     int64_t *train = NULL, *test = NULL;
