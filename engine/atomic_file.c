@@ -76,3 +76,32 @@ mg_status mg_make_dirs(const char *path) {
         if (!c) return MG_OK;
     }
 }
+
+mg_status mg_read_file(const char *path, char **bytes, size_t *n) {
+    *bytes = NULL, *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return mg_fail(MG_ERR_IO, "check that the file exists and is readable", "cannot open %s: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t len = 0, cap = 0, got;
+    do {
+        if (len + 1 >= cap) { /* room for the bytes and the NUL */
+            char *grown = realloc(buf, cap = cap ? 2 * cap : 1 << 16);
+            if (!grown) {
+                free(buf), fclose(f);
+                return mg_fail(MG_ERR_OOM, NULL, "out of memory reading %s", path);
+            }
+            buf = grown;
+        }
+        got = fread(buf + len, 1, cap - 1 - len, f);
+        len += got;
+    } while (got > 0);
+    const int err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(buf);
+        return mg_fail(MG_ERR_IO, NULL, "error reading %s", path);
+    }
+    buf[len] = 0;
+    *bytes = buf, *n = len;
+    return MG_OK;
+}

@@ -1,6 +1,7 @@
 /* Files written so a crash never leaves a half-written file under the final name: the bytes go to
  * a temp file beside the target, which is fsynced, renamed over the target, and the directory is
- * fsynced so the rename itself is durable. Checkpoints, adapters, CSVs and Folds.csv use this. */
+ * fsynced so the rename itself is durable. Checkpoints, adapters, CSVs and Folds.csv use this.
+ * Also the whole-file read that JSON files, copies and the training log's trim share. */
 #ifndef MG_ATOMIC_FILE_H
 #define MG_ATOMIC_FILE_H
 
@@ -16,6 +17,10 @@ mg_status mg_write_parts_atomic(const char *path, const void *const *parts, cons
 
 /* One buffer, durable. */
 mg_status mg_write_file_atomic(const char *path, const void *bytes, size_t n);
+
+/* The whole of path in *bytes (malloc'd, NUL after the *n bytes; free it), or MG_ERR_IO naming the
+ * file (MG_ERR_OOM when it does not fit). */
+mg_status mg_read_file(const char *path, char **bytes, size_t *n);
 
 /* `mkdir -p path`: every missing folder on the way, 0755; existing ones are fine. */
 mg_status mg_make_dirs(const char *path);

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/atomic_file.h"
+
 typedef struct {
     const char *s, *end, *start;
     const char *what;
@@ -196,23 +198,9 @@ mg_status mg_json_parse(const char *text, size_t len, const char *what, mg_json 
 
 mg_status mg_json_parse_file(const char *path, mg_json **out) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return mg_fail(MG_ERR_IO, "check that the file exists and is readable", "cannot open %s", path);
-    char *buf = NULL;
-    size_t len = 0, cap = 0, got;
-    do {
-        if (len == cap) {
-            cap = cap ? cap * 2 : 65536;
-            char *grown = realloc(buf, cap);
-            if (!grown) { free(buf); fclose(f); return mg_fail(MG_ERR_OOM, NULL, "out of memory reading %s", path); }
-            buf = grown;
-        }
-        got = fread(buf + len, 1, cap - len, f);
-        len += got;
-    } while (got > 0);
-    int err = ferror(f);
-    fclose(f);
-    if (err) { free(buf); return mg_fail(MG_ERR_IO, NULL, "error reading %s", path); }
+    char *buf;
+    size_t len;
+    MG_TRY(mg_read_file(path, &buf, &len));
     mg_status s = mg_json_parse(buf, len, path, out);
     free(buf);
     return s;

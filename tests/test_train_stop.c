@@ -93,12 +93,8 @@ static void test_train(mg_model *m, const mg_bh_index *ix) {
     CHECK(mg_train_run(m, ix, train, n_train, test, n_test, &o, &rest) == MG_OK && !rest.interrupted &&
               rest.steps == ref.steps,
           "the resumed run finishes (%d of %d updates): %s", rest.steps, ref.steps, mg_last_error());
-    size_t na, nb;
-    char *a = test_slurp(WORK "/ref/adapter/adapter_model.safetensors", &na);
-    char *b = test_slurp(WORK "/part/adapter/adapter_model.safetensors", &nb);
-    CHECK(a && b && na == nb && !memcmp(a, b, na), "the resumed adapter has the uninterrupted run's bytes (%zu vs %zu)",
-          na, nb);
-    free(a), free(b);
+    CHECK(test_same_file(WORK "/ref/adapter/adapter_model.safetensors", WORK "/part/adapter/adapter_model.safetensors"),
+          "the resumed adapter has the uninterrupted run's bytes");
     CHECK(count_lines(WORK "/part/train_log.jsonl", "{\"step\": ") == ref.steps,
           "the log holds each of the %d updates once", ref.steps);
     CHECK(count_lines(WORK "/part/train_log.jsonl", "\"eval\"") == 1, "epoch 2's evaluation is logged");
@@ -147,14 +143,6 @@ static mg_status run_once(const char *out, run_plan *plan, bool resume, mg_run_r
     return s;
 }
 
-static bool same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = test_slurp(a, &na), *y = test_slurp(b, &nb);
-    const bool same = x && y && na == nb && !memcmp(x, y, na);
-    free(x), free(y);
-    return same;
-}
-
 /* 2-4. medgem run: stopped in the baseline, in training and in the final evaluation; --resume */
 static void test_run_stops(void) {
     mg_run_result r;
@@ -186,7 +174,7 @@ static void test_run_stops(void) {
     s = run_once(WORK "/run_train", &go, true, &r);
     CHECK(s == MG_OK && go.trained == total - 3 && r.folds[0].train.steps == total,
           "--resume trains the %d updates left (%d) and finishes: %s", total - 3, go.trained, mg_last_error());
-    CHECK(same_file(WORK "/run_ref/adapter/adapter_model.safetensors", WORK "/run_train/adapter/adapter_model.safetensors"),
+    CHECK(test_same_file(WORK "/run_ref/adapter/adapter_model.safetensors", WORK "/run_train/adapter/adapter_model.safetensors"),
           "the resumed run's adapter has the uninterrupted run's bytes");
     CHECK(count_lines(WORK "/run_train/train_log.jsonl", "{\"step\": ") == total, "its log holds each of the %d updates once",
           total);

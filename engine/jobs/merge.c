@@ -284,26 +284,10 @@ static int wanted(const char *name) {
 
 /* Copies src to dst atomically (the whole file in memory: these are at most tens of MB). */
 static mg_status copy_file(const char *src, const char *dst) {
-    FILE *f = fopen(src, "rb");
-    if (!f) return mg_fail(MG_ERR_IO, "check the permissions", "cannot open %s: %s", src, strerror(errno));
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    mg_status s = MG_OK;
-    for (;;) {
-        if (n == cap) {
-            char *b = realloc(buf, cap = cap ? 2 * cap : 1 << 16);
-            if (!b) { s = mg_fail(MG_ERR_OOM, NULL, "copying %s", src); break; }
-            buf = b;
-        }
-        const size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) s = mg_fail(MG_ERR_IO, NULL, "cannot read %s", src);
-            break;
-        }
-    }
-    fclose(f);
-    if (s == MG_OK) s = mg_write_file_atomic(dst, buf, n);
+    char *buf;
+    size_t n;
+    MG_TRY(mg_read_file(src, &buf, &n));
+    const mg_status s = mg_write_file_atomic(dst, buf, n);
     free(buf);
     return s;
 }

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/atomic_file.h"
 #include "engine/device.h"
@@ -85,20 +86,10 @@ static int line_step(const char *line, size_t len) {
 }
 
 mg_status mg_train_log_trim(const char *path, int step) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return errno == ENOENT ? MG_OK : mg_fail(MG_ERR_IO, NULL, "cannot read %s: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0, got;
-    char *text = malloc(cap);
-    while (text && (got = fread(text + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            char *t = realloc(text, cap *= 2);
-            if (!t) free(text);
-            text = t;
-        }
-    }
-    fclose(f);
-    if (!text) return mg_fail(MG_ERR_OOM, NULL, "reading %s", path);
+    if (access(path, F_OK) != 0 && errno == ENOENT) return MG_OK;
+    char *text;
+    size_t n;
+    MG_TRY(mg_read_file(path, &text, &n));
     size_t kept = 0; /* lines kept are moved to the front of text */
     for (size_t at = 0; at < n;) {
         const char *nl = memchr(text + at, '\n', n - at);
