@@ -42,6 +42,11 @@ typedef struct {
     int window;               /* sliding window; 0 = none */
     const int32_t *key_valid; /* (B, T) 1 = real token, 0 = padding; NULL = all valid */
     const int32_t *group;     /* (B, T) image index of a soft token, -1 for text; NULL = no image blocks */
+    /* Training: (B, H, T) floats or NULL. attention_forward also writes each query row's log-sum-exp
+     * of its scaled scores in base 2, lse2[b,h,i] = log2 Σ_j 2^(s_ij·log2 e) over the visible keys
+     * (+inf for a row that sees none), and attention_backward may read it instead of recomputing
+     * it (the CUDA backend does: a pass of Q·Kᵀ saved): the same args, buffer untouched between. */
+    float *lse2;
 } mg_attention_args;
 
 /* The fused q|k|v projection split into attention's inputs (spec/model.md §5.4). Row m of

@@ -1,7 +1,7 @@
 /* The dropout mask, one pure function of (seed, element index) so that the CPU and CUDA twins draw
  * the same mask and a recomputed layer draws it again without storing it (counter-based, like
  * Philox in torch; not torch's stream, so masks differ from PEFT's while the distribution is the
- * same). The hash is splitmix64's finaliser; the top 24 bits give a uniform in [0, 1). */
+ * same). */
 #ifndef MG_DROPOUT_H
 #define MG_DROPOUT_H
 
@@ -21,10 +21,21 @@ static inline MG_HOST_DEVICE uint64_t mg_hash64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
-/* Element i of a dropout(p) input is kept iff this is true; kept elements are scaled by 1/(1-p). */
+/* Elements 4q..4q+3 of a dropout(p) input: bit e of the result is set iff element 4q+e is kept
+ * (kept elements are scaled by 1/(1-p)). One splitmix64 output per 4 elements (counter q from the
+ * seed), 16 bits each as a uniform in [0, 1): a GPU kernel draws a vector of 8 elements with two
+ * hashes (a hash of 64-bit multiplies per element cost as much GPU time as reading the input). */
+static inline MG_HOST_DEVICE unsigned mg_dropout_keep4(uint64_t seed, int64_t q, float p) {
+    const uint64_t h = mg_hash64(seed + (uint64_t)q * 0x9e3779b97f4a7c15ull);
+    unsigned bits = 0;
+    for (int e = 0; e < 4; e++)
+        if ((float)((h >> (16 * e)) & 0xffffu) * (1.0f / 65536.0f) >= p) bits |= 1u << e;
+    return bits;
+}
+
+/* Element i of a dropout(p) input is kept iff this is true. */
 static inline MG_HOST_DEVICE bool mg_dropout_keep(uint64_t seed, int64_t i, float p) {
-    const uint64_t h = mg_hash64(seed ^ mg_hash64((uint64_t)i));
-    return (float)(h >> 40) * (1.0f / 16777216.0f) >= p;
+    return (mg_dropout_keep4(seed, i >> 2, p) >> (i & 3)) & 1u;
 }
 
 #endif

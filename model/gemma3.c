@@ -45,6 +45,7 @@ typedef struct {
     void *k;         /* (M, Hkv*D) = (B, T, Hkv, D) */
     void *v;         /* (M, Hkv*D) */
     void *att;       /* (M, H*D) attention output before o_proj */
+    float *lse2;     /* (B, H, T) attention's log-sum-exp for its backward; NULL: inference */
     void *o1, *o2;   /* (M, C) o_proj, down_proj outputs */
     void *mid;       /* (M, C) residual stream after attention; NULL: in place (inference) */
     void *gu;        /* (M, 2F) gate_proj | up_proj */
@@ -63,6 +64,7 @@ static size_t gemma3_acts_layout(gemma3_acts *s, char *base, const mg_config *cf
     s->k = mg_carve(base, &used, M * kvd, esize);
     s->v = mg_carve(base, &used, M * kvd, esize);
     s->att = mg_carve(base, &used, M * qd, esize);
+    s->lse2 = training ? mg_carve(base, &used, M * cfg->n_heads, sizeof(float)) : NULL;
     s->o1 = mg_carve(base, &used, M * cfg->hidden, esize);
     s->o2 = training ? mg_carve(base, &used, M * cfg->hidden, esize) : s->o1;
     s->mid = training ? mg_carve(base, &used, M * cfg->hidden, esize) : NULL;
@@ -131,7 +133,8 @@ static void gemma3_layer(const mg_backend *be, const mg_config *cfg, const mg_ge
     } else {
         /* the causal (+ sliding) mask OR the same-image blocks */
         const mg_attention_args attn = { .B = B, .T = T, .H = H, .Hkv = Hkv, .D = D, .scale = scale, .causal = true,
-                                         .window = window, .key_valid = tok->key_valid, .group = tok->group };
+                                         .window = window, .key_valid = tok->key_valid, .group = tok->group,
+                                         .lse2 = s->lse2 };
         be->attention_forward(be->ctx, s->att, s->q, s->k, s->v, &attn);
     }
     /* o_proj (+ LoRA), then post_attention_layernorm and the residual add in one pass */

@@ -34,6 +34,7 @@ typedef struct {
     void *qkv;       /* (M, 3*Cv) the fused q|k|v projection */
     void *q, *k, *v; /* (M, Cv) = (N, P, Hv, Dv) */
     void *att;       /* (M, Cv) attention output before out_proj */
+    float *lse2;     /* (N, Hv, P) attention's log-sum-exp for its backward; NULL: inference */
     void *mid;       /* (M, Cv) residual stream after attention; NULL: in place (inference) */
     void *pre;       /* (M, Fv) fc1 output before the activation; NULL: fused fc1 + GELU */
     void *h;         /* (M, Fv) gelu_tanh(fc1 output) */
@@ -53,6 +54,7 @@ static size_t siglip_acts_layout(siglip_acts *s, char *base, const mg_config *cf
     s->k = mg_carve(base, &used, M * Cv, esize);
     s->v = mg_carve(base, &used, M * Cv, esize);
     s->att = mg_carve(base, &used, M * Cv, esize);
+    s->lse2 = training ? mg_carve(base, &used, M * cfg->v_heads, sizeof(float)) : NULL;
     s->mid = training ? mg_carve(base, &used, M * Cv, esize) : NULL;
     s->pre = training || lora ? mg_carve(base, &used, M * cfg->v_intermediate, esize) : NULL;
     s->h = mg_carve(base, &used, M * cfg->v_intermediate, esize);
@@ -81,7 +83,8 @@ static void siglip_layer(const mg_backend *be, const mg_config *cfg, const mg_si
     const int64_t P = (int64_t)G * G, M = N * P;
     const size_t es = mg_dtype_size(be->act_dtype);
     const mg_attention_args attn = { .B = N, .T = P, .H = cfg->v_heads, .Hkv = cfg->v_heads, .D = cfg->v_head_dim,
-                                     .scale = 1.0f / sqrtf((float)cfg->v_head_dim), .causal = false };
+                                     .scale = 1.0f / sqrtf((float)cfg->v_head_dim), .causal = false,
+                                     .lse2 = s->lse2 };
     const mg_qkv_args split = { .B = N, .T = P, .H = cfg->v_heads, .Hkv = cfg->v_heads, .D = cfg->v_head_dim,
                                 .norm_rope = false };
     void *mid = s->mid ? s->mid : x_out;

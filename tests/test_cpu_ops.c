@@ -263,7 +263,7 @@ static void case_attention(int64_t B, int64_t T, int H, int Hkv, int D, int caus
              "attention_forward(B=%lld,T=%lld,H=%d,Hkv=%d,D=%d,causal=%d,window=%d,padded=%d,images=%d)",
              (long long)B, (long long)T, H, Hkv, D, causal, window, padded, images);
     float *q = rand_vec(B * T * H * D, -2, 2), *k = rand_vec(B * T * Hkv * D, -2, 2);
-    float *v = rand_vec(B * T * Hkv * D, -1, 1), *out = out_new(B * T * H * D);
+    float *v = rand_vec(B * T * Hkv * D, -1, 1), *out = out_new(B * T * H * D), *lse = out_new(B * H * T);
     int32_t *valid = malloc((size_t)(B * T) * sizeof(int32_t)), *group = malloc((size_t)(B * T) * sizeof(int32_t));
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) {
@@ -273,9 +273,9 @@ static void case_attention(int64_t B, int64_t T, int H, int Hkv, int D, int caus
         }
     const mg_attention_args a = { .B = B, .T = T, .H = H, .Hkv = Hkv, .D = D, .scale = 1.0f / sqrtf((float)D),
                                   .causal = causal, .window = window, .key_valid = padded ? valid : NULL,
-                                  .group = images ? group : NULL };
+                                  .group = images ? group : NULL, .lse2 = lse };
     be->attention_forward(be->ctx, out, q, k, v, &a);
-    double *ref = ref_new(B * T * H * D), *p = malloc((size_t)T * sizeof(double));
+    double *ref = ref_new(B * T * H * D), *ref_l = ref_new(B * H * T), *p = malloc((size_t)T * sizeof(double));
     for (int64_t b = 0; b < B; b++)
         for (int64_t i = 0; i < T; i++)
             for (int h = 0; h < H; h++) {
@@ -295,6 +295,10 @@ static void case_attention(int64_t B, int64_t T, int H, int Hkv, int D, int caus
                     if (p[j] > mx) mx = p[j];
                 }
                 for (int64_t j = 0; j < T; j++) sum += p[j] == -INFINITY ? 0 : exp(p[j] - mx);
+                /* lse2 = log2 Σ_j e^s_j; a row that sees no key: +inf, compared as 1e30 */
+                float *gl = &lse[(b * H + h) * T + i];
+                ref_l[(b * H + h) * T + i] = sum > 0 ? (mx + log(sum)) / log(2.0) : 1e30;
+                if (isinf(*gl) && *gl > 0) *gl = 1e30f;
                 for (int64_t j = 0; j < T; j++) {
                     if (p[j] == -INFINITY) continue;
                     for (int d = 0; d < D; d++)
@@ -302,8 +306,12 @@ static void case_attention(int64_t B, int64_t T, int H, int Hkv, int D, int caus
                 }
             }
     check_close(what, out, ref, B * T * H * D, TOL);
+    char what_l[190];
+    snprintf(what_l, sizeof what_l, "%s lse2", what);
+    check_close(what_l, lse, ref_l, B * H * T, TOL);
     out_free(what, out, B * T * H * D);
-    free(q), free(k), free(v), free(valid), free(group), free(ref), free(p);
+    out_free(what_l, lse, B * H * T);
+    free(q), free(k), free(v), free(valid), free(group), free(ref), free(ref_l), free(p);
 }
 
 static void case_gelu(int64_t n) {

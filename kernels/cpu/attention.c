@@ -4,7 +4,8 @@
  *   s_ij = (q_i · k_j) * scale                   for visible keys j (mask in engine/backend.h)
  *   m_i = max_j s_ij,  l_i = Σ_j exp(s_ij - m_i),  p_ij = exp(s_ij - m_i) / l_i   (fp32)
  *   out_i = Σ_j p_ij v_j
- * backward (dq, dk, dv accumulate with `+=`), p recomputed from q and k:
+ *   lse2[b,h,i] = (m_i + ln l_i) · log2 e   (when a->lse2 is given; +inf for a row that sees no key)
+ * backward (dq, dk, dv accumulate with `+=`), p recomputed from q and k (a->lse2 not read):
  *   dv_j += Σ_i p_ij dout_i
  *   dp_ij = dout_i · v_j,   δ_i = dout_i · out_i   (= Σ_j p_ij dp_ij, from the forward's out)
  *   ds_ij = p_ij (dp_ij - δ_i)                     (the softmax's Jacobian)
@@ -78,7 +79,9 @@ void mg_cpu_attention_forward(void *ctx, void *out_, const void *q_, const void 
                 for (int d = 0; d < D; d++) oi[d] = 0.0f;
                 /* the softmax's max and normaliser */
                 float m, l;
-                if (!row_stats(a, q, k, b, i, h, &m, &l)) continue; /* nothing visible: zeros */
+                const bool seen = row_stats(a, q, k, b, i, h, &m, &l);
+                if (a->lse2) a->lse2[(b * H + h) * T + i] = seen ? m * 1.44269504088896341f + log2f(l) : INFINITY;
+                if (!seen) continue; /* nothing visible: zeros */
                 /* weighted sum of values */
                 for (int64_t j = 0; j < T; j++) {
                     if (!visible(a, b, i, j)) continue;

@@ -157,9 +157,10 @@ static __device__ int tc_causal_group_end(const mg_attention_args &a, int64_t b,
 // DP: D padded to a multiple of 16 (>= D); BQ: query rows per block, 64 or 128 (WM = 1 or 2 m16
 // blocks per warp). Shared memory: attention_tc_smem_bytes(DP, BQ). Two blocks per SM at most
 // 255 registers each.
-// STATS (the backward's first pass): no V and no P·V; each row's log-sum-exp of the scaled scores,
-// in base 2, goes to lse2[b, h, i] = log2 Σ_j 2^(s_ij·log2 e) (+inf for a row that sees no key)
-// instead of out to `out`.
+// Each row's log-sum-exp of the scaled scores, in base 2, goes to lse2[b, h, i] = log2 Σ_j
+// 2^(s_ij·log2 e) (+inf for a row that sees no key) when lse2 is not NULL (training: the backward
+// reads it). STATS (the backward's first pass when the forward left no lse2): no V, no P·V and no
+// out, only lse2.
 template <int DP, int BQ, bool STATS, int DC>
 static __global__ void __launch_bounds__(TC_THREADS, 2)
     attention_forward_tc_kernel(bf16 *out, float *lse2, const bf16 *q, const bf16 *k, const bf16 *v,
@@ -376,7 +377,7 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
     }
 
     // out = O / l, rounded to bf16 once; l summed over the quad (no visible key: l = 0, zeros).
-    // STATS: lse2 = m·c + log2 l, as p was 2^(s·c - m·c) (+inf when l = 0: the backward's P is 0).
+    // lse2 = m·c + log2 l, as p was 2^(s·c - m·c) (+inf when l = 0: the backward's P is 0).
 #pragma unroll
     for (int mt = 0; mt < WM; mt++)
 #pragma unroll
@@ -385,11 +386,9 @@ static __global__ void __launch_bounds__(TC_THREADS, 2)
             sum += __shfl_xor_sync(0xffffffffu, sum, 1);
             sum += __shfl_xor_sync(0xffffffffu, sum, 2);
             if (qi[mt][r] >= T) continue;
-            if constexpr (STATS) {
-                if ((lane & 3) == 0)
-                    lse2[(b * H + h) * T + qi[mt][r]] = sum > 0.0f ? m[mt][r] * c_log2 + log2f(sum) : INFINITY;
-                continue;
-            }
+            if (lse2 && (lane & 3) == 0)
+                lse2[(b * H + h) * T + qi[mt][r]] = sum > 0.0f ? m[mt][r] * c_log2 + log2f(sum) : INFINITY;
+            if constexpr (STATS) continue;
             const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
             bf16 *orow = out + (b * T + qi[mt][r]) * q_stride + (int64_t)h * D;
 #pragma unroll
@@ -452,7 +451,7 @@ static mg_status attention_tc_launch(mg_cuda_ctx *ctx, bf16 *out, float *lse2, c
 }
 static mg_status attention_forward_tc_launch(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
                                              const bf16 *v, const mg_attention_args *a) {
-    return attention_tc_launch<false>(ctx, out, NULL, q, k, v, a);
+    return attention_tc_launch<false>(ctx, out, a->lse2, q, k, v, a);
 }
 
 // ================================================================================================
@@ -579,6 +578,8 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32)
         const int64_t i = q0 + warp * ATTN_QPW + qi;
         if (i >= T) continue;
         const float inv_l = l[qi] > 0.0f ? 1.0f / l[qi] : 0.0f;  // no visible key: zeros
+        if (a.lse2 && lane == 0)  // log2 Σ e^s = m·log2 e + log2 l (natural-base m and l here)
+            a.lse2[(b * H + h) * T + i] = l[qi] > 0.0f ? m[qi] * 1.4426950408889634f + log2f(l[qi]) : INFINITY;
         bf16 *o = out + ((b * T + i) * H + h) * D;
 #pragma unroll
         for (int t = 0; t < DPL; t++) {
@@ -668,16 +669,19 @@ extern "C" mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, cons
 // no key has P = 0 everywhere and contributes nothing.
 // Passes, all on ctx->stream, through a fp32 scratch of lse2 and Δ, each (B, H, T) (ctx->attn_scratch):
 //   1. attention_backward_delta_kernel: Δ.
-//   2. lse2: attention_forward_tc_kernel<STATS> (tensor cores), or inside the fp32 dq kernel.
+//   2. lse2: on tensor cores the forward's own (a->lse2, written by the training forward), else
+//      attention_forward_tc_kernel<STATS>; inside the fp32 dq kernel on that path.
 //   3. dq: one block per query tile looping over the key tiles it can see (the forward's tiling);
 //   4. dk, dv: one block per key tile of a kv head looping over the query tiles of its H/Hkv query
 //      heads that can see it.
 // dq and dk/dv have separate owners, so nothing is summed with atomics and the result does not
 // depend on scheduling (bit-identical across runs); the price is recomputing S and dP in pass 4
-// (and lse2's Q·Kᵀ in pass 2): 8 T×T×D products instead of FlashAttention-2's 5.
+// (and lse2's Q·Kᵀ in pass 2 when the forward left none): 8 T×T×D products instead of
+// FlashAttention-2's 5.
 // Up to D = 80 on tensor cores (SigLIP), passes 3 and 4 are one (FUSED, FlashAttention-2's
 // scheme): the dk/dv kernel also computes each tile's dQ and adds it with fp32 atomics to a
-// scratch accumulator, then dq += scale · acc; 6 products, dq's last bits scheduling-dependent.
+// scratch accumulator, then dq += scale · acc; 5 products (6 without the forward's lse2), dq's
+// last bits scheduling-dependent.
 // Tensor cores when D is a multiple of 8 and q, k, v, dout, dq, dk, dv are 16-byte aligned
 // (P and dS rounded to bf16 for their products, as in the forward); fp32 on CUDA cores otherwise.
 // ================================================================================================
@@ -1485,12 +1489,12 @@ static size_t attention_backward_scratch_floats(const mg_attention_args *a, bool
     return fused ? acc_off + n_stat * (size_t)a->D : 2 * n_stat;
 }
 
-// lse2 (the forward kernel's STATS mode), dq, then dk and dv, with D padded to DP as in the
+// lse2 (the forward's, or the forward kernel's STATS mode), dq, then dk and dv, with D padded to DP as in the
 // forward. dk/dv tiles: 64 keys × 64 queries with one warp per 16 keys (all of D) up to DP = 80;
 // 32 keys with two warps per 16 keys (half of D each) at DP = 128 (64 queries) and 256 (32), which
 // keeps shared memory under 110 KB (two blocks per SM on the H100/H200).
 static mg_status attention_backward_tc_launch(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *q,
-                                              const bf16 *k, const bf16 *v, const bf16 *dout, float *lse2,
+                                              const bf16 *k, const bf16 *v, const bf16 *dout, float *lse2_scratch,
                                               const float *delta, float *dq_acc, const mg_attention_args *a) {
     const int D = a->D;
     const int DP = D <= 32 ? 32 : D <= 64 ? 64 : D <= 80 ? 80 : D <= 128 ? 128 : 256;
@@ -1501,7 +1505,10 @@ static mg_status attention_backward_tc_launch(mg_cuda_ctx *ctx, bf16 *dq, bf16 *
         return mg_fail(MG_ERR_UNSUPPORTED, NULL,
                        "attention_backward: D=%d needs %zu bytes of shared memory, %s allows %zu", D, smem, ctx->name,
                        ctx->smem_optin);
-    MG_TRY(attention_tc_launch<true>(ctx, NULL, lse2, q, k, k, a));  // v unused in STATS mode
+    // The forward's lse2 when it left one (training), else the STATS pass into the scratch.
+    const float *lse2 = a->lse2;
+    if (!lse2) MG_TRY(attention_tc_launch<true>(ctx, NULL, lse2_scratch, q, k, k, a));  // v unused in STATS mode
+    if (!lse2) lse2 = lse2_scratch;
     // dq_acc != NULL: the fused pass (attention_backward_fuses_dq), else the dq kernel first.
     if (dq_acc) switch (DP) {
         case 32: return attention_backward_tc_launch_dp<32, 64, 64, true>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);

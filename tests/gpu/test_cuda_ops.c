@@ -512,7 +512,12 @@ typedef struct {
     int fp32_kernel;      /* 1: q starts 8 bytes past a 16-byte boundary, which sends the launcher to the
                            * fp32 kernel (ops.h); 0: the tensor-core kernel (D a multiple of 8) */
     int64_t want_groups;  /* backward: sampled (b, kv head) pairs whose dq, dk, dv are compared in full */
+    int lse;              /* backward: lse2 from the forward (mg_attention_args.lse2, as in training) */
 } attn_case;
+
+/* lse2 values compared as numbers: +inf (a row that sees no key) as 1e30, so that inf against inf
+ * matches and inf against a finite value fails. */
+static double lse_cmp(double x) { return isinf(x) ? 1e30 : x; }
 
 /* The host masks of a case (NULL when it has none): key_valid with the padding described above,
  * group with image 0, two text tokens, image 1 (cut off at T) from img_start in every row. */
@@ -561,17 +566,22 @@ static void case_attention(mg_cuda_ctx *ctx, attn_case c) {
     a.key_valid = key_valid ? dev_from(&tc, key_valid, (size_t)BT * sizeof *key_valid) : NULL;
     a.group = group ? dev_from(&tc, group, (size_t)BT * sizeof *group) : NULL;
     uint16_t *dout = dev_out(&tc, nq, NULL);
+    const size_t nl = (size_t)BT * c.H; /* the training forward's lse2 [B, H, T], every row written */
+    a.lse2 = dev_out_f32(&tc, nl, NULL);
     if (!tc.broken) tc_status(&tc, mg_cuda_attention_forward(ctx, dout, dq, dk, dv, &a), "mg_cuda_attention_forward");
     uint16_t *out = xmalloc(nq * 2);
-    int guard_bad;
-    size_t nans;
+    float *lse = xmalloc(nl * sizeof *lse);
+    int guard_bad, guard_bad_l;
+    size_t nans, nans_l;
     out_fetch(&tc, dout, nq, out, &guard_bad, &nans);
+    out_fetch_f32(&tc, a.lse2, nl, lse, &guard_bad_l, &nans_l);
 
     int64_t *rows = xmalloc((size_t)(BT + 1) * sizeof *rows); /* sampled b*T + i */
     const int64_t R = sample_rows(BT, c.want_queries, rows);
     const size_t per_row = (size_t)c.H * c.D;
     double *ref = xmalloc((size_t)R * per_row * sizeof *ref);
     uint16_t *got = xmalloc((size_t)R * per_row * 2);
+    double *ref_l = xmalloc((size_t)R * c.H * sizeof *ref_l), *got_l = xmalloc((size_t)R * c.H * sizeof *got_l);
     const double scale = a.scale; /* the fp32 scale the kernel uses */
 #pragma omp parallel for schedule(dynamic)
     for (int64_t r = 0; r < R; r++) {
@@ -604,13 +614,20 @@ static void case_attention(mg_cuda_ctx *ctx, attn_case c) {
                 ref[e] = sum > 0 ? rb(o[d] / sum) : 0.0; /* no visible key: zeros */
                 got[e] = out[(size_t)rows[r] * per_row + (size_t)h * c.D + d];
             }
+            /* lse2 = log2 Σ_j e^s_j = (max + ln Σ e^(s_j - max)) · log2 e */
+            ref_l[r * c.H + h] = lse_cmp(sum > 0 ? (mx + log(sum)) / log(2.0) : INFINITY);
+            got_l[r * c.H + h] = lse_cmp(lse[(b * c.H + h) * c.T + i]);
         }
         free(s);
         free(o);
     }
+    /* fp32 sums of exp against float64: relative errors ~1e-7; natural log for base 2, or a missing
+     * max, is off by 40% or more */
+    tc_check(&tc, ".lse2", tc.broken ? NULL : got_l, ref_l, (size_t)R * c.H, guard_bad_l, nans_l, 1e-10, 0.0);
     tc_finish(&tc, got, ref, (size_t)R * per_row, guard_bad, nans, TOL_FP32,
               c.fp32_kernel ? MATCH_FP32 : MATCH_BF16_P);
     free(q); free(k); free(v); free(key_valid); free(group); free(out); free(rows); free(ref); free(got);
+    free(lse); free(ref_l); free(got_l);
 }
 
 /* ---- attention_backward ---------------------------------------------------------------------- */
@@ -715,9 +732,9 @@ static void case_attention_backward(mg_cuda_ctx *ctx, attn_case c) {
     char name[220];
     snprintf(name, sizeof name,
              "attention_backward(shape=[B=%lld,T=%lld,H=%d,Hkv=%d,D=%d],causal=%d,window=%d,padding=%d,image=%lld+%lld,"
-             "kernel=%s",
+             "kernel=%s%s",
              (long long)c.B, (long long)c.T, c.H, c.Hkv, c.D, c.causal, c.window, c.padding, (long long)c.img_start,
-             (long long)c.img_len, c.fp32_kernel ? "fp32" : "tc");
+             (long long)c.img_len, c.fp32_kernel ? "fp32" : "tc", c.lse ? ",lse2=forward" : "");
     tcase tc;
     tc_begin(&tc, ctx, "%s,grad=dq)", name);
     const int64_t T = c.T, BT = c.B * c.T;
@@ -753,6 +770,11 @@ static void case_attention_backward(mg_cuda_ctx *ctx, attn_case c) {
     a.key_valid = key_valid ? dev_from(&tc, key_valid, (size_t)BT * sizeof *key_valid) : NULL;
     a.group = group ? dev_from(&tc, group, (size_t)BT * sizeof *group) : NULL;
     uint16_t *d_dq = dev_out(&tc, nq, pre_q), *d_dk = dev_out(&tc, nk, pre_k), *d_dv = dev_out(&tc, nk, pre_v);
+    if (c.lse) { /* as in training: the forward writes lse2 (its out goes elsewhere), the backward reads it */
+        a.lse2 = dev_alloc(&tc, (size_t)BT * c.H * sizeof(float));
+        void *fwd_out = dev_alloc(&tc, nq * 2);
+        if (!tc.broken) tc_status(&tc, mg_cuda_attention_forward(ctx, fwd_out, d_q, d_k, d_v, &a), "mg_cuda_attention_forward");
+    }
     if (!tc.broken)
         tc_status(&tc, mg_cuda_attention_backward(ctx, d_dq, d_dk, d_dv, d_dout, d_q, d_k, d_v, d_out, &a),
                   "mg_cuda_attention_backward");
@@ -799,15 +821,18 @@ static void case_attention_backward(mg_cuda_ctx *ctx, attn_case c) {
 }
 
 /* Every combination of causal, window, key padding and image groups, on the tensor-core kernels
- * (D = 40: 64-key and 64-query tiles, T spanning three) and on the fp32 kernels (D = 24 with q
- * misaligned). */
+ * (D = 40: 64-key and 64-query tiles, T spanning three), on them with the forward's lse2, and on
+ * the fp32 kernels (D = 24 with q misaligned). */
 static void cases_attention_backward_masks(mg_cuda_ctx *ctx) {
-    for (int fp32 = 0; fp32 < 2; fp32++)
-        for (int m = 0; m < 16; m++)
+    for (int kind = 0; kind < 3; kind++)
+        for (int m = 0; m < 16; m++) {
+            const int fp32 = kind == 2;
             case_attention_backward(ctx, (attn_case){.B = 2, .T = 150, .H = 4, .Hkv = 2, .D = fp32 ? 24 : 40,
                                                      .causal = m & 1, .window = (m & 2) ? 40 : 0,
                                                      .padding = (m >> 2) & 1, .img_start = (m & 8) ? 5 : -1,
-                                                     .img_len = 50, .fp32_kernel = fp32, .want_groups = 4});
+                                                     .img_len = 50, .fp32_kernel = fp32, .want_groups = 4,
+                                                     .lse = kind == 1});
+        }
 }
 
 /* Bad arguments come back as errors before anything is read (NULL tensors). */
@@ -1180,6 +1205,8 @@ int main(void) {
      * a window that binds */
     case_attention_backward(&ctx, (attn_case){.B = 8, .T = 4096, .H = 16, .Hkv = 16, .D = 72, .img_start = -1,
                                               .want_groups = 2});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 4096, .H = 16, .Hkv = 16, .D = 72, .img_start = -1,
+                                              .want_groups = 2, .lse = 1});
     case_attention_backward(&ctx, (attn_case){.B = 8, .T = 360, .H = 8, .Hkv = 4, .D = 256, .causal = 1, .padding = 1,
                                               .img_start = 6, .img_len = 256, .want_groups = 4});
     case_attention_backward(&ctx, (attn_case){.B = 8, .T = 360, .H = 8, .Hkv = 4, .D = 256, .causal = 1,
@@ -1187,6 +1214,8 @@ int main(void) {
                                               .want_groups = 4});
     case_attention_backward(&ctx, (attn_case){.B = 2, .T = 360, .H = 8, .Hkv = 4, .D = 256, .causal = 1, .window = 100,
                                               .img_start = 6, .img_len = 256, .want_groups = 2});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 360, .H = 8, .Hkv = 4, .D = 256, .causal = 1, .padding = 1,
+                                              .img_start = 6, .img_len = 256, .want_groups = 2, .lse = 1});
     case_attention_backward(&ctx, (attn_case){.B = 2, .T = 37, .H = 4, .Hkv = 2, .D = 16, .causal = 1, .padding = 1,
                                               .img_start = -1, .want_groups = 4});
     case_attention_backward_bad_args(&ctx);
