@@ -7,20 +7,23 @@
 //             u[M,r] = xd · Aᵀ             (=, bf16)
 //             y[:, :N] += scale · u · Bᵀ   (+=, y's rows ldy apart; alpha = scale, beta = 1 in place:
 //                                          the product and y summed in fp32, one rounding)
-//   backward  dB[N,r] += scale · dyᵀ · u   (fp32)
-//             du[M,r]  = scale · dy · B    (=, fp32; the caller's scratch)
-//             dA[r,K] += bf16(du)ᵀ · xd    (fp32; xd drawn again from x and the seed)
+//   backward  du[M,r]  = scale · dy · B    (=, fp32; the caller's scratch)
+//             dB[N,r] += scale · dyᵀ · u   (fp32)
 //             dx[M,K] += mask(du · A) / (1-p)  (bf16, one rounding; dx may be NULL: no input gradient)
-// xd is never kept: where a GEMM needs it (u, dA), a chunk of rows at a time is written into the
-// context's scratch and read back at once (rows sized so a chunk fits the scratch; 32 MiB, within
-// the H100/H200's L2), so a training step keeps only x, which the layer keeps anyway.
-// Every GEMM but dx's goes through cuBLASLt (mg_cuda_gemm), the reductions over M (dB, dA) with M as
-// the GEMM's k. cuBLASLt has no bf16 × fp32 GEMM, so dA reads du rounded to bf16 in the context's
-// scratch (torch's autocast rounds du to bf16 too); dx is a small kernel (r <= 64) that reads the fp32
-// du and applies the dropout mask in the same pass, where a GEMM would need an M×K temporary.
+//             dA[r,K] += bf16(du)ᵀ · xd    (fp32; xd drawn again from x and the seed)
+// u comes from lora_rowdot_kernel, which applies the mask as it reads x: one pass over x, where a
+// dropout pass writing xd and a cuBLASLt GEMM with r = 8 as a side reading it back took longer.
+// In the backward xd is formed a chunk of rows at a time in the context's scratch and read back
+// at once by dA's GEMM (rows sized so a chunk fits the scratch; 32 MiB, within the H100/H200's L2),
+// so a training step keeps only x, which the layer keeps anyway. The other GEMMs go through
+// cuBLASLt (mg_cuda_gemm), the reductions over M (dB, dA) with M as the GEMM's k. cuBLASLt has no
+// bf16 × fp32 GEMM, so dA reads du rounded to bf16 in the scratch (torch's autocast rounds du to
+// bf16 too); dx is a small kernel (r <= 64) that reads the fp32 du and applies the dropout mask in
+// the same pass, where a GEMM would need an M×K temporary. (Kernels of fp32 FMAs for du, dB and dA,
+// each reading its big operand once, ran slower than these GEMMs: latency-bound at 8 outputs per
+// element read.)
 //
 // cuBLASLt is column-major; a row-major [R,C] matrix is the column-major C×R one:
-//   u:  uᵀ (r×M)             = (A as K×r)ᵀ · xdᵀ (K×M)         (by chunks of rows with dropout)
 //   y:  yᵀ (N×M, ld ldy)    += scale · (B as r×N)ᵀ · uᵀ (r×M)
 //   dB: dBᵀ (r×N)           += scale · uᵀ (r×M) · (dyᵀ as N×M, ld ldy)ᵀ
 //   du: duᵀ (r×M)            = scale · (B as r×N) · dyᵀ (N×M, ld ldy)
@@ -35,6 +38,115 @@ extern "C" {
 // dx kernel tiling: a block of DX_WARPS warps covers DX_TILE_M rows × DX_TILE_K columns; warp w
 // takes DX_ROWS rows, lane l 8 consecutive columns.
 enum { LORA_MAX_R = 64, DX_WARPS = 8, DX_ROWS = 4, DX_TILE_M = DX_WARPS * DX_ROWS, DX_TILE_K = 32 * 8 };
+// rowdot: ROWDOT_ROWS rows per warp, 8 of the r outputs per pass.
+enum { ROWDOT_WARPS = 8, ROWDOT_ROWS = 4 };
+
+// The dropout mask of elements i0..i0+7 as bits (bit c: element i0 + c kept); vec: i0 a multiple
+// of 8, so two draws of mg_dropout_keep4 give all eight.
+static __device__ __forceinline__ unsigned lora_keep8(uint64_t seed, int64_t i0, float p, bool vec, int valid) {
+    if (vec) return mg_dropout_keep4(seed, i0 >> 2, p) | mg_dropout_keep4(seed, (i0 >> 2) + 1, p) << 4;
+    unsigned bits = 0;
+    for (int c = 0; c < valid; c++) bits |= (unsigned)mg_dropout_keep(seed, i0 + c, p) << c;
+    return bits;
+}
+
+// f = row[k0 .. k0+7] as floats, zeros at or past K; vec: row + k0 16-byte aligned and K a multiple
+// of 8 (one 16-byte load). With p > 0 the dropout of element i0 + c (i0: row[k0]'s index in the
+// masked input): bf16(f · inv_keep) where kept, else 0.
+static __device__ __forceinline__ void lora_load8(float f[8], const bf16 *row, int k0, int K, bool vec, int64_t i0,
+                                                  uint64_t seed, float p, float inv_keep) {
+    if (vec) {
+        unpack8(*reinterpret_cast<const uint4 *>(row + k0), f);
+    } else {
+#pragma unroll
+        for (int c = 0; c < 8; c++) f[c] = k0 + c < K ? ld_bf16(row + k0 + c) : 0.0f;
+    }
+    if (p > 0.0f) {
+        const unsigned keep = lora_keep8(seed, i0, p, vec, K - k0 < 8 ? K - k0 : 8);
+#pragma unroll
+        for (int c = 0; c < 8; c++) f[c] = (keep >> c) & 1u ? round_bf16(f[c] * inv_keep) : 0.0f;
+    }
+}
+
+// One step of warp_reduce_scatter32: lanes with bit HALF set keep the upper HALF values (moved
+// down to v[0..HALF)), the others the lower, each adding its partner's copy of what it keeps.
+template <int HALF>
+static __device__ __forceinline__ void reduce_scatter_step(float v[32], int lane) {
+    const bool upper = lane & HALF;
+#pragma unroll
+    for (int i = 0; i < HALF; i++) {
+        const float send = upper ? v[i] : v[i + HALF], keep = upper ? v[i + HALF] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, HALF);
+    }
+}
+
+// Each lane's v[0..31] summed over the warp, lane l getting the sum of v[l] (31 shuffles).
+static __device__ __forceinline__ float warp_reduce_scatter32(float v[32]) {
+    const int lane = threadIdx.x & 31;
+    reduce_scatter_step<16>(v, lane);
+    reduce_scatter_step<8>(v, lane);
+    reduce_scatter_step<4>(v, lane);
+    reduce_scatter_step<2>(v, lane);
+    reduce_scatter_step<1>(v, lane);
+    return v[0];
+}
+
+// out[m, j] = bf16(alpha · Σ_k in[m,k] · W[j,k]) for j < r (out's rows r apart), in =
+// x's rows (ldx apart), dropped out with p > 0 (element index m*K + k). Warp w of block b takes rows
+// m0 = 4(8b + w) .. m0+3; lane l columns 8l + 256t of the block's slice [kc·y, kc·(y+1)) ∩ [0, K)
+// (y = blockIdx.y); a pass per 8 outputs j, whose 4×8 sums the warp reduces so that lane l holds
+// (row l/8, output l%8). With one slice the sums go to out; with several (few rows: the slices
+// keep the GPU busy) each slice's to part[y·M·r + m·r + j] for lora_rowdot_finish_kernel. vec:
+// 16-byte loads (K, ldx and kc multiples of 8, x and W 16-byte aligned).
+static __global__ void __launch_bounds__(ROWDOT_WARPS * 32)
+    lora_rowdot_kernel(bf16 *out, float *part, const bf16 *x, int64_t ldx, const bf16 *W, int64_t M, int K, int kc,
+                       int r, float alpha, uint64_t seed, float p, float inv_keep, bool vec) {
+    const int lane = threadIdx.x & 31;
+    const int64_t m0 = ((int64_t)blockIdx.x * ROWDOT_WARPS + (threadIdx.x >> 5)) * ROWDOT_ROWS;
+    if (m0 >= M) return;  // no barriers here
+    const int k_begin = blockIdx.y * kc, k_end = k_begin + kc < K ? k_begin + kc : K;
+    for (int jc = 0; jc < r; jc += 8) {
+        float acc[ROWDOT_ROWS * 8];
+#pragma unroll
+        for (int e = 0; e < ROWDOT_ROWS * 8; e++) acc[e] = 0.0f;
+        for (int k0 = k_begin + lane * 8; k0 < k_end; k0 += 32 * 8) {
+            float xv[ROWDOT_ROWS][8];
+#pragma unroll
+            for (int rr = 0; rr < ROWDOT_ROWS; rr++) {
+                const int64_t m = m0 + rr < M ? m0 + rr : M - 1;  // a row past M: a copy of the last, not stored
+                lora_load8(xv[rr], x + m * ldx, k0, K, vec, m * K + k0, seed, p, inv_keep);
+            }
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                if (jc + j < r) {  // warp-uniform
+                    float w[8];
+                    lora_load8(w, W + (int64_t)(jc + j) * K, k0, K, vec, 0, 0, 0.0f, 1.0f);
+#pragma unroll
+                    for (int rr = 0; rr < ROWDOT_ROWS; rr++)
+#pragma unroll
+                        for (int c = 0; c < 8; c++) acc[rr * 8 + j] = fmaf(xv[rr][c], w[c], acc[rr * 8 + j]);
+                }
+            }
+        }
+        const float sum = warp_reduce_scatter32(acc);
+        const int64_t m = m0 + (lane >> 3);
+        const int j = jc + (lane & 7);
+        if (m < M && j < r) {
+            if (gridDim.y == 1) out[m * r + j] = to_bf16(alpha * sum);
+            else part[(int64_t)blockIdx.y * M * r + m * r + j] = sum;
+        }
+    }
+}
+
+// out[e] = bf16(alpha · Σ_y part[y·n + e]) for e < n = M·r, y = 0 .. slices-1 in order.
+static __global__ void lora_rowdot_finish_kernel(bf16 *out, const float *part, int slices, int64_t n, float alpha) {
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += stride) {
+        float t = 0.0f;
+        for (int y = 0; y < slices; y++) t += part[y * n + e];
+        out[e] = to_bf16(alpha * t);
+    }
+}
 
 // xd[e] = dropout(x)[e0 + e] for e < n: x and xd start at element e0 of the M×K input (a chunk of
 // rows), so element e draws the mask of input element i = e0 + e. vec: x and xd 16-byte aligned (8
@@ -46,8 +158,9 @@ static __global__ void lora_dropout_kernel(bf16 *xd, const bf16 *x, int64_t n, i
     for (int64_t v = tid; v < n8; v += stride) {
         float f[8];
         unpack8(reinterpret_cast<const uint4 *>(x)[v], f);
+        const unsigned keep = lora_keep8(seed, e0 + v * 8, p, (e0 & 7) == 0, 8);  // two draws when aligned to 8
 #pragma unroll
-        for (int j = 0; j < 8; j++) f[j] = mg_dropout_keep(seed, e0 + v * 8 + j, p) ? f[j] * inv_keep : 0.0f;
+        for (int j = 0; j < 8; j++) f[j] = (keep >> j) & 1u ? f[j] * inv_keep : 0.0f;
         reinterpret_cast<uint4 *>(xd)[v] = pack8(f);
     }
     for (int64_t e = n8 * 8 + tid; e < n; e += stride)
@@ -83,14 +196,8 @@ static __global__ void __launch_bounds__(DX_WARPS * 32)
 #pragma unroll
         for (int c = 0; c < 8; c++) acc[i][c] = 0.0f;
     for (int j = 0; j < r; j++) {
-        const bf16 *Aj = A + (int64_t)j * K + k0;
         float a[8];
-        if (vec) {
-            unpack8(*reinterpret_cast<const uint4 *>(Aj), a);
-        } else {
-#pragma unroll
-            for (int c = 0; c < 8; c++) a[c] = k0 + c < K ? ld_bf16(Aj + c) : 0.0f;
-        }
+        lora_load8(a, A + (int64_t)j * K, k0, K, vec, 0, 0, 0.0f, 1.0f);
 #pragma unroll
         for (int i = 0; i < DX_ROWS; i++) {
             const float d = s_du[warp * DX_ROWS + i][j];
@@ -102,30 +209,53 @@ static __global__ void __launch_bounds__(DX_WARPS * 32)
     for (int i = 0; i < DX_ROWS; i++) {
         const int64_t m = m0 + warp * DX_ROWS + i;
         if (m >= M) break;
-        bf16 *row = dx + m * K + k0;
+        bf16 *row = dx + m * K;
         float f[8];
-        if (vec) {
-            unpack8(*reinterpret_cast<const uint4 *>(row), f);
-        } else {
+        lora_load8(f, row, k0, K, vec, 0, 0, 0.0f, 1.0f);
+        const unsigned keep = p > 0.0f ? lora_keep8(seed, m * K + k0, p, vec, K - k0 < 8 ? K - k0 : 8) : 0xffu;
 #pragma unroll
-            for (int c = 0; c < 8; c++) f[c] = k0 + c < K ? ld_bf16(row + c) : 0.0f;
-        }
-#pragma unroll
-        for (int c = 0; c < 8; c++) {
-            const bool keep = p <= 0.0f || mg_dropout_keep(seed, m * K + k0 + c, p);
-            if (keep) f[c] += acc[i][c] * inv_keep;
-        }
+        for (int c = 0; c < 8; c++)
+            if ((keep >> c) & 1u) f[c] += acc[i][c] * inv_keep;
         if (vec) {
-            *reinterpret_cast<uint4 *>(row) = pack8(f);
+            *reinterpret_cast<uint4 *>(row + k0) = pack8(f);
         } else {
 #pragma unroll
             for (int c = 0; c < 8; c++)
-                if (k0 + c < K) row[c] = to_bf16(f[c]);
+                if (k0 + c < K) row[k0 + c] = to_bf16(f[c]);
         }
     }
 }
 
 static float keep_scale(float p) { return p > 0.0f ? 1.0f / (1.0f - p) : 1.0f; }
+
+// out[M, r] = alpha · in · Wᵀ (lora_rowdot_kernel); in = x's rows, dropped out when drop. Few rows
+// (the decoder's 352 a prompt) leave most SMs idle, so K is then cut into slices of a multiple of
+// 256 columns, about 4 blocks per SM in all, whose partial sums go to `part` (M·r floats a slice,
+// room for `part_floats`) and are added by lora_rowdot_finish_kernel.
+static mg_status lora_rowdot_launch(mg_cuda_ctx *ctx, bf16 *out, float *part, size_t part_floats, const bf16 *x,
+                                    int64_t ldx, const bf16 *W, int64_t M, int K, float alpha, bool drop,
+                                    const mg_lora_args *a) {
+    const int64_t rows_per_block = ROWDOT_WARPS * ROWDOT_ROWS, blocks = (M + rows_per_block - 1) / rows_per_block;
+    const int64_t want = 4 * (int64_t)ctx->sm_count;
+    int64_t slices = blocks >= want ? 1 : (want + blocks - 1) / blocks;
+    const int64_t room = (int64_t)(part_floats / ((size_t)M * a->r));
+    if (slices > room) slices = room > 1 ? room : 1;
+    int kc = (int)((K + slices - 1) / slices);
+    kc = (kc + 255) / 256 * 256;
+    slices = (K + kc - 1) / kc;
+    const bool vec = K % 8 == 0 && ldx % 8 == 0 && aligned16(x) && aligned16(W);
+    const float p = drop ? a->dropout : 0.0f;
+    lora_rowdot_kernel<<<dim3((unsigned)blocks, (unsigned)slices), ROWDOT_WARPS * 32, 0, ctx->stream>>>(
+        out, part, x, ldx, W, M, K, kc, a->r, alpha, a->seed, p, keep_scale(p), vec);
+    MG_CUDA_LAUNCH_CHECK(lora_rowdot_kernel);
+    if (slices > 1) {
+        const int threads = 256;
+        lora_rowdot_finish_kernel<<<grid_stride_blocks(ctx, M * a->r, threads), threads, 0, ctx->stream>>>(
+            out, part, (int)slices, M * a->r, alpha);
+        MG_CUDA_LAUNCH_CHECK(lora_rowdot_finish_kernel);
+    }
+    return MG_OK;
+}
 
 // Rows of a chunk whose row_bytes each fit the context's scratch less `slack` bytes: a multiple of
 // 128 when there are that many, so that every chunk starts 256-byte aligned in x, u and du (as
@@ -150,30 +280,9 @@ static mg_status lora_dropout_launch(mg_cuda_ctx *ctx, bf16 *xd, const bf16 *x, 
 
 static mg_status lora_forward_launch(mg_cuda_ctx *ctx, bf16 *y, bf16 *u, const bf16 *x, const bf16 *A, const bf16 *B,
                                      const mg_lora_args *a) {
-    // without dropout the GEMM reads x whole; with it, chunks of xd through the scratch
-    const bool drop = a->dropout > 0.0f;
-    const int64_t chunk = drop ? scratch_rows(ctx, (size_t)a->K * sizeof(bf16), 0) : a->M;
-    if (chunk < 1)
-        return mg_fail(MG_ERR_ARG, NULL, "lora_forward: a row of K=%d does not fit the context's scratch (%zu bytes)",
-                       a->K, ctx->scratch_bytes);
-    bf16 *xd = (bf16 *)ctx->scratch;
-    for (int64_t m0 = 0; m0 < a->M; m0 += chunk) {
-        const int64_t mc = a->M - m0 < chunk ? a->M - m0 : chunk;
-        const bf16 *xin = x + m0 * a->K;
-        if (drop) {
-            MG_TRY(lora_dropout_launch(ctx, xd, x, m0, mc, a));
-            xin = xd;
-        }
-        mg_gemm g = {};  // uᵀ (r×mc) = (A as K×r)ᵀ · xdᵀ, rows m0.. of u
-        g.trans_a = true, g.trans_b = false;
-        g.m = a->r, g.n = mc, g.k = a->K;
-        g.a = A, g.lda = a->K, g.type_a = CUDA_R_16BF;
-        g.b = xin, g.ldb = a->K, g.type_b = CUDA_R_16BF;
-        g.d = u + m0 * a->r, g.ldd = a->r, g.type_d = CUDA_R_16BF;
-        g.alpha = 1.0f, g.beta = 0.0f;
-        MG_TRY(mg_cuda_gemm(ctx, &g));
-    }
-    mg_gemm g = {};  // yᵀ (N×M, ld ldy) += scale · (B as r×N)ᵀ · uᵀ
+    MG_TRY(lora_rowdot_launch(ctx, u, (float *)ctx->scratch, ctx->scratch_bytes / sizeof(float), x, a->K, A,
+                                    a->M, a->K, 1.0f, a->dropout > 0.0f, a));
+    mg_gemm g = {};  // yᵀ (N×M, ld ldy) += scale · (B as r×N)ᵀ · uᵀ (cuBLASLt is column-major)
     g.trans_a = true, g.trans_b = false;
     g.m = a->N, g.n = a->M, g.k = a->r;
     g.a = B, g.lda = a->r, g.type_a = CUDA_R_16BF;

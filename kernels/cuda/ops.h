@@ -120,7 +120,7 @@ mg_status mg_cuda_linear_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, co
 
 /* lora.cu (engine/backend.h mg_lora_args; A[r,K], B[N,r] bf16; xd = dropout(x) when dropout > 0
  * (element i = m*K + k kept iff mg_dropout_keep(seed, i, p), kept values bf16(x/(1-p))), x itself
- * otherwise; xd is never stored, only formed a chunk of rows at a time in ctx->scratch):
+ * otherwise; xd is never stored, only formed a chunk of rows at a time in ctx->scratch in the backward):
  * lora_forward:  u[M,r] = xd·Aᵀ (bf16); y[:, :N] += scale·u·Bᵀ (y rows ldy apart; one rounding).
  * lora_backward: dB[N,r] += scale·dyᵀ·u; du[M,r] = scale·dy·B; dA[r,K] += bf16(du)ᵀ·xd (all fp32);
  *                dx[M,K] += mask(du·A)/(1-p) (bf16); x is the forward's input (its mask drawn again);

@@ -788,13 +788,15 @@ int main(void) {
     case_lora_backward(&ctx, lc[1], 0);
     /* down_proj's LoRA at batch 8 (K = 10240), a large M at rank 64. Then xd through the 32 MiB
      * scratch in chunks of rows (3840 rows at K = 4304, the last one partial): vision fc2 at two
-     * images and a bit, and an odd K = 4301 (the dropout's 8-element vectors straddle rows; the second
-     * chunk's mask from element offset 3840·K) in two chunks */
+     * images and a bit, and an odd K = 4301 (the dropout's draws of 4 elements straddle rows; the
+     * second chunk's mask from element offset 3840·K) in two chunks; and rank 12 (the forward's
+     * u in a second pass of 8 outputs, 4 of them used) */
     case_lora_backward(&ctx, (lora_case){.M = 2880, .K = 10240, .r = 8, .N = 2560, .ldy = 2560, .p = 0.1f}, 1);
     case_lora_backward(&ctx, (lora_case){.M = 70001, .K = 72, .r = 64, .N = 40, .ldy = 48, .off = 8, .p = 0.1f}, 1);
     const lora_case chunked[] = {
         {.M = 8195, .K = 4304, .r = 8, .N = 1152, .ldy = 1152, .off = 0, .p = 0.1f},
         {.M = 4000, .K = 4301, .r = 4, .N = 100, .ldy = 104, .off = 4, .p = 0.2f},
+        {.M = 1031, .K = 1152, .r = 12, .N = 1152, .ldy = 3456, .off = 1152, .p = 0.1f},
     };
     for (size_t i = 0; i < sizeof chunked / sizeof chunked[0]; i++) {
         case_lora_forward(&ctx, chunked[i]);
