@@ -91,7 +91,7 @@ static __device__ __forceinline__ float warp_reduce_scatter32(float v[32]) {
     return v[0];
 }
 
-// out[m, j] = bf16(alpha · Σ_k in[m,k] · W[j,k]) for j < r (out's rows r apart), in =
+// out[m, j] = bf16(Σ_k in[m,k] · W[j,k]) for j < r (out's rows r apart), in =
 // x's rows (ldx apart), dropped out with p > 0 (element index m*K + k). Warp w of block b takes rows
 // m0 = 4(8b + w) .. m0+3; lane l columns 8l + 256t of the block's slice [kc·y, kc·(y+1)) ∩ [0, K)
 // (y = blockIdx.y); a pass per 8 outputs j, whose 4×8 sums the warp reduces so that lane l holds
@@ -100,7 +100,7 @@ static __device__ __forceinline__ float warp_reduce_scatter32(float v[32]) {
 // 16-byte loads (K, ldx and kc multiples of 8, x and W 16-byte aligned).
 static __global__ void __launch_bounds__(ROWDOT_WARPS * 32)
     lora_rowdot_kernel(bf16 *out, float *part, const bf16 *x, int64_t ldx, const bf16 *W, int64_t M, int K, int kc,
-                       int r, float alpha, uint64_t seed, float p, float inv_keep, bool vec) {
+                       int r, uint64_t seed, float p, float inv_keep, bool vec) {
     const int lane = threadIdx.x & 31;
     const int64_t m0 = ((int64_t)blockIdx.x * ROWDOT_WARPS + (threadIdx.x >> 5)) * ROWDOT_ROWS;
     if (m0 >= M) return;  // no barriers here
@@ -132,19 +132,19 @@ static __global__ void __launch_bounds__(ROWDOT_WARPS * 32)
         const int64_t m = m0 + (lane >> 3);
         const int j = jc + (lane & 7);
         if (m < M && j < r) {
-            if (gridDim.y == 1) out[m * r + j] = to_bf16(alpha * sum);
+            if (gridDim.y == 1) out[m * r + j] = to_bf16(sum);
             else part[(int64_t)blockIdx.y * M * r + m * r + j] = sum;
         }
     }
 }
 
-// out[e] = bf16(alpha · Σ_y part[y·n + e]) for e < n = M·r, y = 0 .. slices-1 in order.
-static __global__ void lora_rowdot_finish_kernel(bf16 *out, const float *part, int slices, int64_t n, float alpha) {
+// out[e] = bf16(Σ_y part[y·n + e]) for e < n = M·r, y = 0 .. slices-1 in order.
+static __global__ void lora_rowdot_finish_kernel(bf16 *out, const float *part, int slices, int64_t n) {
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += stride) {
         float t = 0.0f;
         for (int y = 0; y < slices; y++) t += part[y * n + e];
-        out[e] = to_bf16(alpha * t);
+        out[e] = to_bf16(t);
     }
 }
 
@@ -228,30 +228,28 @@ static __global__ void __launch_bounds__(DX_WARPS * 32)
 
 static float keep_scale(float p) { return p > 0.0f ? 1.0f / (1.0f - p) : 1.0f; }
 
-// out[M, r] = alpha · in · Wᵀ (lora_rowdot_kernel); in = x's rows, dropped out when drop. Few rows
-// (the decoder's 352 a prompt) leave most SMs idle, so K is then cut into slices of a multiple of
-// 256 columns, about 4 blocks per SM in all, whose partial sums go to `part` (M·r floats a slice,
-// room for `part_floats`) and are added by lora_rowdot_finish_kernel.
-static mg_status lora_rowdot_launch(mg_cuda_ctx *ctx, bf16 *out, float *part, size_t part_floats, const bf16 *x,
-                                    int64_t ldx, const bf16 *W, int64_t M, int K, float alpha, bool drop,
-                                    const mg_lora_args *a) {
-    const int64_t rows_per_block = ROWDOT_WARPS * ROWDOT_ROWS, blocks = (M + rows_per_block - 1) / rows_per_block;
-    const int64_t want = 4 * (int64_t)ctx->sm_count;
+// u[M, r] = bf16(dropout(x) · Aᵀ) (lora_rowdot_kernel). Few rows (the decoder's 352 a prompt)
+// leave most SMs idle, so K is then cut into slices of a multiple of 256 columns, about 4 blocks per
+// SM in all, whose partial sums (M·r floats a slice) go to the context's scratch and are added by
+// lora_rowdot_finish_kernel.
+static mg_status lora_u_launch(mg_cuda_ctx *ctx, bf16 *u, const bf16 *x, const bf16 *A, const mg_lora_args *a) {
+    const int64_t M = a->M, rows_per_block = ROWDOT_WARPS * ROWDOT_ROWS;
+    const int64_t blocks = (M + rows_per_block - 1) / rows_per_block, want = 4 * (int64_t)ctx->sm_count;
     int64_t slices = blocks >= want ? 1 : (want + blocks - 1) / blocks;
-    const int64_t room = (int64_t)(part_floats / ((size_t)M * a->r));
+    const int64_t room = (int64_t)(ctx->scratch_bytes / (sizeof(float) * (size_t)M * a->r));
     if (slices > room) slices = room > 1 ? room : 1;
-    int kc = (int)((K + slices - 1) / slices);
+    int kc = (int)((a->K + slices - 1) / slices);
     kc = (kc + 255) / 256 * 256;
-    slices = (K + kc - 1) / kc;
-    const bool vec = K % 8 == 0 && ldx % 8 == 0 && aligned16(x) && aligned16(W);
-    const float p = drop ? a->dropout : 0.0f;
+    slices = (a->K + kc - 1) / kc;
+    const bool vec = a->K % 8 == 0 && aligned16(x) && aligned16(A);
+    float *part = (float *)ctx->scratch;
     lora_rowdot_kernel<<<dim3((unsigned)blocks, (unsigned)slices), ROWDOT_WARPS * 32, 0, ctx->stream>>>(
-        out, part, x, ldx, W, M, K, kc, a->r, alpha, a->seed, p, keep_scale(p), vec);
+        u, part, x, a->K, A, M, a->K, kc, a->r, a->seed, a->dropout, keep_scale(a->dropout), vec);
     MG_CUDA_LAUNCH_CHECK(lora_rowdot_kernel);
     if (slices > 1) {
         const int threads = 256;
         lora_rowdot_finish_kernel<<<grid_stride_blocks(ctx, M * a->r, threads), threads, 0, ctx->stream>>>(
-            out, part, (int)slices, M * a->r, alpha);
+            u, part, (int)slices, M * a->r);
         MG_CUDA_LAUNCH_CHECK(lora_rowdot_finish_kernel);
     }
     return MG_OK;
@@ -280,8 +278,7 @@ static mg_status lora_dropout_launch(mg_cuda_ctx *ctx, bf16 *xd, const bf16 *x, 
 
 static mg_status lora_forward_launch(mg_cuda_ctx *ctx, bf16 *y, bf16 *u, const bf16 *x, const bf16 *A, const bf16 *B,
                                      const mg_lora_args *a) {
-    MG_TRY(lora_rowdot_launch(ctx, u, (float *)ctx->scratch, ctx->scratch_bytes / sizeof(float), x, a->K, A,
-                                    a->M, a->K, 1.0f, a->dropout > 0.0f, a));
+    MG_TRY(lora_u_launch(ctx, u, x, A, a));
     mg_gemm g = {};  // yᵀ (N×M, ld ldy) += scale · (B as r×N)ᵀ · uᵀ (cuBLASLt is column-major)
     g.trans_a = true, g.trans_b = false;
     g.m = a->N, g.n = a->M, g.k = a->r;
