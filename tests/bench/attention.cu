@@ -6,9 +6,13 @@
 //          D's n8 blocks only, K tiles past an image group skipped under causal
 //   tc_v1  the previous production kernel: 64-row tiles, one K and one V buffer, no skipping
 //   fp32   attention_forward_fp32_kernel, fp32 on CUDA cores (the fallback for odd D / alignment)
-//   bwd_tc    attention_backward's tensor-core path (production): Δ, lse2 (the forward kernel's
-//             STATS mode), dq kernel, dk/dv kernel
-//   bwd_fp32  attention_backward's fp32 path (the fallback), the reference for bwd_tc
+//   bwd_tc    attention_backward's tensor-core path as training runs it: Δ, the forward's lse2
+//             (mg_attention_args.lse2), the dk/dv kernel with dQ fused up to D = 80, else a dq
+//             kernel and the dk/dv kernel (what torch's SDPA backward does too: it gets its
+//             forward's log-sum-exp)
+//   bwd_tc_stats  the same without the forward's lse2: the forward kernel's STATS mode first
+//   bwd_tc_sep    bwd_tc_stats with the separate dq kernel at D <= 80 (the earlier production path)
+//   bwd_fp32  attention_backward's fp32 path (the fallback), the reference for the others
 // Shapes: SigLIP (B=8 images, H=16, T=4096, D=72, no mask); Gemma (B=32, H=8, Hkv=4, T=360,
 // D=256) causal, and causal + one image of 256 soft tokens at position 6 (the model's real mask).
 // Each shape is validated first: both tc versions against fp32 on the same random inputs (nmse
@@ -18,8 +22,8 @@
 // that no run finds its inputs in L2; the median is printed, then the tc/tc_v1 speed-up.
 // FLOPs: 4·B·H·T²·D with the real D (72, not the padded 80), halved when causal (the count
 // flash-attention's and torch's benchmarks use), so rows compare with attention_torch.py; the
-// backward counts 2.5x that (five T×T×D products; this one does eight: lse2's Q·Kᵀ and the dq
-// pass's S and dP are recomputed). The backward is validated the same way (dq, dk, dv of bwd_tc
+// backward counts 2.5x that (five T×T×D products: bwd_tc does five at D <= 80, bwd_tc_stats six,
+// bwd_tc_sep eight). The backward is validated the same way (dq, dk, dv of each tc version
 // against bwd_fp32 from zero, out from the tc forward) and timed accumulating.
 //
 // Build and run (GPU machine): make build/bench/attention && build/bench/attention
@@ -198,21 +202,29 @@ static int bench_backward(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_b
     a.scale = 1.0f / sqrtf((float)s.D);
     a.causal = s.causal;
     a.group = group;
+    // The forward as training runs it: out and each row's lse2, which bwd_tc reads.
+    float *lse2 = NULL;
     BENCH_CHECK(cudaMalloc(&out, nq * sizeof(bf16)));
-    MG_CHECK(attention_forward_tc_launch(ctx, out, q, k, v, &a));
+    BENCH_CHECK(cudaMalloc(&lse2, (size_t)s.B * s.H * s.T * sizeof(float)));
+    mg_attention_args a_train = a;
+    a_train.lse2 = lse2;
+    MG_CHECK(attention_forward_tc_launch(ctx, out, q, k, v, &a_train));
 
-    // bwd_tc_sep: the tensor-core path with the separate dq kernel (the previous production path).
+    // bwd_tc: the training path (the forward's lse2); bwd_tc_stats: the same without it (its own
+    // Q·Kᵀ statistics pass); bwd_tc_sep: that with the separate dq kernel (the earlier production path).
     struct version {
         const char *name;
-        bool tc, separate_dq;
+        bool tc, separate_dq, lse;
         int reps;
         bf16 *dq, *dk, *dv;
-    } versions[] = {{"bwd_tc", true, false, REPEATS, NULL, NULL, NULL},
-                    {"bwd_tc_sep", true, true, REPEATS, NULL, NULL, NULL},
-                    {"bwd_fp32", false, false, REPEATS_FP32, NULL, NULL, NULL}};
+    } versions[] = {{"bwd_tc", true, false, true, REPEATS, NULL, NULL, NULL},
+                    {"bwd_tc_stats", true, false, false, REPEATS, NULL, NULL, NULL},
+                    {"bwd_tc_sep", true, true, false, REPEATS, NULL, NULL, NULL},
+                    {"bwd_fp32", false, false, false, REPEATS_FP32, NULL, NULL, NULL}};
     const int n_versions = (int)(sizeof versions / sizeof versions[0]), ref_version = n_versions - 1;
     auto run = [&](const version &ver) {
-        return attention_backward_run(ctx, ver.tc, ver.separate_dq, ver.dq, ver.dk, ver.dv, dout, q, k, v, out, &a);
+        return attention_backward_run(ctx, ver.tc, ver.separate_dq, ver.dq, ver.dk, ver.dv, dout, q, k, v, out,
+                                      ver.lse ? &a_train : &a);
     };
     for (version &ver : versions) {
         BENCH_CHECK(cudaMalloc(&ver.dq, nq * sizeof(bf16)));
@@ -262,7 +274,7 @@ static int bench_backward(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_b
         printf("%-8s | %-52s | %9.3f | %7.1f\n", ver.name, s.name, med, flop / (med * 1e-3) / 1e12);
     }
     for (version &ver : versions) cudaFree(ver.dq), cudaFree(ver.dk), cudaFree(ver.dv);
-    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(dout), cudaFree(out), cudaFree(group);
+    cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(dout), cudaFree(out), cudaFree(lse2), cudaFree(group);
     return ok;
 }
 
