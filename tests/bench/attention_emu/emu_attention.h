@@ -1,13 +1,19 @@
 // The launchers of kernels/cuda/attention.cu, emulated: the same kernels and configurations
 // (keep in step with attention_tc_launch, attention_backward_tc_launch and
-// attention_backward_fp32_launch), grids run by emu_launch. Included after attn_emu.inc.
+// attention_backward_fp32_launch: each padded width DP also built for its exact head dim, DC =
+// tc_exact_dim(DP), as there; the backward reads the forward's lse2 when a.lse2 is set), grids run
+// by emu_launch. Included after attn_emu.inc.
 #pragma once
 
 template <int DP, int BQ, bool STATS>
 static void emu_forward_tc_cfg(bf16 *out, float *lse2, const bf16 *q, const bf16 *k, const bf16 *v,
                                const mg_attention_args &a) {
+    constexpr int DC = tc_exact_dim(DP);
     emu_launch({(unsigned)((a.T + BQ - 1) / BQ), (unsigned)a.H, (unsigned)a.B}, TC_THREADS,
-               attention_tc_smem_bytes(DP, BQ), [&] { attention_forward_tc_kernel<DP, BQ, STATS>(out, lse2, q, k, v, a); });
+               attention_tc_smem_bytes(DP, BQ), [&] {
+                   if (a.D == DC) attention_forward_tc_kernel<DP, BQ, STATS, DC>(out, lse2, q, k, v, a);
+                   else attention_forward_tc_kernel<DP, BQ, STATS, 0>(out, lse2, q, k, v, a);
+               });
 }
 template <bool STATS>
 static void emu_forward_tc(bf16 *out, float *lse2, const bf16 *q, const bf16 *k, const bf16 *v, const mg_attention_args &a) {
@@ -19,26 +25,60 @@ static void emu_forward_tc(bf16 *out, float *lse2, const bf16 *q, const bf16 *k,
     return emu_forward_tc_cfg<256, 64, STATS>(out, lse2, q, k, v, a);
 }
 
+template <int DPL>
+static void emu_forward_fp32_dpl(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, const mg_attention_args &a) {
+    emu_launch({(unsigned)((a.T + ATTN_BQ - 1) / ATTN_BQ), (unsigned)a.H, (unsigned)a.B}, ATTN_WARPS * 32,
+               attention_fp32_smem_bytes(a.D), [&] { attention_forward_fp32_kernel<DPL>(out, q, k, v, a); });
+}
+
+// mg_cuda_attention_forward: the tensor-core kernel (writing a.lse2 when set) or the fp32 one, by
+// the production condition.
+static void emu_attention_forward(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, const mg_attention_args &a) {
+    if (attention_uses_tensor_cores(out, q, k, v, a.D)) return emu_forward_tc<false>(out, a.lse2, q, k, v, a);
+    switch ((a.D + 31) / 32) {
+    case 1: return emu_forward_fp32_dpl<1>(out, q, k, v, a);
+    case 2: return emu_forward_fp32_dpl<2>(out, q, k, v, a);
+    case 3: return emu_forward_fp32_dpl<3>(out, q, k, v, a);
+    case 4: return emu_forward_fp32_dpl<4>(out, q, k, v, a);
+    case 5: return emu_forward_fp32_dpl<5>(out, q, k, v, a);
+    case 6: return emu_forward_fp32_dpl<6>(out, q, k, v, a);
+    case 7: return emu_forward_fp32_dpl<7>(out, q, k, v, a);
+    default: return emu_forward_fp32_dpl<8>(out, q, k, v, a);
+    }
+}
+
 // FUSED: dq through the dk/dv kernel's dQ phase (fp32 accumulator, then dq += scale · acc, here on
 // the host as attention_backward_dq_add_kernel does) unless EMU_SEPARATE_DQ is set.
 template <int DP, int BK, int BQ, bool FUSED>
 static void emu_backward_tc_cfg(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *q, const bf16 *k, const bf16 *v,
-                                const bf16 *dout, float *lse2, const float *delta, const mg_attention_args &a) {
-    emu_forward_tc<true>(NULL, lse2, q, k, k, a);
+                                const bf16 *dout, float *lse2_scratch, const float *delta, const mg_attention_args &a) {
+    constexpr int DC = tc_exact_dim(DP);
+    const bool exact = a.D == DC;
+    const float *lse2 = a.lse2;  // the forward's (training), else the STATS pass into the scratch
+    if (!lse2) emu_forward_tc<true>(NULL, lse2_scratch, q, k, k, a), lse2 = lse2_scratch;
     const bool fused = FUSED && !getenv("EMU_SEPARATE_DQ");
     if (!fused)
         emu_launch({(unsigned)((a.T + 63) / 64), (unsigned)a.H, (unsigned)a.B}, TC_THREADS, attention_backward_dq_smem_bytes(DP),
-                   [&] { attention_backward_dq_tc_kernel<DP>(dq, q, k, v, dout, lse2, delta, a); });
+                   [&] {
+                       if (exact) attention_backward_dq_tc_kernel<DP, DC>(dq, q, k, v, dout, lse2, delta, a);
+                       else attention_backward_dq_tc_kernel<DP, 0>(dq, q, k, v, dout, lse2, delta, a);
+                   });
     const size_t n_dq = (size_t)(a.B * a.T * a.H * a.D);
     std::vector<float> acc(fused ? n_dq : 0, 0.0f);
     if constexpr (FUSED) {
         if (fused)
             emu_launch({(unsigned)((a.T + BK - 1) / BK), (unsigned)a.Hkv, (unsigned)a.B}, TC_THREADS, dkdv_smem_bytes(DP, BK, BQ, true),
-                       [&] { attention_backward_dkdv_tc_kernel<DP, BK, BQ, true>(dk, dv, acc.data(), q, k, v, dout, lse2, delta, a); });
+                       [&] {
+                           if (exact) attention_backward_dkdv_tc_kernel<DP, BK, BQ, true, DC>(dk, dv, acc.data(), q, k, v, dout, lse2, delta, a);
+                           else attention_backward_dkdv_tc_kernel<DP, BK, BQ, true, 0>(dk, dv, acc.data(), q, k, v, dout, lse2, delta, a);
+                       });
     }
     if (!fused)
         emu_launch({(unsigned)((a.T + BK - 1) / BK), (unsigned)a.Hkv, (unsigned)a.B}, TC_THREADS, dkdv_smem_bytes(DP, BK, BQ, false),
-                   [&] { attention_backward_dkdv_tc_kernel<DP, BK, BQ, false>(dk, dv, NULL, q, k, v, dout, lse2, delta, a); });
+                   [&] {
+                       if (exact) attention_backward_dkdv_tc_kernel<DP, BK, BQ, false, DC>(dk, dv, NULL, q, k, v, dout, lse2, delta, a);
+                       else attention_backward_dkdv_tc_kernel<DP, BK, BQ, false, 0>(dk, dv, NULL, q, k, v, dout, lse2, delta, a);
+                   });
     for (size_t e = 0; e < acc.size(); e++) dq[e] = __float2bfloat16_rn(__bfloat162float(dq[e]) + a.scale * acc[e]);
 }
 

@@ -1,6 +1,7 @@
 // tests/gpu/test_cuda_ops.c's CUDA layer on the host, for test_main.c: device memory is host memory,
-// copies are memcpy, and mg_cuda_attention_backward runs the kernels in the emulator, choosing the
-// path with the production condition (attention_backward_uses_tensor_cores).
+// copies are memcpy, and mg_cuda_attention_forward / mg_cuda_attention_backward run the kernels in
+// the emulator, choosing the path with the production conditions (attention_uses_tensor_cores,
+// attention_backward_uses_tensor_cores).
 #include "emu.h"
 #include "attn_emu.inc"
 #include "emu_attention.h"
@@ -18,6 +19,11 @@ extern "C" mg_status mg_cuda_attention_backward(mg_cuda_ctx *, void *dq, void *d
     (tc ? emu_tc_calls : emu_fp32_calls)++;
     emu_attention_backward(tc, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, (const bf16 *)q,
                            (const bf16 *)k, (const bf16 *)v, (const bf16 *)out, *a);
+    return MG_OK;
+}
+extern "C" mg_status mg_cuda_attention_forward(mg_cuda_ctx *, void *out, const void *q, const void *k, const void *v,
+                                               const mg_attention_args *a) {
+    emu_attention_forward((bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, *a);
     return MG_OK;
 }
 extern "C" mg_status mg_cuda_alloc(mg_cuda_ctx *, void **p, size_t bytes) {

@@ -21,6 +21,15 @@ int main(void) {
                                               .want_groups = 4});
     case_attention_backward(&ctx, (attn_case){.B = 3, .T = 100, .H = 4, .Hkv = 2, .D = 72, .causal = 1, .window = 30,
                                               .padding = 1, .img_start = 10, .img_len = 40, .want_groups = 2});
+    /* as in training: lse2 from the forward (fused dQ at D = 72, the dq kernel at D = 200; the fp32
+     * forward's lse2 at D = 24 with q misaligned) */
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 100, .H = 4, .Hkv = 2, .D = 72, .causal = 1, .window = 30,
+                                              .padding = 1, .img_start = 10, .img_len = 40, .want_groups = 2,
+                                              .lse = 1});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 70, .H = 2, .Hkv = 1, .D = 200, .causal = 1, .padding = 1,
+                                              .img_start = 10, .img_len = 20, .want_groups = 1, .lse = 1});
+    case_attention_backward(&ctx, (attn_case){.B = 1, .T = 50, .H = 2, .Hkv = 1, .D = 24, .causal = 1, .padding = 1,
+                                              .img_start = -1, .fp32_kernel = 1, .want_groups = 1, .lse = 1});
     printf("tensor-core path %d calls, fp32 path %d calls; %d/%d passed\n", emu_tc_calls, emu_fp32_calls, test_passed_,
            test_passed_ + test_failed_);
     return test_failed_ != 0;
