@@ -121,6 +121,9 @@ def main():
         have_liger = True
     except ImportError:
         have_liger = False
+        if not args.no_hf:
+            print("WARNING: liger_kernel is not importable, so HF+PEFT+Liger (HF's best within 40 GB) is not in this "
+                  "run; carry the wheel in .whl/ (docs/benchmarks.md, section 4)", file=sys.stderr, flush=True)
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, prompts of {data['input_ids'].shape[1]} tokens, "
           f"{args.steps} updates per configuration (the first 2 not timed), LoRA dropout {args.dropout:g} on both, "
           f"liger {'yes' if have_liger else 'no'}")
