@@ -13,6 +13,7 @@
 // - attention_forward_fp32_kernel (any D <= 256, any alignment): fp32 on CUDA cores, P in fp32.
 #include <limits.h>
 
+#include "kernels/cuda/attention_sm90.cuh"
 #include "kernels/cuda/cuda_common.cuh"
 
 extern "C" {
@@ -55,15 +56,6 @@ static constexpr __host__ __device__ int tc_key_tile(int DP) { return DP <= 128 
 // TC_KEY_HIDDEN for padding and for rows past the last key the block reads.
 static constexpr int TC_KEY_HIDDEN = -2;
 
-static __device__ __forceinline__ uint32_t smem_u32(const void *p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-static __device__ __forceinline__ void cp_async16(void *dst_smem, const void *src_global) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst_smem)), "l"(src_global));
-}
-static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-static __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
 // Four 8×8 bf16 matrices; lane l gives the row address of matrix l/8, row l%8; r[i] is matrix i's
 // (row lane/4, cols 2(lane%4), +1), or with .trans its (rows 2(lane%4), +1, col lane/4).
 static __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const bf16 *row) {
@@ -85,18 +77,7 @@ static __device__ __forceinline__ void mma_bf16_16816(float c[4], const uint32_t
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// 2^x on the special-function unit (one instruction; 2^-inf = 0; relative error ~2^-22).
-static __device__ __forceinline__ float exp2_fast(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
 
-// Two floats as a bf16 pair, `lo` in the low half (the lower column of an mma operand).
-static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-    __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&p);
-}
 
 // Rows [j0, j0 + rows) of a [token][stride] bf16 slab into dst[rows][DP + 8]: the D real columns
 // by cp.async, rows at or past `end` as zeros (their V rows meet P = 0 in the mma, so they must
@@ -1433,15 +1414,29 @@ static mg_status attention_backward_dq_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *dq,
     return MG_OK;
 }
 
-// FUSED: dq_acc (n_stat·D floats, 16-byte aligned) is zeroed, the kernel adds dQ into it, and
-// attention_backward_dq_add_kernel adds scale · dq_acc to dq.
+// The fused passes' fp32 dQ accumulator (n_stat·D floats, 16-byte aligned): zeroed before the
+// kernel adds each tile's dQ into it, then dq += scale · dq_acc (attention_backward_dq_add_kernel).
+static mg_status attention_backward_dq_acc_zero(mg_cuda_ctx *ctx, float *dq_acc, const mg_attention_args *a) {
+    MG_CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, sizeof(float) * (size_t)(a->B * a->T * a->H * a->D), ctx->stream));
+    return MG_OK;
+}
+static mg_status attention_backward_dq_acc_add(mg_cuda_ctx *ctx, bf16 *dq, const float *dq_acc,
+                                               const mg_attention_args *a) {
+    const int64_t n_dq = a->B * a->T * a->H * a->D;
+    const int threads = 256;
+    const unsigned blocks = grid_stride_blocks(ctx, n_dq / 4, threads);
+    attention_backward_dq_add_kernel<<<blocks, threads, 0, ctx->stream>>>(dq, dq_acc, a->scale, n_dq);
+    MG_CUDA_LAUNCH_CHECK(attention_backward_dq_add_kernel);
+    return MG_OK;
+}
+
+// FUSED: the kernel adds dQ into dq_acc (attention_backward_dq_acc_zero / _add around it).
 template <int DP, int BK, int BQ, bool FUSED, int DC>
 static mg_status attention_backward_dkdv_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, float *dq_acc,
                                                        const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
                                                        const float *lse2, const float *delta,
                                                        const mg_attention_args *a) {
-    const int64_t n_dq = a->B * a->T * a->H * a->D;
-    if (FUSED) MG_CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, sizeof(float) * (size_t)n_dq, ctx->stream));
+    if (FUSED) MG_TRY(attention_backward_dq_acc_zero(ctx, dq_acc, a));
     const size_t smem = dkdv_smem_bytes(DP, BK, BQ, FUSED);
     MG_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_tc_kernel<DP, BK, BQ, FUSED, DC>,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
@@ -1449,12 +1444,7 @@ static mg_status attention_backward_dkdv_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *d
     attention_backward_dkdv_tc_kernel<DP, BK, BQ, FUSED, DC>
         <<<grid, TC_THREADS, smem, ctx->stream>>>(dk, dv, dq_acc, q, k, v, dout, lse2, delta, *a);
     MG_CUDA_LAUNCH_CHECK(attention_backward_dkdv_tc_kernel);
-    if (FUSED) {
-        const int threads = 256;
-        const unsigned blocks = grid_stride_blocks(ctx, n_dq / 4, threads);
-        attention_backward_dq_add_kernel<<<blocks, threads, 0, ctx->stream>>>(dq, dq_acc, a->scale, n_dq);
-        MG_CUDA_LAUNCH_CHECK(attention_backward_dq_add_kernel);
-    }
+    if (FUSED) return attention_backward_dq_acc_add(ctx, dq, dq_acc, a);
     return MG_OK;
 }
 
@@ -1477,9 +1467,15 @@ static mg_status attention_backward_tc_launch_dp(mg_cuda_ctx *ctx, bf16 *dq, bf1
     return attention_backward_tc_passes<DP, BK, BQ, FUSED, 0>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
 }
 
-// Up to DP = 80 (BK = BQ = 64, one warp per 16 keys) the dk/dv kernel also computes dQ (FUSED)
-// unless `separate_dq` (the lab's comparison): 5 T×T×D products instead of 8.
-static bool attention_backward_fuses_dq(int D, bool separate_dq) { return D <= 80 && !separate_dq; }
+// The backward's kernels: the Hopper kernel (attention_sm90.cu), the tensor-core ones (dQ fused
+// into the dk/dv kernel up to DP = 80: BK = BQ = 64, one warp per 16 keys; 5 T×T×D products
+// instead of 8), the same with the separate dq kernel (the lab's comparison), or fp32.
+typedef enum { ATTN_BWD_SM90, ATTN_BWD_TC, ATTN_BWD_TC_SEPARATE_DQ, ATTN_BWD_FP32 } attn_bwd_path;
+
+// Whether the path sums dQ in the fp32 accumulator (atomics) rather than writing dq directly.
+static bool attention_backward_fuses_dq(attn_bwd_path path, int D) {
+    return path == ATTN_BWD_SM90 || (path == ATTN_BWD_TC && D <= 80);
+}
 
 // The scratch's floats: lse2 and Δ (n_stat each), then, when fused, dq_acc (n_stat·D) from a
 // 16-byte boundary.
@@ -1493,9 +1489,10 @@ static size_t attention_backward_scratch_floats(const mg_attention_args *a, bool
 // forward. dk/dv tiles: 64 keys × 64 queries with one warp per 16 keys (all of D) up to DP = 80;
 // 32 keys with two warps per 16 keys (half of D each) at DP = 128 (64 queries) and 256 (32), which
 // keeps shared memory under 110 KB (two blocks per SM on the H100/H200).
-static mg_status attention_backward_tc_launch(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *q,
-                                              const bf16 *k, const bf16 *v, const bf16 *dout, float *lse2_scratch,
-                                              const float *delta, float *dq_acc, const mg_attention_args *a) {
+static mg_status attention_backward_tc_launch(mg_cuda_ctx *ctx, attn_bwd_path path, bf16 *dq, bf16 *dk, bf16 *dv,
+                                              const bf16 *q, const bf16 *k, const bf16 *v, const bf16 *dout,
+                                              float *lse2_scratch, const float *delta, float *dq_acc,
+                                              const mg_attention_args *a) {
     const int D = a->D;
     const int DP = D <= 32 ? 32 : D <= 64 ? 64 : D <= 80 ? 80 : D <= 128 ? 128 : 256;
     const size_t smem = attention_backward_dq_smem_bytes(DP) > attention_backward_dkdv_smem_bytes(DP)
@@ -1509,6 +1506,7 @@ static mg_status attention_backward_tc_launch(mg_cuda_ctx *ctx, bf16 *dq, bf16 *
     const float *lse2 = a->lse2;
     if (!lse2) MG_TRY(attention_tc_launch<true>(ctx, NULL, lse2_scratch, q, k, k, a));  // v unused in STATS mode
     if (!lse2) lse2 = lse2_scratch;
+    if (path == ATTN_BWD_SM90) return attention_backward_sm90_launch(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
     // dq_acc != NULL: the fused pass (attention_backward_fuses_dq), else the dq kernel first.
     if (dq_acc) switch (DP) {
         case 32: return attention_backward_tc_launch_dp<32, 64, 64, true>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
@@ -1586,22 +1584,23 @@ static bool attention_backward_uses_tensor_cores(const void *dq, const void *dk,
     return D % 8 == 0 && addr % 16 == 0;
 }
 
-// The backward after the argument checks: scratch, Δ, then the tensor-core path (`tc`; fused dq
-// unless `separate_dq`) or the fp32 one. The lab calls it with each path forced.
-static mg_status attention_backward_run(mg_cuda_ctx *ctx, bool tc, bool separate_dq, bf16 *dq, bf16 *dk, bf16 *dv,
+// The backward after the argument checks: scratch, Δ, then the path's kernels (the lab calls it with
+// each path forced; ATTN_BWD_SM90 only where attention_backward_sm90_fits).
+static mg_status attention_backward_run(mg_cuda_ctx *ctx, attn_bwd_path path, bf16 *dq, bf16 *dk, bf16 *dv,
                                         const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                                         const bf16 *out, const mg_attention_args *a) {
     const int64_t n_stat = a->B * a->T * a->H;  // < 2^63: B, H <= 65535 and T < 2^31
     if (n_stat > ((int64_t)1 << 46))            // so that n_stat·(D + 3) floats cannot overflow
         return mg_fail(MG_ERR_SHAPE, NULL, "attention_backward: B*T*H = %lld rows is too many", (long long)n_stat);
-    const bool fused = tc && attention_backward_fuses_dq(a->D, separate_dq);
+    const bool fused = attention_backward_fuses_dq(path, a->D);
     const size_t floats = attention_backward_scratch_floats(a, fused);
     float *lse2 = NULL;
     MG_TRY(attention_backward_scratch(ctx, sizeof(float) * floats, &lse2));
     float *delta = lse2 + n_stat;
     float *dq_acc = fused ? lse2 + (floats - (size_t)n_stat * a->D) : NULL;
     MG_TRY(attention_backward_delta_launch(ctx, delta, dout, out, a));
-    if (tc) return attention_backward_tc_launch(ctx, dq, dk, dv, q, k, v, dout, lse2, delta, dq_acc, a);
+    if (path != ATTN_BWD_FP32)
+        return attention_backward_tc_launch(ctx, path, dq, dk, dv, q, k, v, dout, lse2, delta, dq_acc, a);
     return attention_backward_fp32_launch(ctx, dq, dk, dv, q, k, v, dout, lse2, delta, a);
 }
 
@@ -1609,7 +1608,9 @@ extern "C" mg_status mg_cuda_attention_backward(mg_cuda_ctx *ctx, void *dq, void
                                                 const void *q, const void *k, const void *v, const void *out,
                                                 const mg_attention_args *a) {
     MG_TRY(attention_check_args(a, "attention_backward"));
-    const bool tc = attention_backward_uses_tensor_cores(dq, dk, dv, dout, q, k, v, a->D);
-    return attention_backward_run(ctx, tc, false, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
+    const attn_bwd_path path = !attention_backward_uses_tensor_cores(dq, dk, dv, dout, q, k, v, a->D) ? ATTN_BWD_FP32
+                               : attention_backward_sm90_fits(ctx, a)                                  ? ATTN_BWD_SM90
+                                                                                                       : ATTN_BWD_TC;
+    return attention_backward_run(ctx, path, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
                                   (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, (const bf16 *)out, a);
 }

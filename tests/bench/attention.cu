@@ -6,7 +6,9 @@
 //          D's n8 blocks only, K tiles past an image group skipped under causal
 //   tc_v1  the previous production kernel: 64-row tiles, one K and one V buffer, no skipping
 //   fp32   attention_forward_fp32_kernel, fp32 on CUDA cores (the fallback for odd D / alignment)
-//   bwd_tc    attention_backward's tensor-core path as training runs it: Δ, the forward's lse2
+//   bwd_sm90  attention_backward's Hopper kernel (kernels/cuda/attention_sm90.cu, wgmma), what
+//             training runs on an H100/H200 where it fits (no mask: SigLIP), the forward's lse2
+//   bwd_tc    attention_backward's mma.sync tensor-core path (sm_80, and Hopper under masks): Δ, the forward's lse2
 //             (mg_attention_args.lse2), the dk/dv kernel with dQ fused up to D = 80, else a dq
 //             kernel and the dk/dv kernel (what torch's SDPA backward does too: it gets its
 //             forward's log-sum-exp)
@@ -210,21 +212,25 @@ static int bench_backward(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_b
     a_train.lse2 = lse2;
     MG_CHECK(attention_forward_tc_launch(ctx, out, q, k, v, &a_train));
 
-    // bwd_tc: the training path (the forward's lse2); bwd_tc_stats: the same without it (its own
-    // Q·Kᵀ statistics pass); bwd_tc_sep: that with the separate dq kernel (the earlier production path).
+    // bwd_sm90 (where it fits) and bwd_tc: the training paths (the forward's lse2); bwd_tc_stats:
+    // bwd_tc without it (its own Q·Kᵀ statistics pass); bwd_tc_sep: that with the separate dq kernel.
     struct version {
         const char *name;
-        bool tc, separate_dq, lse;
+        attn_bwd_path path;
+        bool lse;
         int reps;
         bf16 *dq, *dk, *dv;
-    } versions[] = {{"bwd_tc", true, false, true, REPEATS, NULL, NULL, NULL},
-                    {"bwd_tc_stats", true, false, false, REPEATS, NULL, NULL, NULL},
-                    {"bwd_tc_sep", true, true, false, REPEATS, NULL, NULL, NULL},
-                    {"bwd_fp32", false, false, false, REPEATS_FP32, NULL, NULL, NULL}};
-    const int n_versions = (int)(sizeof versions / sizeof versions[0]), ref_version = n_versions - 1;
+    } all_versions[] = {{"bwd_sm90", ATTN_BWD_SM90, true, REPEATS, NULL, NULL, NULL},
+                        {"bwd_tc", ATTN_BWD_TC, true, REPEATS, NULL, NULL, NULL},
+                        {"bwd_tc_stats", ATTN_BWD_TC, false, REPEATS, NULL, NULL, NULL},
+                        {"bwd_tc_sep", ATTN_BWD_TC_SEPARATE_DQ, false, REPEATS, NULL, NULL, NULL},
+                        {"bwd_fp32", ATTN_BWD_FP32, false, REPEATS_FP32, NULL, NULL, NULL}};
+    std::vector<version> versions;
+    for (const version &ver : all_versions)
+        if (ver.path != ATTN_BWD_SM90 || attention_backward_sm90_fits(ctx, &a)) versions.push_back(ver);
+    const int n_versions = (int)versions.size(), ref_version = n_versions - 1;
     auto run = [&](const version &ver) {
-        return attention_backward_run(ctx, ver.tc, ver.separate_dq, ver.dq, ver.dk, ver.dv, dout, q, k, v, out,
-                                      ver.lse ? &a_train : &a);
+        return attention_backward_run(ctx, ver.path, ver.dq, ver.dk, ver.dv, dout, q, k, v, out, ver.lse ? &a_train : &a);
     };
     for (version &ver : versions) {
         BENCH_CHECK(cudaMalloc(&ver.dq, nq * sizeof(bf16)));

@@ -176,6 +176,10 @@ static inline int tc_check(const tcase *tc, const char *label, const double *got
         same += g == ref[i];
     }
     const double nmse = num / (den > 0 ? den : 1.0), match = n ? (double)same / (double)n : 1.0;
+    /* below 1.0 the match bound is a rate of rounding flips: on a handful of outputs one flip moves
+     * it by several percent (15 outputs: 6.7%), so it is lowered by two standard errors of a
+     * proportion, sqrt(0.25/n) each: 0.26 at n = 15, 0.006 at n = 10^5 */
+    if (min_match < 1.0 && n > 0) min_match -= 2.0 * sqrt(0.25 / (double)n);
     const int ok = guard_bad == 0 && nan_count == 0 && nmse <= tol && match >= min_match;
     printf("%s%s: %s nmse=%.2e (limit %.1e) match=%.4f (min %.2f)", tc->name, label, ok ? "OK" : "FAIL", nmse, tol,
            match, min_match);

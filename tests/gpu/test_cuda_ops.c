@@ -1168,7 +1168,7 @@ int main(void) {
                                      .padding = 1, .img_start = 6, .img_len = 256, .want_queries = 96});
 
     /* attention_backward: every mask combination (tensor cores and fp32); odd shapes on each
-     * tensor-core configuration (DP = 32, 64, 80, 128, 256; dim blocks past D at D = 24, 72, 200),
+     * tensor-core configuration (on an H100/H200 the unmasked ones take the wgmma kernel) (DP = 32, 64, 80, 128, 256; dim blocks past D at D = 24, 72, 200),
      * GQA, T not a multiple of the tiles, images at the start, middle and end, row 0's first
      * queries seeing no key (padding + causal); fp32 at D = 5, 72 (q misaligned) and 256; then the
      * real shapes on sampled (b, kv head) pairs, and a small case again on the grown scratch. */
@@ -1181,6 +1181,11 @@ int main(void) {
                                               .img_start = -1, .want_groups = 1});
     case_attention_backward(&ctx, (attn_case){.B = 2, .T = 300, .H = 3, .Hkv = 3, .D = 72, .img_start = -1,
                                               .want_groups = 6});
+    /* no mask at D = 128 and 64 (GQA, T past a tile edge): Hopper's wgmma kernel on an H100/H200 */
+    case_attention_backward(&ctx, (attn_case){.B = 1, .T = 333, .H = 4, .Hkv = 2, .D = 128, .img_start = -1,
+                                              .want_groups = 2});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 193, .H = 2, .Hkv = 1, .D = 64, .img_start = -1,
+                                              .want_groups = 2, .lse = 1});
     case_attention_backward(&ctx, (attn_case){.B = 2, .T = 300, .H = 4, .Hkv = 2, .D = 72, .causal = 1, .window = 50,
                                               .padding = 1, .img_start = 10, .img_len = 100, .want_groups = 4});
     case_attention_backward(&ctx, (attn_case){.B = 1, .T = 400, .H = 2, .Hkv = 2, .D = 64, .causal = 1, .img_start = 0,

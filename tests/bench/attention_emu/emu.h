@@ -153,6 +153,12 @@ static inline void mma_bf16_16816(float c[4], const uint32_t a[4], uint32_t b0, 
     }
 }
 static inline float exp2_fast(float x) { return exp2f(x); }
+static inline uint32_t pack_bf16x2(float lo, float hi) {
+    const bf16 l = __float2bfloat16_rn(lo), h = __float2bfloat16_rn(hi);
+    uint16_t a, b;
+    memcpy(&a, &l, 2), memcpy(&b, &h, 2);
+    return (uint32_t)a | (uint32_t)b << 16;
+}
 
 // cuda_common.cuh's helpers the kernels use
 static inline float ld_bf16(const bf16 *p) { return __bfloat162float(*p); }

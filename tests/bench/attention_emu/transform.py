@@ -51,6 +51,7 @@ def top_level_items(text):
 def main():
     src = open(sys.argv[1]).read()
     src = src.replace('#include "kernels/cuda/cuda_common.cuh"', '')
+    src = src.replace('#include "kernels/cuda/attention_sm90.cuh"', '')
     src = re.sub(r'extern "C" \{\s*#include "kernels/cuda/ops.h"\s*\}', '', src)
     src = src.replace('extern __shared__ __align__(16) unsigned char smem_raw[];', 'unsigned char *smem_raw = emu_smem;')
     src = src.replace('extern __shared__ float smem[];', 'float *smem = (float *)emu_smem;')
