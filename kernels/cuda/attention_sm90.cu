@@ -4,20 +4,23 @@
 // dv += dV, dq += scale·dQ, dQ summed in fp32 over the key tiles first (each tile's dQ added to a
 // (B, H, T, D) accumulator by one bulk reduction).
 //
-// One block = one warpgroup (4 warps) per (tile of 64 keys, kv head g, batch row b); warp w owns
-// keys 16w..16w+15, as each wgmma's 64 rows are split. K and V stay in shared memory; the tiles
-// of 64 queries of each query head of g stream through two stages (Q, dout; their lse2 and Δ).
-// Per query tile, three wgmma phases with fp32 accumulators in registers:
-//   1. Sᵀ = K·Qᵀ, dPᵀ = V·doutᵀ            (m64 n64, k = D; A and B from shared memory)
+// One block of two warpgroups (8 warps) per (tile of 128 keys, kv head g, batch row b):
+// warpgroup wg owns keys 64wg..64wg+63, its warp w keys 16w..16w+15 of those, as each wgmma's 64
+// rows are split. K and V stay in shared memory; the tiles of 64 queries of each query head of g
+// stream through two stages (Q, dout; their lse2 and Δ), each serving 128 keys. Per query tile,
+// three wgmma phases with fp32 accumulators in registers:
+//   1. Sᵀ = K·Qᵀ, dPᵀ = V·doutᵀ            (per warpgroup m64 n64, k = D; A, B from shared memory)
 //      Pᵀ = 2^(Sᵀ·scale·log2 e − lse2), dSᵀ = Pᵀ(dPᵀ − Δ)  in registers
 //   2. dV += bf16(Pᵀ)·dout, dK += bf16(dSᵀ)·Q  (m64 nDP, k = 64 queries; A from the registers of
 //      phase 1, which wgmma's accumulator layout makes an A fragment as it stands; B transposed)
-//   3. dQ = bf16(dS)·K                      (m64 nDP, k = 64 keys; dSᵀ goes through shared memory,
-//      read as a transposed A), then through shared memory into dq_acc by one bulk reduction.
-// Against attention.cu's mma.sync kernel at SigLIP's shape (B = 8) on the H200: 7.12 against 8.73
-// ms. wgmma reads its operands from shared memory itself, without ldmatrix traffic through
-// registers; the same kernel with per-thread fp32 atomics for dQ took 8.45 ms (the atomics, 4,608
-// a tile, were the bound of both kernels).
+//   3. dQ = bf16(dS)·K over all 128 keys, warpgroup wg taking half of D (m64 nDP/2, k = 128 keys;
+//      dSᵀ goes through shared memory, read as a transposed A), then through shared memory into
+//      dq_acc by one bulk reduction a tile.
+// Against attention.cu's mma.sync kernel at SigLIP's shape (B = 8) on the H200: 6.69 against 8.67
+// ms (tests/bench/attention.cu). Steps on the way: one warpgroup of 64 keys with per-thread fp32
+// atomics for dQ, 8.45 ms (the atomics, 4,608 a tile, bounded both kernels); the bulk reduction
+// instead, 7.12; two warpgroups sharing each query tile (half the reductions and Q/dout loads a
+// key), 6.69.
 //
 // Shared-memory layout of every tile ("core-matrix" order, wgmma's no-swizzle canonical form): a
 // tile of R rows × DP columns is stored as DP/8 column blocks, each R rows of 16 bytes:
@@ -32,12 +35,14 @@
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/attention_sm90.cuh"
 
-enum { SM90_THREADS = 128, SM90_ROWS = 64 };  // one warpgroup; 64 keys a block, 64 queries a tile
+// Two warpgroups a block, each 64 keys: 128 keys share each query tile (64 queries).
+enum { SM90_THREADS = 256, SM90_ROWS = 64, SM90_KEYS = 128 };
 
-// Bytes of shared memory: K, V, two stages of Q and dout (64 × DP bf16 each), dSᵀ (64 × 64 bf16),
-// the tile's dQ (64 × DP floats), two stages of lse2 and Δ (64 floats each).
+// Bytes of shared memory: K, V (128 × DP bf16 each), two stages of Q and dout (64 × DP bf16
+// each), dSᵀ (128 × 64 bf16), the tile's dQ (64 × DP floats), two stages of lse2 and Δ (64 floats
+// each).
 static constexpr size_t sm90_smem_bytes(int DP) {
-    return sizeof(bf16) * ((size_t)6 * SM90_ROWS * DP + SM90_ROWS * SM90_ROWS) +
+    return sizeof(bf16) * ((size_t)(2 * SM90_KEYS + 4 * SM90_ROWS) * DP + SM90_KEYS * SM90_ROWS) +
            sizeof(float) * ((size_t)SM90_ROWS * DP + 4 * SM90_ROWS);
 }
 
@@ -49,29 +54,30 @@ static int sm90_padded_dim(int D) { return D <= 64 ? 64 : D <= 80 ? 80 : 128; }
 // the warpgroup (g = lane/4, t = lane%4): d[4j + e] is row 16w + g + 8·(e/2), column 8j + 2t + e%2,
 // that of mma.m16n8k16 for each 8-column block j. A from registers (wgmma_rs) has mma.m16n8k16's
 // A fragment layout for the warp's 16 rows; from shared memory (wgmma_ss) it is a descriptor like
-// B. TA, TB: 1 reads that operand transposed ("MN-major"). The same instruction at N = 64, 80, 128.
+// B. TA, TB: 1 reads that operand transposed ("MN-major"). The same instruction at the N the
+// kernel uses: 64 (phase 1), DP (phase 2: 64, 80, 128), DP/2 (phase 3: 32, 40, 64).
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <int TA, int TB>
+static __device__ __forceinline__ void wgmma_ss_n32(float (&d)[16], uint64_t da, uint64_t db, int acc) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, %19, %20;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                 : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
+}
+
+template <int TA, int TB>
+static __device__ __forceinline__ void wgmma_ss_n40(float (&d)[20], uint64_t da, uint64_t db, int acc) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %22, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n40k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19}, %20, %21, p, 1, 1, %23, %24;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19])
+                 : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
+}
+
 template <int TA, int TB>
 static __device__ __forceinline__ void wgmma_ss_n64(float (&d)[32], uint64_t da, uint64_t db, int acc) {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, %35, %36;\n}\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
-}
-
-template <int TA, int TB>
-static __device__ __forceinline__ void wgmma_ss_n80(float (&d)[40], uint64_t da, uint64_t db, int acc) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %42, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n80k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39}, %40, %41, p, 1, 1, %43, %44;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
-                 : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
-}
-
-template <int TA, int TB>
-static __device__ __forceinline__ void wgmma_ss_n128(float (&d)[64], uint64_t da, uint64_t db, int acc) {
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, %67, %68;\n}\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
                  : "l"(da), "l"(db), "r"(acc), "n"(TA), "n"(TB));
 }
 
@@ -100,9 +106,9 @@ static __device__ __forceinline__ void wgmma_rs_n128(float (&d)[64], const uint3
 }
 template <int N, int TA, int TB>
 static __device__ __forceinline__ void wgmma_ss(float (&d)[N / 2], uint64_t da, uint64_t db, int acc) {
-    if constexpr (N == 64) wgmma_ss_n64<TA, TB>(d, da, db, acc);
-    else if constexpr (N == 80) wgmma_ss_n80<TA, TB>(d, da, db, acc);
-    else wgmma_ss_n128<TA, TB>(d, da, db, acc);
+    if constexpr (N == 32) wgmma_ss_n32<TA, TB>(d, da, db, acc);
+    else if constexpr (N == 40) wgmma_ss_n40<TA, TB>(d, da, db, acc);
+    else wgmma_ss_n64<TA, TB>(d, da, db, acc);
 }
 template <int N, int TB>
 static __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t db) {
@@ -148,57 +154,64 @@ static __device__ __forceinline__ void keep_regs(uint32_t (&d)[N][4]) {
         for (int e = 0; e < 4; e++) asm volatile("" : "+r"(d[i][e])::"memory");
 }
 
-// Rows [j0, j0 + 64) of a [token][stride] bf16 slab into a tile in core-matrix order: the D/8 data
-// column blocks by cp.async (eight threads to a column block's 8 rows), rows at or past `end` as
-// zeros. Column blocks D/8 .. DP/8-1 were zeroed once at block start.
+// Rows [j0, j0 + R) of a [token][stride] bf16 slab into a tile of R rows in core-matrix order: the
+// D/8 data column blocks by cp.async (eight threads to a column block's 8 rows), rows at or past
+// `end` as zeros.
+template <int R>
 static __device__ __forceinline__ void sm90_load_tile(bf16 *tile, const bf16 *src, int64_t stride, int j0, int end,
                                                       int D) {
     const int nb = D / 8;
-    for (int e = threadIdx.x; e < SM90_ROWS * nb; e += SM90_THREADS) {
+    for (int e = threadIdx.x; e < R * nb; e += SM90_THREADS) {
         const int blk = e >> 3, cb = blk % nb, r = (blk / nb) * 8 + (e & 7);
-        bf16 *d = tile + (cb * SM90_ROWS + r) * 8;
+        bf16 *d = tile + (cb * R + r) * 8;
         if (j0 + r < end) cp_async16(d, src + (int64_t)(j0 + r) * stride + cb * 8);
         else *reinterpret_cast<uint4 *>(d) = make_uint4(0, 0, 0, 0);
     }
 }
+// Zeroes column blocks D/8 .. DP/8-1 of `tiles` consecutive tiles of R rows (never written again).
+template <int DP, int R>
+static __device__ __forceinline__ void sm90_zero_pad(bf16 *tile, int tiles, int D) {
+    const int pad = (DP - D) / 8 * R;  // 16-byte rows of padding a tile
+    for (int e = threadIdx.x; e < tiles * pad; e += SM90_THREADS)
+        *reinterpret_cast<uint4 *>(tile + (e / pad) * R * DP + (D / 8 * R + e % pad) * 8) = make_uint4(0, 0, 0, 0);
+}
 #endif
 
 template <int DP>
-static __global__ void __launch_bounds__(SM90_THREADS, 2)
+static __global__ void __launch_bounds__(SM90_THREADS, 1)
     attention_backward_sm90_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
                                    const bf16 *dout, const float *lse2, const float *delta, mg_attention_args a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int TILE = SM90_ROWS * DP;          // bf16 of a tile
-    constexpr uint32_t CB = SM90_ROWS * 16;       // bytes between a tile's column blocks
-    constexpr int NJ = DP / 8;                    // 8-column blocks of the dK, dV, dQ accumulators
+    constexpr int QT = SM90_ROWS * DP, KT = SM90_KEYS * DP;  // bf16 of a query tile, of a key tile
+    constexpr uint32_t QCB = SM90_ROWS * 16, KCB = SM90_KEYS * 16;  // bytes between their column blocks
+    constexpr int NJ = DP / 8, NJ3 = DP / 16;  // 8-column blocks of dK/dV, of a warpgroup's half of dQ
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    bf16 *ks = reinterpret_cast<bf16 *>(smem_raw), *vs = ks + TILE;
-    bf16 *qs = vs + TILE, *dos = qs + 2 * TILE;   // [2] stages each
-    bf16 *dst = dos + 2 * TILE;                   // dSᵀ: [8 query blocks][64 keys][8 queries]
-    float *sdq = reinterpret_cast<float *>(dst + SM90_ROWS * SM90_ROWS);  // the tile's dQ: [64 queries][D]
-    float *slse = sdq + TILE, *sdelta = slse + 2 * SM90_ROWS;
+    bf16 *ks = reinterpret_cast<bf16 *>(smem_raw), *vs = ks + KT;
+    bf16 *qs = vs + KT, *dos = qs + 2 * QT;  // [2] stages each
+    bf16 *dst = dos + 2 * QT;                // dSᵀ: [8 query blocks][128 keys][8 queries]
+    float *sdq = reinterpret_cast<float *>(dst + SM90_KEYS * SM90_ROWS);  // the tile's dQ: [64 queries][D]
+    float *slse = sdq + QT, *sdelta = slse + 2 * SM90_ROWS;
 
     const int D = a.D, H = a.H, Hkv = a.Hkv, HG = H / Hkv, T = (int)a.T;
     const int64_t b = blockIdx.z;
-    const int g = blockIdx.y, k0 = blockIdx.x * SM90_ROWS;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, fr = lane >> 2, fc = 2 * (lane & 3);
+    const int g = blockIdx.y, k0 = blockIdx.x * SM90_KEYS;
+    const int lane = threadIdx.x & 31, wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
+    const int fr = lane >> 2, fc = 2 * (lane & 3);
+    const int key_w = 64 * wg + 16 * warp;  // this warp's first key within the block's 128
     const int64_t q_stride = (int64_t)H * D, kv_stride = (int64_t)Hkv * D;
     const int n_qt = (T + SM90_ROWS - 1) / SM90_ROWS, n_it = n_qt * HG;  // iteration it: head g·HG + it / n_qt
 
-    // Zero the pad column blocks of K, V and both stages of Q and dout (the six tiles in a row).
-    const int pad_rows = (DP - D) / 8 * SM90_ROWS;
-    for (int e = threadIdx.x; e < 6 * pad_rows; e += SM90_THREADS)
-        *reinterpret_cast<uint4 *>(ks + (e / pad_rows) * TILE + (D / 8 * SM90_ROWS + e % pad_rows) * 8) =
-            make_uint4(0, 0, 0, 0);
-    sm90_load_tile(ks, k + (b * T * Hkv + g) * D, kv_stride, k0, T, D);
-    sm90_load_tile(vs, v + (b * T * Hkv + g) * D, kv_stride, k0, T, D);
+    sm90_zero_pad<DP, SM90_KEYS>(ks, 2, D);
+    sm90_zero_pad<DP, SM90_ROWS>(qs, 4, D);
+    sm90_load_tile<SM90_KEYS>(ks, k + (b * T * Hkv + g) * D, kv_stride, k0, T, D);
+    sm90_load_tile<SM90_KEYS>(vs, v + (b * T * Hkv + g) * D, kv_stride, k0, T, D);
     // Query tile `it` into stage st (its statistics returned for the caller to store; rows past T:
     // lse2 = +inf, so P = 0).
     auto load_tile = [&](int it, int st, float &l_out, float &d_out) {
         const int hh = it / n_qt, h = g * HG + hh, t0 = (it - hh * n_qt) * SM90_ROWS;
         const int64_t head = (b * T * H + h) * D;
-        sm90_load_tile(qs + st * TILE, q + head, q_stride, t0, T, D);
-        sm90_load_tile(dos + st * TILE, dout + head, q_stride, t0, T, D);
+        sm90_load_tile<SM90_ROWS>(qs + st * QT, q + head, q_stride, t0, T, D);
+        sm90_load_tile<SM90_ROWS>(dos + st * QT, dout + head, q_stride, t0, T, D);
         cp_async_commit();
         const int i = t0 + (int)threadIdx.x;
         l_out = INFINITY, d_out = 0.0f;
@@ -217,6 +230,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 2)
     float dk_acc[DP / 2], dv_acc[DP / 2];
 #pragma unroll
     for (int e = 0; e < DP / 2; e++) dk_acc[e] = dv_acc[e] = 0.0f;
+    const bf16 *kw = ks + 64 * wg * 8, *vw = vs + 64 * wg * 8;  // this warpgroup's 64 keys (row 64·wg)
 
     for (int it = 0; it < n_it; it++) {
         const int st = it & 1;
@@ -225,17 +239,18 @@ static __global__ void __launch_bounds__(SM90_THREADS, 2)
         __syncthreads();  // tile `it` landed; everyone is done with tile it-1 (its stage, dst)
         float next_l = INFINITY, next_d = 0.0f;
         if (it + 1 < n_it) load_tile(it + 1, st ^ 1, next_l, next_d);
-        const bf16 *qt = qs + st * TILE, *dot = dos + st * TILE;
+        const bf16 *qt = qs + st * QT, *dot = dos + st * QT;
         const float *lse_t = slse + st * SM90_ROWS, *delta_t = sdelta + st * SM90_ROWS;
 
-        // 1. Sᵀ = K·Qᵀ, dPᵀ = V·doutᵀ: k16 step kk reads column blocks 2kk, 2kk+1 of each tile.
+        // 1. Sᵀ = K·Qᵀ, dPᵀ = V·doutᵀ for the warpgroup's keys: k16 step kk reads column blocks
+        // 2kk, 2kk+1 of each tile.
         float s[32], dp[32];  // the first step overwrites them (acc = 0)
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++) {
-            const int off = kk * 2 * SM90_ROWS * 8;
-            wgmma_ss<64, 0, 0>(s, wgmma_desc(ks + off, CB, 128), wgmma_desc(qt + off, CB, 128), kk > 0);
-            wgmma_ss<64, 0, 0>(dp, wgmma_desc(vs + off, CB, 128), wgmma_desc(dot + off, CB, 128), kk > 0);
+            const int koff = kk * 2 * SM90_KEYS * 8, qoff = kk * 2 * SM90_ROWS * 8;
+            wgmma_ss<64, 0, 0>(s, wgmma_desc(kw + koff, KCB, 128), wgmma_desc(qt + qoff, QCB, 128), kk > 0);
+            wgmma_ss<64, 0, 0>(dp, wgmma_desc(vw + koff, KCB, 128), wgmma_desc(dot + qoff, QCB, 128), kk > 0);
         }
         wgmma_commit();
         wgmma_wait_all();
@@ -267,28 +282,31 @@ static __global__ void __launch_bounds__(SM90_THREADS, 2)
         wgmma_fence();
 #pragma unroll
         for (int kq = 0; kq < 4; kq++) {
-            wgmma_rs<DP, 1>(dv_acc, pa[kq], wgmma_desc(dot + kq * 16 * 8, 128, CB));
-            wgmma_rs<DP, 1>(dk_acc, sa[kq], wgmma_desc(qt + kq * 16 * 8, 128, CB));
+            wgmma_rs<DP, 1>(dv_acc, pa[kq], wgmma_desc(dot + kq * 16 * 8, 128, QCB));
+            wgmma_rs<DP, 1>(dk_acc, sa[kq], wgmma_desc(qt + kq * 16 * 8, 128, QCB));
         }
         wgmma_commit();
 
-        // 3. dQ = dS·K: dSᵀ into dst (bf16 pairs of queries), then dS read transposed from key
-        // row 16kk and K read transposed from key row 16kk; dQ through sdq to dq_acc by one bulk
-        // reduction (per-thread atomics of the tile's 4,608 floats were the kernel's bound).
+        // 3. dQ = dS·K over the block's 128 keys, warpgroup wg taking dims [DP/2·wg, DP/2·(wg+1)):
+        // dSᵀ into dst (bf16 pairs of queries), then dS read transposed from key row 16kk and K
+        // read transposed from key row 16kk, column block NJ3·wg; dQ through sdq to dq_acc by one
+        // bulk reduction (per-thread atomics of the tile's 4,608 floats bounded the kernel).
 #pragma unroll
         for (int j = 0; j < 8; j++)
 #pragma unroll
             for (int r = 0; r < 2; r++)
-                *reinterpret_cast<uint32_t *>(dst + (j * SM90_ROWS + 16 * warp + fr + 8 * r) * 8 + fc) =
+                *reinterpret_cast<uint32_t *>(dst + (j * SM90_KEYS + key_w + fr + 8 * r) * 8 + fc) =
                     sa[j / 2][(j & 1) * 2 + r];
         fence_proxy_async();
         if (threadIdx.x == 0) bulk_wait_read();  // the previous tile's reduction has read sdq
-        __syncthreads();  // dSᵀ of all 64 keys in dst; sdq free
-        float dq[DP / 2];  // the first step overwrites it
+        __syncthreads();  // dSᵀ of all 128 keys in dst; sdq free
+        float dq[DP / 4];  // the first step overwrites it
+        const bf16 *kd = ks + NJ3 * wg * SM90_KEYS * 8;
         wgmma_fence();
 #pragma unroll
-        for (int kk = 0; kk < 4; kk++)
-            wgmma_ss<DP, 1, 1>(dq, wgmma_desc(dst + kk * 16 * 8, 128, CB), wgmma_desc(ks + kk * 16 * 8, 128, CB), kk > 0);
+        for (int kk = 0; kk < SM90_KEYS / 16; kk++)
+            wgmma_ss<DP / 2, 1, 1>(dq, wgmma_desc(dst + kk * 16 * 8, 128, KCB), wgmma_desc(kd + kk * 16 * 8, 128, KCB),
+                                   kk > 0);
         wgmma_commit();
         wgmma_wait_all();  // phases 2 and 3
         keep_regs(pa);
@@ -299,10 +317,12 @@ static __global__ void __launch_bounds__(SM90_THREADS, 2)
 #pragma unroll
         for (int r = 0; r < 2; r++)
 #pragma unroll
-            for (int j = 0; j < NJ; j++)
-                if (8 * j < D)
-                    *reinterpret_cast<float2 *>(sdq + (16 * warp + fr + 8 * r) * D + 8 * j + fc) =
+            for (int j = 0; j < NJ3; j++) {
+                const int col = 8 * (NJ3 * wg + j) + fc;
+                if (col < D)
+                    *reinterpret_cast<float2 *>(sdq + (16 * warp + fr + 8 * r) * D + col) =
                         make_float2(dq[4 * j + 2 * r], dq[4 * j + 2 * r + 1]);
+            }
         fence_proxy_async();
         __syncthreads();  // the tile's dQ in sdq
         if (threadIdx.x == 0) {  // dq_acc is (B, H, T, D): the tile's rows are one contiguous run
@@ -318,7 +338,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 2)
     // dk += scale · dK, dv += dV: each (key, column pair) belongs to this thread alone.
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        const int j = k0 + 16 * warp + fr + 8 * r;
+        const int j = k0 + key_w + fr + 8 * r;
         if (j >= T) continue;
         const int64_t row = (b * T + j) * kv_stride + (int64_t)g * D;
 #pragma unroll
@@ -365,7 +385,7 @@ static mg_status attention_backward_sm90_launch_dp(mg_cuda_ctx *ctx, bf16 *dk, b
     MG_CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, sizeof(float) * (size_t)(a->B * a->T * a->H * a->D), ctx->stream));
     MG_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_sm90_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)smem));
-    const dim3 grid((unsigned)((a->T + SM90_ROWS - 1) / SM90_ROWS), (unsigned)a->Hkv, (unsigned)a->B);
+    const dim3 grid((unsigned)((a->T + SM90_KEYS - 1) / SM90_KEYS), (unsigned)a->Hkv, (unsigned)a->B);
     attention_backward_sm90_kernel<DP><<<grid, SM90_THREADS, smem, ctx->stream>>>(dk, dv, dq_acc, q, k, v, dout, lse2,
                                                                                  delta, *a);
     MG_CUDA_LAUNCH_CHECK(attention_backward_sm90_kernel);
