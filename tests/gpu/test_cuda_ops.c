@@ -1117,6 +1117,11 @@ int main(void) {
                                      .want_queries = 1000});
     case_attention(&ctx, (attn_case){.B = 1, .T = 50, .H = 3, .Hkv = 3, .D = 72, .img_start = -1,
                                      .want_queries = 1000});
+    /* no mask at D = 128 and 40 (GQA, T past the 64- and 128-row tiles) */
+    case_attention(&ctx, (attn_case){.B = 2, .T = 193, .H = 4, .Hkv = 2, .D = 128, .img_start = -1,
+                                     .want_queries = 1000});
+    case_attention(&ctx, (attn_case){.B = 1, .T = 130, .H = 2, .Hkv = 1, .D = 40, .img_start = -1,
+                                     .want_queries = 1000});
     case_attention(&ctx, (attn_case){.B = 2, .T = 45, .H = 4, .Hkv = 1, .D = 40, .causal = 1, .window = 7,
                                      .padding = 1, .img_start = 5, .img_len = 9, .want_queries = 1000});
     case_attention(&ctx, (attn_case){.B = 2, .T = 70, .H = 2, .Hkv = 1, .D = 200, .causal = 1, .padding = 1,
