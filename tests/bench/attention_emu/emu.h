@@ -160,6 +160,66 @@ static inline uint32_t pack_bf16x2(float lo, float hi) {
     return (uint32_t)a | (uint32_t)b << 16;
 }
 
+// ---- Hopper (kernels/cuda/attention_sm90.cu) -------------------------------------------------
+// wgmma runs at once (no asynchrony: a missing wait goes unseen); its shared-memory operands are
+// read through the descriptor as PTX's no-swizzle canonical layouts define them (start address,
+// LBO between 8×8 core matrices along K, SBO along M/N; a core matrix is 8 rows of 16 bytes), the
+// register A operand and the accumulators with mma.m16n8k16's fragment layouts for each warp's 16
+// rows. Shared addresses are offsets into emu_smem.
+static inline uint32_t smem_u32(const void *p) { return (uint32_t)((const unsigned char *)p - emu_smem); }
+// Element (mn, k) of a descriptor's operand: K-major (the 8 elements of a core-matrix row run along
+// K) or, transposed, MN-major (they run along M/N).
+static inline float emu_desc_elem(uint64_t desc, int mn, int k, bool mn_major) {
+    const size_t lbo = ((desc >> 16) & 0x3FFF) << 4, sbo = ((desc >> 32) & 0x3FFF) << 4;
+    const size_t off = ((desc & 0x3FFF) << 4) + (size_t)(mn / 8) * sbo + (size_t)(k / 8) * lbo +
+                       (mn_major ? (size_t)(k % 8) * 16 + (size_t)(mn % 8) * 2 : (size_t)(mn % 8) * 16 + (size_t)(k % 8) * 2);
+    emu_check_smem(emu_smem + (off & ~(size_t)15), 16, "wgmma operand");
+    return __bfloat162float(*(const bf16 *)(emu_smem + off));
+}
+// d[i] (row 16w + g + 8·((i/2)%2), column 8·(i/4) + 2t + i%2 of the warpgroup's 64 × N) += row · B.
+template <int N, typename ARow>
+static inline void emu_wgmma(float *d, uint64_t db, int tb, int acc, ARow a_elem) {
+    const int w = (threadIdx.x >> 5) & 3, g = emu_lane() / 4, t = emu_lane() % 4;
+    for (int i = 0; i < N / 2; i++) {
+        const int row = 16 * w + g + 8 * ((i >> 1) & 1), col = 8 * (i >> 2) + 2 * t + (i & 1);
+        float sum = 0.0f;
+        for (int k = 0; k < 16; k++) sum += a_elem(row, k) * emu_desc_elem(db, col, k, tb != 0);
+        d[i] = (acc ? d[i] : 0.0f) + sum;
+    }
+}
+template <int N, int TA, int TB>
+static inline void wgmma_ss(float (&d)[N / 2], uint64_t da, uint64_t db, int acc) {
+    emu_wgmma<N>(d, db, TB, acc, [&](int row, int k) { return emu_desc_elem(da, row, k, TA != 0); });
+}
+template <int N, int TB>
+static inline void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t db) {
+    EmuWarp &w = emu_warps[emu_warp()];
+    const int p = w.gen & 1, l = emu_lane();
+    for (int i = 0; i < 4; i++) w.a[p][l][i] = a[i];
+    emu_warp_sync();
+    float A[16][16];  // the warp's 16 rows, from the lanes' fragments
+    for (int x = 0; x < 32; x++) {
+        const int g = x / 4, t = x % 4;
+        const uint32_t *ax = w.a[p][x];
+        A[g][2 * t] = emu_lo(ax[0]), A[g][2 * t + 1] = emu_hi(ax[0]);
+        A[g + 8][2 * t] = emu_lo(ax[1]), A[g + 8][2 * t + 1] = emu_hi(ax[1]);
+        A[g][2 * t + 8] = emu_lo(ax[2]), A[g][2 * t + 9] = emu_hi(ax[2]);
+        A[g + 8][2 * t + 8] = emu_lo(ax[3]), A[g + 8][2 * t + 9] = emu_hi(ax[3]);
+    }
+    emu_wgmma<N>(d, db, TB, 1, [&](int row, int k) { return A[row % 16][k]; });
+}
+static inline void wgmma_fence() {}
+static inline void wgmma_commit() {}
+static inline void wgmma_wait_all() {}
+static inline void fence_proxy_async() {}
+template <typename T> static inline void keep_regs(T &) {}
+static inline void bulk_reduce_add(float *gdst, const float *ssrc, uint32_t bytes) {
+    emu_check_smem(ssrc, bytes, "bulk reduction source");
+    for (uint32_t i = 0; i < bytes / 4; i++) gdst[i] += ssrc[i];
+}
+static inline void bulk_wait_read() {}
+static inline void bulk_wait_done() {}
+
 // cuda_common.cuh's helpers the kernels use
 static inline float ld_bf16(const bf16 *p) { return __bfloat162float(*p); }
 static inline bf16 to_bf16(float f) { return __float2bfloat16_rn(f); }

@@ -2,7 +2,7 @@
 // (keep in step with attention_tc_launch, attention_backward_tc_launch and
 // attention_backward_fp32_launch: each padded width DP also built for its exact head dim, DC =
 // tc_exact_dim(DP), as there; the backward reads the forward's lse2 when a.lse2 is set), grids run
-// by emu_launch. Included after attn_emu.inc.
+// by emu_launch. Included after attn_emu.inc and attn_sm90_emu.inc.
 #pragma once
 
 template <int DP, int BQ, bool STATS>
@@ -89,14 +89,42 @@ static void emu_backward_fp32_dpl(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *q, c
     emu_launch({3, 1, 1}, 128, 0, [&] { attention_backward_dkdv_fp32_kernel<DPL>(dk, dv, q, k, v, dout, lse2, delta, a); });
 }
 
-// mg_cuda_attention_backward with the path given: Δ, then the tensor-core or the fp32 passes.
-static void emu_attention_backward(bool tc, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
+// attention_sm90.cu's backward (the Hopper path): its kernel, then dq += scale · acc, acc being
+// (B, H, T, D), on the host as attention_backward_sm90_dq_add_kernel does.
+template <int DP>
+static void emu_backward_sm90_dp(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *q, const bf16 *k, const bf16 *v,
+                                 const bf16 *dout, const float *lse2, const float *delta, const mg_attention_args &a) {
+    std::vector<float> acc((size_t)(a.B * a.H * a.T * a.D), 0.0f);
+    emu_launch({(unsigned)((a.T + SM90_KEYS - 1) / SM90_KEYS), (unsigned)a.Hkv, (unsigned)a.B}, SM90_THREADS,
+               sm90_smem_bytes(DP), [&] { attention_backward_sm90_kernel<DP>(dk, dv, acc.data(), q, k, v, dout, lse2, delta, a); });
+    for (int64_t b = 0; b < a.B; b++)
+        for (int64_t t = 0; t < a.T; t++)
+            for (int h = 0; h < a.H; h++)
+                for (int d = 0; d < a.D; d++) {
+                    bf16 &g = dq[((b * a.T + t) * a.H + h) * a.D + d];
+                    g = __float2bfloat16_rn(__bfloat162float(g) + a.scale * acc[((b * a.H + h) * a.T + t) * a.D + d]);
+                }
+}
+
+typedef enum { EMU_BWD_SM90, EMU_BWD_TC, EMU_BWD_FP32 } emu_bwd_path;
+
+// mg_cuda_attention_backward with the path given: Δ, then the Hopper, tensor-core or fp32 passes.
+static void emu_attention_backward(emu_bwd_path path, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
                                    const bf16 *k, const bf16 *v, const bf16 *out, const mg_attention_args &a) {
     const int64_t n_stat = a.B * a.T * a.H;
     std::vector<float> scratch(2 * n_stat, NAN);  // NaN: a statistic read before it is written shows
     float *lse2 = scratch.data(), *delta = lse2 + n_stat;
     emu_launch({4, 1, 1}, 128, 0, [&] { attention_backward_delta_kernel(delta, dout, out, a); });
-    if (tc) {
+    if (path == EMU_BWD_SM90) {
+        const float *l2 = a.lse2;  // the forward's, else the STATS pass into the scratch
+        if (!l2) emu_forward_tc<true>(NULL, lse2, q, k, k, a), l2 = lse2;
+        switch (sm90_padded_dim(a.D)) {
+        case 64: return emu_backward_sm90_dp<64>(dq, dk, dv, q, k, v, dout, l2, delta, a);
+        case 80: return emu_backward_sm90_dp<80>(dq, dk, dv, q, k, v, dout, l2, delta, a);
+        default: return emu_backward_sm90_dp<128>(dq, dk, dv, q, k, v, dout, l2, delta, a);
+        }
+    }
+    if (path == EMU_BWD_TC) {
         const int D = a.D, DP = D <= 32 ? 32 : D <= 64 ? 64 : D <= 80 ? 80 : D <= 128 ? 128 : 256;
         switch (DP) {
         case 32: return emu_backward_tc_cfg<32, 64, 64, true>(dq, dk, dv, q, k, v, dout, lse2, delta, a);

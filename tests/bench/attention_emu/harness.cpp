@@ -3,6 +3,7 @@
 // of every head. usage: harness small|shapes|edges|masks (run.sh builds it).
 #include "emu.h"
 #include "attn_emu.inc"
+#include "attn_sm90_emu.inc"
 #include "emu_attention.h"
 
 static uint64_t rng_state = 7;
@@ -145,7 +146,7 @@ static void run_case(Case c, bool tc) {
     // the backward accumulates into random prefills
     auto pq = rand_bf(nq, 0.05), pk = rand_bf(nk, 0.05), pv = rand_bf(nk, 0.1);
     std::vector<bf16> dq = pq, dk = pk, dv = pv;
-    emu_attention_backward(tc, dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(), a);
+    emu_attention_backward(tc ? EMU_BWD_TC : EMU_BWD_FP32, dq.data(), dk.data(), dv.data(), dout.data(), q.data(), k.data(), v.data(), out.data(), a);
     const char *names[3] = {"dq", "dk", "dv"};
     const std::vector<bf16> *gots[3] = {&dq, &dk, &dv}, *pres[3] = {&pq, &pk, &pv};
     const std::vector<double> *refs[3] = {&rq, &rk, &rv};

@@ -7,7 +7,8 @@
 #     shapes, edges  every tensor-core configuration, GQA, odd T and D; T = 1, tile edges, windows
 #                    of 1 and > T, rows whose keys are all padding (a minute each)
 #     masks          every mask combination on both paths (several minutes)
-#     test_cuda_ops  tests/gpu/test_cuda_ops.c's attention_backward harness on small cases
+#     test_cuda_ops  tests/gpu/test_cuda_ops.c's attention_backward harness on small cases, then
+#                    again with the unmasked ones on attention_sm90.cu's kernel (EMU_SM90=1)
 #   EMU_DEFERRED=1 (cp.async lands at the wait) and EMU_SHUFFLE=<seed> (warps drift apart between
 #   barriers) vary the schedule; see emu.h. Run from the repository root after `make`.
 set -e
@@ -16,6 +17,7 @@ out=build/attention_emu
 mkdir -p $out
 CXX="${CXX:-g++} -std=c++20 -O2 -I. -I$out -I$dir -isystem ${CUDA_HOME:-/usr/local/cuda}/include"
 python3 $dir/transform.py kernels/cuda/attention.cu $out/attn_emu.inc
+python3 $dir/transform.py kernels/cuda/attention_sm90.cu $out/attn_sm90_emu.inc
 $CXX -c $dir/emu.cpp -o $out/emu.o
 case "${1:-small}" in
 test_cuda_ops)
@@ -26,7 +28,8 @@ test_cuda_ops)
     ${CXX%% *} -o $out/test_cuda_ops_emu $out/test_main.o $out/fake_cuda.o $out/emu.o build/libmedgem.a \
         -Wl,--allow-multiple-definition -L${CUDA_HOME:-/usr/local/cuda}/lib64 -lcublasLt -lcudart_static \
         -lsentencepiece -lz -lgomp -lm -ldl -lrt -lpthread
-    $out/test_cuda_ops_emu ;;
+    $out/test_cuda_ops_emu
+    EMU_SM90=1 $out/test_cuda_ops_emu ;;
 *)
     $CXX $dir/harness.cpp $out/emu.o -o $out/harness
     $out/harness "${1:-small}" ;;

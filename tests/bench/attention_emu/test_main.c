@@ -1,10 +1,11 @@
 /* Runs tests/gpu/test_cuda_ops.c's attention_backward cases (its harness, reference and verdicts)
- * on the emulated kernels (fake_cuda.cpp): small shapes only, the emulator is slow. */
+ * on the emulated kernels (fake_cuda.cpp): small shapes only, the emulator is slow. EMU_SM90=1 runs
+ * the unmasked ones through the Hopper kernel, as an H100/H200 does. */
 #define main test_cuda_ops_main
 #include "tests/gpu/test_cuda_ops.c"
 #undef main
 
-extern int emu_tc_calls, emu_fp32_calls;
+extern int emu_sm90_calls, emu_tc_calls, emu_fp32_calls;
 
 int main(void) {
     rng_state = 11;
@@ -30,7 +31,17 @@ int main(void) {
                                               .img_start = 10, .img_len = 20, .want_groups = 1, .lse = 1});
     case_attention_backward(&ctx, (attn_case){.B = 1, .T = 50, .H = 2, .Hkv = 1, .D = 24, .causal = 1, .padding = 1,
                                               .img_start = -1, .fp32_kernel = 1, .want_groups = 1, .lse = 1});
-    printf("tensor-core path %d calls, fp32 path %d calls; %d/%d passed\n", emu_tc_calls, emu_fp32_calls, test_passed_,
-           test_passed_ + test_failed_);
+    /* no mask (with EMU_SM90 set: attention_sm90.cu's kernel): D = 72 over two 128-key blocks, D = 128
+     * and 40 with GQA, D = 64 fed by the forward's lse2 */
+    case_attention_backward(&ctx, (attn_case){.B = 1, .T = 150, .H = 2, .Hkv = 2, .D = 72, .img_start = -1,
+                                              .want_groups = 2});
+    case_attention_backward(&ctx, (attn_case){.B = 1, .T = 70, .H = 4, .Hkv = 2, .D = 128, .img_start = -1,
+                                              .want_groups = 2});
+    case_attention_backward(&ctx, (attn_case){.B = 2, .T = 65, .H = 2, .Hkv = 1, .D = 40, .img_start = -1,
+                                              .want_groups = 2});
+    case_attention_backward(&ctx, (attn_case){.B = 1, .T = 130, .H = 2, .Hkv = 1, .D = 64, .img_start = -1,
+                                              .want_groups = 1, .lse = 1});
+    printf("Hopper path %d calls, tensor-core path %d calls, fp32 path %d calls; %d/%d passed\n", emu_sm90_calls,
+           emu_tc_calls, emu_fp32_calls, test_passed_, test_passed_ + test_failed_);
     return test_failed_ != 0;
 }

@@ -2,12 +2,17 @@
 the inline-asm helpers (emu.h defines them), and every top-level function that launches, fails or
 takes the context (launchers and entries); kernels and device helpers stay as they are.
 
-usage: python3 transform.py kernels/cuda/attention.cu build/attention_emu/attn_emu.inc"""
+usage: python3 transform.py kernels/cuda/attention.cu build/attention_emu/attn_emu.inc
+       python3 transform.py kernels/cuda/attention_sm90.cu build/attention_emu/attn_sm90_emu.inc"""
 import re
 import sys
 
 ASM_HELPERS = ['smem_u32', 'cp_async16', 'cp_async_commit', 'cp_async_wait_all', 'ldmatrix_x4',
-               'ldmatrix_x4_trans', 'mma_bf16_16816', 'exp2_fast']
+               'ldmatrix_x4_trans', 'mma_bf16_16816', 'exp2_fast',
+               # attention_sm90.cu's (emu.h emulates them)
+               'wgmma_ss_n32', 'wgmma_ss_n40', 'wgmma_ss_n64', 'wgmma_rs_n64', 'wgmma_rs_n80', 'wgmma_rs_n128',
+               'wgmma_ss', 'wgmma_rs', 'wgmma_fence', 'wgmma_commit', 'wgmma_wait_all', 'fence_proxy_async',
+               'keep_regs', 'bulk_reduce_add', 'bulk_wait_read', 'bulk_wait_done']
 
 
 def top_level_items(text):
@@ -53,7 +58,10 @@ def main():
     src = src.replace('#include "kernels/cuda/cuda_common.cuh"', '')
     src = src.replace('#include "kernels/cuda/attention_sm90.cuh"', '')
     src = re.sub(r'extern "C" \{\s*#include "kernels/cuda/ops.h"\s*\}', '', src)
-    src = src.replace('extern __shared__ __align__(16) unsigned char smem_raw[];', 'unsigned char *smem_raw = emu_smem;')
+    src = re.sub(r'extern __shared__ __align__\(\d+\) unsigned char smem_raw\[\];', 'unsigned char *smem_raw = emu_smem;', src)
+    if '#if defined(__CUDA_ARCH_FEAT_SM90_ALL)' in src:  # attention_sm90.cu: as compiled for sm_90a
+        src = re.sub(r'#else\n\s*__trap\(\);[^\n]*\n#endif\n', '', src)
+        src = src.replace('#if defined(__CUDA_ARCH_FEAT_SM90_ALL)\n', '').replace('#endif\n', '')
     src = src.replace('extern __shared__ float smem[];', 'float *smem = (float *)emu_smem;')
     out = []
     for kind, a, b in top_level_items(src):
