@@ -127,6 +127,17 @@ static inline void ldmatrix_x4_trans(uint32_t r[4], const bf16 *row) {
         r[i] = (uint32_t)emu_bits(r0 + l / 4) | ((uint32_t)emu_bits(r1 + l / 4) << 16);
     }
 }
+// The warp's 16×16 A operand from its 32 lanes' mma.m16n8k16 A fragments.
+static inline void emu_a_fragments(const uint32_t (&frag)[32][4], float A[16][16]) {
+    for (int x = 0; x < 32; x++) {
+        const int g = x / 4, t = x % 4;
+        const uint32_t *ax = frag[x];
+        A[g][2 * t] = emu_lo(ax[0]), A[g][2 * t + 1] = emu_hi(ax[0]);
+        A[g + 8][2 * t] = emu_lo(ax[1]), A[g + 8][2 * t + 1] = emu_hi(ax[1]);
+        A[g][2 * t + 8] = emu_lo(ax[2]), A[g][2 * t + 9] = emu_hi(ax[2]);
+        A[g + 8][2 * t + 8] = emu_lo(ax[3]), A[g + 8][2 * t + 9] = emu_hi(ax[3]);
+    }
+}
 static inline void mma_bf16_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
     EmuWarp &w = emu_warps[emu_warp()];
     const int p = w.gen & 1, l = emu_lane();
@@ -134,13 +145,9 @@ static inline void mma_bf16_16816(float c[4], const uint32_t a[4], uint32_t b0, 
     w.b[p][l][0] = b0, w.b[p][l][1] = b1;
     emu_warp_sync();
     float A[16][16], B[16][8];
+    emu_a_fragments(w.a[p], A);
     for (int x = 0; x < 32; x++) {
         const int g = x / 4, t = x % 4;
-        const uint32_t *ax = w.a[p][x];
-        A[g][2 * t] = emu_lo(ax[0]), A[g][2 * t + 1] = emu_hi(ax[0]);
-        A[g + 8][2 * t] = emu_lo(ax[1]), A[g + 8][2 * t + 1] = emu_hi(ax[1]);
-        A[g][2 * t + 8] = emu_lo(ax[2]), A[g][2 * t + 9] = emu_hi(ax[2]);
-        A[g + 8][2 * t + 8] = emu_lo(ax[3]), A[g + 8][2 * t + 9] = emu_hi(ax[3]);
         B[2 * t][g] = emu_lo(w.b[p][x][0]), B[2 * t + 1][g] = emu_hi(w.b[p][x][0]);
         B[2 * t + 8][g] = emu_lo(w.b[p][x][1]), B[2 * t + 9][g] = emu_hi(w.b[p][x][1]);
     }
@@ -197,15 +204,8 @@ static inline void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t 
     const int p = w.gen & 1, l = emu_lane();
     for (int i = 0; i < 4; i++) w.a[p][l][i] = a[i];
     emu_warp_sync();
-    float A[16][16];  // the warp's 16 rows, from the lanes' fragments
-    for (int x = 0; x < 32; x++) {
-        const int g = x / 4, t = x % 4;
-        const uint32_t *ax = w.a[p][x];
-        A[g][2 * t] = emu_lo(ax[0]), A[g][2 * t + 1] = emu_hi(ax[0]);
-        A[g + 8][2 * t] = emu_lo(ax[1]), A[g + 8][2 * t + 1] = emu_hi(ax[1]);
-        A[g][2 * t + 8] = emu_lo(ax[2]), A[g][2 * t + 9] = emu_hi(ax[2]);
-        A[g + 8][2 * t + 8] = emu_lo(ax[3]), A[g + 8][2 * t + 9] = emu_hi(ax[3]);
-    }
+    float A[16][16];  // the warp's 16 rows
+    emu_a_fragments(w.a[p], A);
     emu_wgmma<N>(d, db, TB, 1, [&](int row, int k) { return A[row % 16][k]; });
 }
 static inline void wgmma_fence() {}
