@@ -77,8 +77,6 @@ static __device__ __forceinline__ void mma_bf16_16816(float c[4], const uint32_t
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-
-
 // Rows [j0, j0 + rows) of a [token][stride] bf16 slab into dst[rows][DP + 8]: the D real columns
 // by cp.async, rows at or past `end` as zeros (their V rows meet P = 0 in the mma, so they must
 // not hold NaN garbage). Columns D..DP-1 were zeroed once at block start.
@@ -1472,7 +1470,8 @@ static mg_status attention_backward_tc_launch_dp(mg_cuda_ctx *ctx, bf16 *dq, bf1
 // instead of 8), the same with the separate dq kernel (the lab's comparison), or fp32.
 typedef enum { ATTN_BWD_SM90, ATTN_BWD_TC, ATTN_BWD_TC_SEPARATE_DQ, ATTN_BWD_FP32 } attn_bwd_path;
 
-// Whether the path sums dQ in the fp32 accumulator (atomics) rather than writing dq directly.
+// Whether the path sums dQ in the fp32 accumulator (atomics, or the Hopper kernel's bulk
+// reductions) rather than writing dq directly.
 static bool attention_backward_fuses_dq(attn_bwd_path path, int D) {
     return path == ATTN_BWD_SM90 || (path == ATTN_BWD_TC && D <= 80);
 }
@@ -1485,8 +1484,8 @@ static size_t attention_backward_scratch_floats(const mg_attention_args *a, bool
     return fused ? acc_off + n_stat * (size_t)a->D : 2 * n_stat;
 }
 
-// lse2 (the forward's, or the forward kernel's STATS mode), dq, then dk and dv, with D padded to DP as in the
-// forward. dk/dv tiles: 64 keys × 64 queries with one warp per 16 keys (all of D) up to DP = 80;
+// lse2 (the forward's, or the forward kernel's STATS mode), then on ATTN_BWD_SM90 the Hopper
+// kernel; otherwise dq, then dk and dv, with D padded to DP as in the forward. dk/dv tiles: 64 keys × 64 queries with one warp per 16 keys (all of D) up to DP = 80;
 // 32 keys with two warps per 16 keys (half of D each) at DP = 128 (64 queries) and 256 (32), which
 // keeps shared memory under 110 KB (two blocks per SM on the H100/H200).
 static mg_status attention_backward_tc_launch(mg_cuda_ctx *ctx, attn_bwd_path path, bf16 *dq, bf16 *dk, bf16 *dv,

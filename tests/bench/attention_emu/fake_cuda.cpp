@@ -1,7 +1,7 @@
 // tests/gpu/test_cuda_ops.c's CUDA layer on the host, for test_main.c: device memory is host memory,
 // copies are memcpy, and mg_cuda_attention_forward / mg_cuda_attention_backward run the kernels in
 // the emulator, choosing the path with the production conditions (attention_uses_tensor_cores,
-// attention_backward_uses_tensor_cores, and with EMU_SM90 set attention_sm90_fits as on an
+// attention_backward_uses_tensor_cores, and with EMU_SM90 set attention_backward_sm90_fits as on an
 // H100/H200).
 #include "emu.h"
 #include "attn_emu.inc"
@@ -14,7 +14,7 @@ extern "C" {
 
 int emu_sm90_calls, emu_tc_calls, emu_fp32_calls;
 
-// attention_sm90_fits on a compute capability 9.0 device.
+// attention_backward_sm90_fits on a compute capability 9.0 device.
 static bool emu_sm90_fits(const mg_attention_args *a) {
     return getenv("EMU_SM90") && !a->causal && a->window == 0 && !a->key_valid && a->D % 8 == 0 && a->D <= 128;
 }
