@@ -6,7 +6,8 @@
 
 Reads, from the first DIR that holds each (so the folders of several device calls can be joined):
 bench_kernels.json (bench_kernels_torch.py: the ceilings and the kernel rows), bench_kernels_bwd.json
-(bench_kernels_bwd_torch.py: the backward kernels against torch autograd), attn_lab.txt
+(bench_kernels_bwd_torch.py: the backward kernels against torch autograd), bench_lora.json
+(bench_lora_torch.py: the LoRA branch against PEFT's, forward and backward), attn_lab.txt
 (build/bench/attention), attn_torch.txt (attention_torch.py), bench_eval_hf.json (bench_eval_hf.py),
 bench_train.txt (bench_train_hf.py's stdout) and bench_run.log (run_bench.sh's "== part NAME: exit N"
 lines, which say why a part's file is missing). Prints one Markdown table, a row per medgem kernel
@@ -237,6 +238,11 @@ def build(dirs):
         rows += kernel_rows(json.load(open(bp)), ceil)
     else:
         rows.append(row("kernel bwd", "(all backward kernels)", "", note=why_missing(status, "kernels_bwd")))
+    lorap = find(dirs, "bench_lora.json")
+    if lorap:  # the LoRA branch, forward and backward (bench_lora_torch.py), against the same ceilings
+        rows += kernel_rows(json.load(open(lorap)), ceil)
+    else:
+        rows.append(row("kernel lora", "(the LoRA branch)", "", note=why_missing(status, "kernels_lora")))
     lp, tp = find(dirs, "attn_lab.txt"), find(dirs, "attn_torch.txt")
     lab = parse_attention(lp) if lp else None
     tt = parse_attention(tp) if tp else None
@@ -368,13 +374,13 @@ def self_test():
     # parts skipped or failed: the rows say why, nothing else is filled in
     with tempfile.TemporaryDirectory() as d:
         with open(os.path.join(d, "bench_run.log"), "w") as f:
-            f.write("== part kernels: exit 1 (3 s)\n== part kernels_bwd: skipped\n"
+            f.write("== part kernels: exit 1 (3 s)\n== part kernels_bwd: skipped\n== part kernels_lora: skipped\n"
                     "== part attention_lab: skipped\n== part attention_torch: skipped\n"
                     "== part eval: skipped\n== part train: exit 137 (600 s)\n")
         head, rows = build([d])
         notes = [r["note"] for r in rows]
-        check("missing parts", notes, ["kernels failed (exit 1)", "kernels_bwd skipped", "attention_lab skipped",
-                                       "eval skipped", "train failed (exit 137)"])
+        check("missing parts", notes, ["kernels failed (exit 1)", "kernels_bwd skipped", "kernels_lora skipped",
+                                       "attention_lab skipped", "eval skipped", "train failed (exit 137)"])
         check("missing parts: no numbers", any(r["medgem_ms"] or r["torch_ms"] or r["ratio"] for r in rows), False)
         # the lab failed (empty output) but torch's rows came: they stay, medgem's side says why
         open(os.path.join(d, "attn_lab.txt"), "w").close()

@@ -107,4 +107,26 @@ int mgb_geglu_backward(mg_cuda_ctx *ctx, void *dgu, const void *dy, const void *
 int mgb_gelu_backward(mg_cuda_ctx *ctx, void *dx, const void *dy, const void *x, int64_t n) {
     return mg_cuda_gelu_backward(ctx, dx, dy, x, n);
 }
+
+// The LoRA branch (engine/backend.h mg_lora_args; bench_lora_torch.py): forward u[M,r] =
+// bf16(dropout(x)·Aᵀ), y[:, :N] += scale·u·Bᵀ (y's rows ldy apart); backward du (fp32 scratch),
+// dB += , dA += (fp32), dx += (bf16; may be NULL).
+static mg_lora_args lora_args(int64_t M, int K, int r, int N, int64_t ldy, float scale, float p, uint64_t seed) {
+    mg_lora_args a = {};
+    a.M = M, a.K = K, a.r = r, a.N = N, a.ldy = ldy, a.scale = scale, a.dropout = p, a.seed = seed;
+    return a;
+}
+
+int mgb_lora_forward(mg_cuda_ctx *ctx, void *y, void *u, const void *x, const void *A, const void *B, int64_t M, int K,
+                     int r, int N, int64_t ldy, float scale, float p, uint64_t seed) {
+    const mg_lora_args a = lora_args(M, K, r, N, ldy, scale, p, seed);
+    return mg_cuda_lora_forward(ctx, y, u, x, A, B, &a);
+}
+
+int mgb_lora_backward(mg_cuda_ctx *ctx, void *dx, float *dA, float *dB, float *du, const void *dy, const void *x,
+                      const void *u, const void *A, const void *B, int64_t M, int K, int r, int N, int64_t ldy,
+                      float scale, float p, uint64_t seed) {
+    const mg_lora_args a = lora_args(M, K, r, N, ldy, scale, p, seed);
+    return mg_cuda_lora_backward(ctx, dx, dA, dB, du, dy, x, u, A, B, &a);
+}
 }

@@ -6,6 +6,8 @@
 #              copy) and medgem's CUDA ops against torch's          -> bench_kernels.json
 #              tests/bench/bench_kernels_bwd_torch.py: the backward ops against torch autograd
 #              at the training micro-batch                            -> bench_kernels_bwd.json
+#              tests/bench/bench_lora_torch.py: the LoRA branch against PEFT's, forward and
+#              backward, at the training micro-batch                  -> bench_lora.json
 #   attention  build/bench/attention and tests/bench/attention_torch.py -> attn_lab.txt, attn_torch.txt
 #   eval       tests/bench/bench_eval_hf.py: `medgem bench` against transformers' prefill -> bench_eval_hf.json
 #   train      tests/bench/bench_train_hf.py: training against HF+PEFT(+Liger)      -> bench_train.txt
@@ -52,12 +54,14 @@ part() {
 skip() { echo "== part $1: skipped" >> "$log"; }
 
 nvidia-smi -L 2>&1 | tee -a "$log"
-for p in kernels kernels_bwd attention_lab attention_torch eval train; do has ${p%_*} || skip $p; done
+for p in kernels kernels_bwd kernels_lora attention_lab attention_torch eval train; do has ${p%_*} || skip $p; done
 if has kernels; then
     part kernels "" python3 tests/bench/bench_kernels_torch.py --batch "${BENCH_KERNEL_BATCH:-32}" \
         --tokens "$tokens" --out "$out/bench_kernels.json"
     part kernels_bwd "" python3 tests/bench/bench_kernels_bwd_torch.py --batch "${BENCH_KERNEL_BWD_BATCH:-4}" \
         --tokens "${BENCH_TRAIN_TOKENS:-352}" --out "$out/bench_kernels_bwd.json"
+    part kernels_lora "" python3 tests/bench/bench_lora_torch.py --batch "${BENCH_KERNEL_BWD_BATCH:-4}" \
+        --tokens "${BENCH_TRAIN_TOKENS:-352}" --out "$out/bench_lora.json"
 fi
 if has attention; then
     part attention_lab "$out/attn_lab.txt" build/bench/attention
