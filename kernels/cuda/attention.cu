@@ -1391,8 +1391,8 @@ static mg_status attention_backward_dq_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *dq,
     return MG_OK;
 }
 
-// The fused passes' fp32 dQ accumulator (n_stat·D floats, 16-byte aligned): zeroed before the
-// kernel adds each tile's dQ into it, then dq += scale · dq_acc (attention_backward_dq_add_kernel).
+// The fused passes' and the Hopper kernel's fp32 dQ accumulator (n_stat·D floats, 16-byte
+// aligned): zeroed before the kernel adds each tile's dQ into it, then dq += scale · dq_acc (attention_backward_dq_add_kernel).
 static mg_status attention_backward_dq_acc_zero(mg_cuda_ctx *ctx, float *dq_acc, const mg_attention_args *a) {
     MG_CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, sizeof(float) * (size_t)(a->B * a->T * a->H * a->D), ctx->stream));
     return MG_OK;
@@ -1484,7 +1484,10 @@ static mg_status attention_backward_tc_launch(mg_cuda_ctx *ctx, attn_bwd_path pa
     const float *lse2 = a->lse2;
     if (!lse2) MG_TRY(attention_tc_launch<true>(ctx, NULL, lse2_scratch, q, k, k, a));  // v unused in STATS mode
     if (!lse2) lse2 = lse2_scratch;
-    if (path == ATTN_BWD_SM90) return attention_backward_sm90_launch(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
+    if (path == ATTN_BWD_SM90) {
+        MG_TRY(attention_backward_dq_acc_zero(ctx, dq_acc, a));
+        return attention_backward_sm90_launch(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
+    }
     // dq_acc != NULL: the fused pass (attention_backward_fuses_dq), else the dq kernel first.
     if (dq_acc) switch (DP) {
         case 32: return attention_backward_tc_launch_dp<32, 64, 64, true>(ctx, dq, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);

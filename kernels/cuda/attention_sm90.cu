@@ -382,7 +382,6 @@ static mg_status attention_backward_sm90_launch_dp(mg_cuda_ctx *ctx, bf16 *dk, b
                                                    const bf16 *k, const bf16 *v, const bf16 *dout, const float *lse2,
                                                    const float *delta, const mg_attention_args *a) {
     const size_t smem = sm90_smem_bytes(DP);
-    MG_CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, sizeof(float) * (size_t)(a->B * a->T * a->H * a->D), ctx->stream));
     MG_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_sm90_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        (int)smem));
     const dim3 grid((unsigned)((a->T + SM90_KEYS - 1) / SM90_KEYS), (unsigned)a->Hkv, (unsigned)a->B);

@@ -13,7 +13,8 @@ extern "C" {
 bool attention_backward_sm90_fits(const mg_cuda_ctx *ctx, const mg_attention_args *a);
 
 // dq += scale·dQ, dk += scale·dK, dv += dV from the forward's lse2 and Δ ((B,H,T) each, as in
-// attention.cu), dQ summed over the key tiles in dq_acc (B·T·H·D floats of scratch, 16-byte aligned).
+// attention.cu), dQ summed over the key tiles in dq_acc (B·T·H·D floats of scratch, 16-byte aligned,
+// zeroed by the caller).
 mg_status attention_backward_sm90_launch(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                          const bf16 *k, const bf16 *v, const bf16 *dout, const float *lse2,
                                          const float *delta, const mg_attention_args *a);

@@ -93,14 +93,14 @@ static __device__ __forceinline__ float warp_reduce_scatter32(float v[32]) {
 }
 
 // out[m, j] = bf16(Σ_k in[m,k] · W[j,k]) for j < r (out's rows r apart), in =
-// x's rows (ldx apart), dropped out with p > 0 (element index m*K + k). Warp w of block b takes rows
+// x's rows, dropped out with p > 0 (element index m*K + k). Warp w of block b takes rows
 // m0 = 4(8b + w) .. m0+3; lane l columns 8l + 256t of the block's slice [kc·y, kc·(y+1)) ∩ [0, K)
 // (y = blockIdx.y); a pass per 8 outputs j, whose 4×8 sums the warp reduces so that lane l holds
 // (row l/8, output l%8). With one slice the sums go to out; with several (few rows: the slices
 // keep the GPU busy) each slice's to part[y·M·r + m·r + j] for lora_rowdot_finish_kernel. vec:
-// 16-byte loads (K, ldx and kc multiples of 8, x and W 16-byte aligned).
+// 16-byte loads (K and kc multiples of 8, x and W 16-byte aligned).
 static __global__ void __launch_bounds__(ROWDOT_WARPS * 32)
-    lora_rowdot_kernel(bf16 *out, float *part, const bf16 *x, int64_t ldx, const bf16 *W, int64_t M, int K, int kc,
+    lora_rowdot_kernel(bf16 *out, float *part, const bf16 *x, const bf16 *W, int64_t M, int K, int kc,
                        int r, uint64_t seed, float p, float inv_keep, bool vec) {
     const int lane = threadIdx.x & 31;
     const int64_t m0 = ((int64_t)blockIdx.x * ROWDOT_WARPS + (threadIdx.x >> 5)) * ROWDOT_ROWS;
@@ -115,7 +115,7 @@ static __global__ void __launch_bounds__(ROWDOT_WARPS * 32)
 #pragma unroll
             for (int rr = 0; rr < ROWDOT_ROWS; rr++) {
                 const int64_t m = m0 + rr < M ? m0 + rr : M - 1;  // a row past M: a copy of the last, not stored
-                lora_load8(xv[rr], x + m * ldx, k0, K, vec, m * K + k0, seed, p, inv_keep);
+                lora_load8(xv[rr], x + m * K, k0, K, vec, m * K + k0, seed, p, inv_keep);
             }
 #pragma unroll
             for (int j = 0; j < 8; j++) {
@@ -419,7 +419,7 @@ static mg_status lora_u_launch(mg_cuda_ctx *ctx, bf16 *u, const bf16 *x, const b
     const bool vec = a->K % 8 == 0 && aligned16(x) && aligned16(A);
     float *part = (float *)ctx->scratch;
     lora_rowdot_kernel<<<dim3((unsigned)blocks, (unsigned)slices), ROWDOT_WARPS * 32, 0, ctx->stream>>>(
-        u, part, x, a->K, A, M, a->K, kc, a->r, a->seed, a->dropout, keep_scale(a->dropout), vec);
+        u, part, x, A, M, a->K, kc, a->r, a->seed, a->dropout, keep_scale(a->dropout), vec);
     MG_CUDA_LAUNCH_CHECK(lora_rowdot_kernel);
     if (slices > 1) {
         const int threads = 256;
