@@ -206,15 +206,9 @@ uninstall:
 # Each test binary prints "RESULT <p> passed, <f> failed"; the runner sums them.
 # tests/test_examples runs the examples; tests/test_install installs into a temporary prefix.
 # tests/bench/bench_table.py --self-test: the `make bench` table's parsers on recorded outputs (python3 is in deps).
-# With CUDA, lora.cu's tensor-core backward also runs in the CPU emulator (tests/bench/attention_emu,
-# test_cuda_backward.c's reference and verdicts; about 10 s).
 test: all examples $(BUILD)/valgrind/api_lifecycle $(TESTS)
 	@sh tests/run_tests.sh $(TESTS)
 	@python3 tests/bench/bench_table.py --self-test
-ifeq ($(CUDA),yes)
-	@BUILD=$(BUILD) sh tests/bench/attention_emu/run.sh lora > $(BUILD)/lora_emu.log 2>&1 || { cat $(BUILD)/lora_emu.log; exit 1; }
-	@echo "lora backward in the emulator: $$(tail -1 $(BUILD)/lora_emu.log)"
-endif
 
 # The CPU suite under AddressSanitizer + UndefinedBehaviorSanitizer (objects in build/san-address-undefined).
 # test_install is left out: it links a program outside the build against the installed library,

@@ -134,28 +134,6 @@ static __device__ __forceinline__ void cp_async16(void *dst_smem, const void *sr
 static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 static __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
-// Tensor-core helpers (sm_80+), shared by attention.cu and lora.cu.
-// Four 8×8 bf16 matrices; lane l gives the row address of matrix l/8, row l%8; r[i] is matrix i's
-// (row lane/4, cols 2(lane%4), +1), or with .trans its (rows 2(lane%4), +1, col lane/4).
-static __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const bf16 *row) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(row)));
-}
-static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const bf16 *row) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(row)));
-}
-
-// c[16×8] += a[16×16] · b[16×8], bf16 operands, fp32 accumulators.
-static __device__ __forceinline__ void mma_bf16_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // 2^x on the special-function unit (one instruction; 2^-inf = 0; relative error ~2^-22).
 static __device__ __forceinline__ float exp2_fast(float x) {
     float y;

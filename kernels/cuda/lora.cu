@@ -13,18 +13,17 @@
 //             dA[r,K] += bf16(du)ᵀ · xd    (fp32; xd drawn again from x and the seed)
 // u comes from lora_rowdot_kernel, which applies the mask as it reads x: one pass over x, where a
 // dropout pass writing xd and a cuBLASLt GEMM with r = 8 as a side reading it back took longer.
-// The backward reads each big operand once, on tensor cores (lora_dy_kernel and lora_dA_kernel
-// below): dy for du and dB together, x (masked in shared memory as it arrives) for dA; dx is
-// lora_dx_kernel (r <= 64 fp32 FMAs an element, reading the fp32 du and applying the mask in the
-// same pass, where a GEMM would need an M×K temporary). dA reads du rounded to bf16 (torch's
-// autocast rounds du to bf16 too). Shapes those kernels do not take (K, N or ldy not a multiple of
-// 8, dy or x not 16-byte aligned, partial sums past the scratch) go through cuBLASLt (mg_cuda_gemm),
-// the reductions over M (dB, dA) with M as the GEMM's k: there xd is formed a chunk of rows at a
-// time in the context's scratch and read back at once by dA's GEMM (32 MiB, within the H100/H200's
-// L2). Either way a training step keeps only x, which the layer keeps anyway.
+// In the backward xd is formed a chunk of rows at a time in the context's scratch and read back
+// at once by dA's GEMM (rows sized so a chunk fits the scratch; 32 MiB, within the H100/H200's L2),
+// so a training step keeps only x, which the layer keeps anyway. The other GEMMs go through
+// cuBLASLt (mg_cuda_gemm), the reductions over M (dB, dA) with M as the GEMM's k. cuBLASLt has no
+// bf16 × fp32 GEMM, so dA reads du rounded to bf16 in the scratch (torch's autocast rounds du to
+// bf16 too); dx is a small kernel (r <= 64) that reads the fp32 du and applies the dropout mask in
+// the same pass, where a GEMM would need an M×K temporary. (Kernels of fp32 FMAs for du, dB and dA,
+// each reading its big operand once, ran slower than these GEMMs: latency-bound at 8 outputs per
+// element read.)
 //
-// cuBLASLt (the forward's y, the backward's other shapes) is column-major; a row-major [R,C]
-// matrix is the column-major C×R one:
+// cuBLASLt is column-major; a row-major [R,C] matrix is the column-major C×R one:
 //   y:  yᵀ (N×M, ld ldy)    += scale · (B as r×N)ᵀ · uᵀ (r×M)
 //   dB: dBᵀ (r×N)           += scale · uᵀ (r×M) · (dyᵀ as N×M, ld ldy)ᵀ
 //   du: duᵀ (r×M)            = scale · (B as r×N) · dyᵀ (N×M, ld ldy)
@@ -227,180 +226,6 @@ static __global__ void __launch_bounds__(DX_WARPS * 32)
     }
 }
 
-// ---- the backward's two streaming passes, on tensor cores (mma.sync m16n8k16) ------------------
-// A block of 4 warps walks a group of S tiles of 64 rows through chunks of 64 columns of its split
-// of the columns: each 64×64 tile of the big operand (dy, or x with its dropout) is read from
-// global memory once, by cp.async into shared memory, and serves both products of the pass:
-//   lora_dy_kernel   du[m, j] = Σ_n dy[m, n] · B[n, j]    (warp w: rows 16w.. of each tile)
-//                    dB[n, j] = Σ_m dy[m, n] · u[m, j]    (warp w: columns 16w.. of the chunk)
-//   lora_dA_kernel   dA[j, k] = Σ_m bf16(du)[m, j] · xd[m, k]  (warp w: columns 16w.. of the chunk)
-// The rank is padded to RP (a multiple of 16, zeros past r). A reduction a block cannot finish
-// (du over the column splits, dB and dA over the row groups) is written as the block's partial sum
-// to the context's scratch and added up in a fixed order by lora_sum_kernel: no atomics, so the
-// gradients are the same from run to run. Needs K, N, ldy multiples of 8 and x, dy 16-byte aligned
-// (16-byte copies); lora_backward_launch keeps cuBLASLt for the other shapes.
-enum { LT_ROWS = 64, LT_COLS = 64, LT_LD = LT_COLS + 8, LT_THREADS = 128 };
-
-// Row groups of S tiles: S·RT accumulators of du per thread stay within 32 floats.
-static constexpr __host__ __device__ int lora_tile_group(int RP) { return RP <= 16 ? 4 : RP <= 32 ? 2 : 1; }
-static constexpr size_t lora_pass_smem_bytes(int RP) {
-    return sizeof(bf16) * ((size_t)LT_ROWS * LT_LD + 2 * (size_t)LT_ROWS * (RP + 8));
-}
-
-// The 64×64 tile at (m0, c0) of a row-major bf16 matrix (rows ld apart) into dst[64][LT_LD] by
-// cp.async, zeros for rows at or past M and columns at or past c_end (c_end a multiple of 8).
-static __device__ __forceinline__ void lora_load_tile(bf16 *dst, const bf16 *src, int64_t ld, int64_t m0, int64_t M,
-                                                      int c0, int c_end) {
-    for (int e = threadIdx.x; e < LT_ROWS * LT_COLS / 8; e += LT_THREADS) {
-        const int i = e / (LT_COLS / 8), c = e % (LT_COLS / 8) * 8;
-        bf16 *d = dst + i * LT_LD + c;
-        if (m0 + i < M && c0 + c < c_end) cp_async16(d, src + (m0 + i) * ld + c0 + c);
-        else *reinterpret_cast<uint4 *>(d) = make_uint4(0, 0, 0, 0);
-    }
-    cp_async_commit();
-}
-
-// dst[64][RP + 8] = rows m0.. of a [M, r] matrix (fp32 or bf16) as bf16, zeros past M and past r.
-template <int RP, typename T>
-static __device__ __forceinline__ void lora_load_rank_rows(bf16 *dst, const T *src, int64_t m0, int64_t M, int r) {
-    for (int e = threadIdx.x; e < LT_ROWS * RP; e += LT_THREADS) {
-        const int i = e / RP, j = e % RP;
-        float v = 0.0f;
-        if (m0 + i < M && j < r) {
-            if constexpr (sizeof(T) == 4) v = src[(m0 + i) * r + j];
-            else v = ld_bf16(src + (m0 + i) * r + j);
-        }
-        dst[i * (RP + 8) + j] = to_bf16(v);
-    }
-}
-
-// acc[t] += (16×64 A from `a_tile`) · (64×RP B from `b_rows`, stored [k][j]), one k-step of 16 at a
-// time. TRANS_A: A is the transpose of a_tile's [k][m] storage (columns m0.. of the tile), else
-// a_tile's rows m0.. as they are.
-template <int RP, bool TRANS_A>
-static __device__ __forceinline__ void lora_tile_mma(float (*acc)[4], const bf16 *a_tile, int m0, const bf16 *b_rows) {
-    const int lane = threadIdx.x & 31;
-#pragma unroll
-    for (int kk = 0; kk < LT_ROWS / 16; kk++) {
-        uint32_t a[4];
-        if constexpr (TRANS_A)
-            ldmatrix_x4_trans(a, a_tile + (16 * kk + ((lane >> 4) & 1) * 8 + (lane & 7)) * LT_LD + m0 + ((lane >> 3) & 1) * 8);
-        else
-            ldmatrix_x4(a, a_tile + (m0 + (lane & 15)) * LT_LD + 16 * kk + (lane >> 4) * 8);
-#pragma unroll
-        for (int t = 0; t < RP / 8; t += 2) {
-            uint32_t b[4];
-            ldmatrix_x4_trans(b, b_rows + (16 * kk + (lane & 7) + ((lane >> 3) & 1) * 8) * (RP + 8) + 8 * t + (lane >> 4) * 8);
-            mma_bf16_16816(acc[t], a, b[0], b[1]);
-            mma_bf16_16816(acc[t + 1], a, b[2], b[3]);
-        }
-    }
-}
-
-// Writes a warp's 16×RP accumulator tile (rows row0.., columns j) where row < rows_end and j < r:
-// out[row · rs + j · js].
-template <int RP>
-static __device__ __forceinline__ void lora_store_acc(float *out, const float (*acc)[4], int64_t row0, int64_t rows_end,
-                                                      int r, int64_t rs, int64_t js) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
-#pragma unroll
-    for (int t = 0; t < RP / 8; t++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int64_t row = row0 + g + (e >> 1) * 8;
-            const int j = 8 * t + 2 * q + (e & 1);
-            if (row < rows_end && j < r) out[row * rs + j * js] = acc[t][e];
-        }
-}
-
-// Grid (row groups, column splits of ncs columns). du_part[y][M][r]: this split's du; dB_part[x][N][r]:
-// this row group's dB, for the columns of the split.
-template <int RP>
-static __global__ void __launch_bounds__(LT_THREADS)
-    lora_dy_kernel(float *du_part, float *dB_part, const bf16 *dy, int64_t ldy, const bf16 *B, const bf16 *u, int64_t M,
-                   int N, int r, int ncs) {
-    constexpr int S = lora_tile_group(RP);
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16 *ys = (bf16 *)smem_raw, *bs = ys + LT_ROWS * LT_LD, *us = bs + LT_ROWS * (RP + 8);
-    const int warp = threadIdx.x >> 5;
-    const int64_t row0 = (int64_t)blockIdx.x * LT_ROWS * S;
-    const int n_begin = blockIdx.y * ncs, n_end = n_begin + ncs < N ? n_begin + ncs : N;
-    float du[S][RP / 8][4] = {};
-    for (int n0 = n_begin; n0 < n_end; n0 += LT_COLS) {
-        lora_load_rank_rows<RP>(bs, B, n0, n_end, r);  // B's rows of the chunk
-        float dB[RP / 8][4] = {};
-#pragma unroll
-        for (int s = 0; s < S; s++) {
-            const int64_t m0 = row0 + (int64_t)s * LT_ROWS;
-            if (m0 >= M) break;  // block-uniform
-            lora_load_tile(ys, dy, ldy, m0, M, n0, n_end);
-            lora_load_rank_rows<RP>(us, u, m0, M, r);
-            cp_async_wait_all();
-            __syncthreads();
-            lora_tile_mma<RP, false>(du[s], ys, 16 * warp, bs);
-            lora_tile_mma<RP, true>(dB, ys, 16 * warp, us);
-            __syncthreads();
-        }
-        lora_store_acc<RP>(dB_part + (int64_t)blockIdx.x * N * r, dB, n0 + 16 * warp, n_end, r, r, 1);
-    }
-#pragma unroll
-    for (int s = 0; s < S; s++)
-        lora_store_acc<RP>(du_part + (int64_t)blockIdx.y * M * r, du[s], row0 + (int64_t)s * LT_ROWS + 16 * warp, M, r, r,
-                           1);
-}
-
-// Grid (row groups, column splits of kcs columns). dA_part[x][r][K]: this row group's dA for the
-// columns of the split. The dropout mask is applied to the x tile in shared memory, each thread to
-// the 16-byte pieces it copied (its own cp.async writes are visible to it after the wait).
-template <int RP>
-static __global__ void __launch_bounds__(LT_THREADS)
-    lora_dA_kernel(float *dA_part, const bf16 *x, const float *du, int64_t M, int K, int r, int kcs, uint64_t seed,
-                   float p, float inv_keep) {
-    constexpr int S = lora_tile_group(RP);
-    extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16 *xs = (bf16 *)smem_raw, *ds = xs + LT_ROWS * LT_LD;
-    const int warp = threadIdx.x >> 5;
-    const int64_t row0 = (int64_t)blockIdx.x * LT_ROWS * S;
-    const int k_begin = blockIdx.y * kcs, k_end = k_begin + kcs < K ? k_begin + kcs : K;
-    for (int k0 = k_begin; k0 < k_end; k0 += LT_COLS) {
-        float dA[RP / 8][4] = {};
-#pragma unroll
-        for (int s = 0; s < S; s++) {
-            const int64_t m0 = row0 + (int64_t)s * LT_ROWS;
-            if (m0 >= M) break;  // block-uniform
-            lora_load_tile(xs, x, K, m0, M, k0, k_end);
-            lora_load_rank_rows<RP>(ds, du, m0, M, r);
-            cp_async_wait_all();
-            if (p > 0.0f)
-                for (int e = threadIdx.x; e < LT_ROWS * LT_COLS / 8; e += LT_THREADS) {
-                    const int i = e / (LT_COLS / 8), c = e % (LT_COLS / 8) * 8;
-                    if (m0 + i >= M || k0 + c >= k_end) continue;  // zeros
-                    uint4 *v = reinterpret_cast<uint4 *>(xs + i * LT_LD + c);
-                    float f[8];
-                    unpack8(*v, f);
-                    const unsigned keep = lora_keep8(seed, (m0 + i) * K + k0 + c, p, true, 8);
-#pragma unroll
-                    for (int j = 0; j < 8; j++) f[j] = (keep >> j) & 1u ? f[j] * inv_keep : 0.0f;
-                    *v = pack8(f);
-                }
-            __syncthreads();
-            lora_tile_mma<RP, true>(dA, xs, 16 * warp, ds);
-            __syncthreads();
-        }
-        lora_store_acc<RP>(dA_part + (int64_t)blockIdx.x * r * K, dA, k0 + 16 * warp, k_end, r, 1, K);
-    }
-}
-
-// out[e] = beta·out[e] + alpha·Σ_s part[s·n + e], s = 0 .. parts-1 in order (beta 0: out not read).
-static __global__ void lora_sum_kernel(float *out, const float *part, int parts, int64_t n, float alpha, float beta) {
-    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += stride) {
-        float t = 0.0f;
-        for (int s = 0; s < parts; s++) t += part[s * n + e];
-        out[e] = beta != 0.0f ? beta * out[e] + alpha * t : alpha * t;
-    }
-}
-
 static float keep_scale(float p) { return p > 0.0f ? 1.0f / (1.0f - p) : 1.0f; }
 
 // u[M, r] = bf16(dropout(x) · Aᵀ) (lora_rowdot_kernel). Few rows (the decoder's 352 a prompt)
@@ -508,78 +333,9 @@ static mg_status lora_dA_launch(mg_cuda_ctx *ctx, float *dA, const float *du, co
     return MG_OK;
 }
 
-// How the tensor-core passes split the work: row groups of lora_tile_group(RP) tiles, and the
-// columns (N for the dy pass, K for the dA pass) cut into splits of whole 64-column chunks so that
-// there are about 4 blocks per SM (the decoder's few rows need the column splits).
-typedef struct {
-    int RP;                   // r rounded up to 16
-    int64_t groups;           // row groups (grid.x of both passes)
-    int n_splits, n_cols;     // the dy pass's column splits and their width
-    int k_splits, k_cols;     // the dA pass's
-} lora_tc_plan;
-
-static void lora_split(int sm_count, int64_t groups, int C, int *splits, int *cols) {
-    const int chunks = (C + LT_COLS - 1) / LT_COLS;
-    const int64_t want = (4 * (int64_t)sm_count + groups - 1) / groups;
-    const int s = want < 1 ? 1 : want > chunks ? chunks : (int)want;
-    *cols = (chunks + s - 1) / s * LT_COLS;
-    *splits = (C + *cols - 1) / *cols;
-}
-
-// Whether the tensor-core passes take this backward (16-byte copies of dy and x; partial sums
-// within the scratch of scratch_bytes), and their plan for a GPU of sm_count SMs.
-static bool lora_backward_tc_plan(int sm_count, size_t scratch_bytes, const bf16 *dy, const bf16 *x,
-                                  const mg_lora_args *a, lora_tc_plan *pl) {
-    if (a->K % 8 || a->N % 8 || a->ldy % 8 || !aligned16(dy) || !aligned16(x)) return false;
-    pl->RP = (a->r + 15) / 16 * 16;
-    const int64_t rows = (int64_t)LT_ROWS * lora_tile_group(pl->RP);
-    pl->groups = (a->M + rows - 1) / rows;
-    lora_split(sm_count, pl->groups, a->N, &pl->n_splits, &pl->n_cols);
-    lora_split(sm_count, pl->groups, a->K, &pl->k_splits, &pl->k_cols);
-    const size_t dy_pass = sizeof(float) * (size_t)a->r * ((size_t)pl->n_splits * a->M + (size_t)pl->groups * a->N);
-    const size_t dA_pass = sizeof(float) * (size_t)a->r * pl->groups * a->K;
-    return dy_pass <= scratch_bytes && dA_pass <= scratch_bytes && pl->groups <= 65535;
-}
-
-static mg_status lora_sum_launch(mg_cuda_ctx *ctx, float *out, const float *part, int parts, int64_t n, float alpha,
-                                 float beta) {
-    const int threads = 256;
-    lora_sum_kernel<<<grid_stride_blocks(ctx, n, threads), threads, 0, ctx->stream>>>(out, part, parts, n, alpha, beta);
-    MG_CUDA_LAUNCH_CHECK(lora_sum_kernel);
-    return MG_OK;
-}
-
-// The backward by the two tensor-core passes: dy's (du, dB), then dx (lora_dx_kernel), then x's (dA).
-template <int RP>
-static mg_status lora_backward_tc_launch(mg_cuda_ctx *ctx, bf16 *dx, float *dA, float *dB, float *du, const bf16 *dy,
-                                         const bf16 *x, const bf16 *u, const bf16 *A, const bf16 *B,
-                                         const mg_lora_args *a, const lora_tc_plan *pl) {
-    float *part = (float *)ctx->scratch, *dB_part = part + (size_t)pl->n_splits * a->M * a->r;
-    const size_t smem = lora_pass_smem_bytes(RP);
-    lora_dy_kernel<RP><<<dim3((unsigned)pl->groups, (unsigned)pl->n_splits), LT_THREADS, smem, ctx->stream>>>(
-        part, dB_part, dy, a->ldy, B, u, a->M, a->N, a->r, pl->n_cols);
-    MG_CUDA_LAUNCH_CHECK(lora_dy_kernel);
-    MG_TRY(lora_sum_launch(ctx, du, part, pl->n_splits, a->M * a->r, a->scale, 0.0f));
-    MG_TRY(lora_sum_launch(ctx, dB, dB_part, (int)pl->groups, (int64_t)a->N * a->r, a->scale, 1.0f));
-    if (dx) MG_TRY(lora_dx_launch(ctx, dx, du, A, a));
-    lora_dA_kernel<RP><<<dim3((unsigned)pl->groups, (unsigned)pl->k_splits), LT_THREADS, smem, ctx->stream>>>(
-        part, x, du, a->M, a->K, a->r, pl->k_cols, a->seed, a->dropout, keep_scale(a->dropout));
-    MG_CUDA_LAUNCH_CHECK(lora_dA_kernel);
-    return lora_sum_launch(ctx, dA, part, (int)pl->groups, (int64_t)a->r * a->K, 1.0f, 1.0f);
-}
-
 static mg_status lora_backward_launch(mg_cuda_ctx *ctx, bf16 *dx, float *dA, float *dB, float *du, const bf16 *dy,
                                       const bf16 *x, const bf16 *u, const bf16 *A, const bf16 *B,
                                       const mg_lora_args *a) {
-    lora_tc_plan pl;
-    if (lora_backward_tc_plan(ctx->sm_count, ctx->scratch_bytes, dy, x, a, &pl)) {
-        switch (pl.RP) {
-        case 16: return lora_backward_tc_launch<16>(ctx, dx, dA, dB, du, dy, x, u, A, B, a, &pl);
-        case 32: return lora_backward_tc_launch<32>(ctx, dx, dA, dB, du, dy, x, u, A, B, a, &pl);
-        case 48: return lora_backward_tc_launch<48>(ctx, dx, dA, dB, du, dy, x, u, A, B, a, &pl);
-        default: return lora_backward_tc_launch<64>(ctx, dx, dA, dB, du, dy, x, u, A, B, a, &pl);
-        }
-    }
     mg_gemm g = {};  // dBᵀ (r×N) += scale · uᵀ · (dyᵀ)ᵀ
     g.trans_a = false, g.trans_b = true;
     g.m = a->r, g.n = a->N, g.k = a->M;

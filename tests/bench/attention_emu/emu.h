@@ -222,17 +222,6 @@ static inline void bulk_wait_done() {}
 
 // cuda_common.cuh's helpers the kernels use
 static inline float ld_bf16(const bf16 *p) { return __bfloat162float(*p); }
-static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
-static inline float round_bf16(float f) { return __bfloat162float(__float2bfloat16_rn(f)); }
-static inline void unpack8(uint4 v, float f[8]) {
-    const uint32_t w[4] = { v.x, v.y, v.z, v.w };
-    for (int i = 0; i < 4; i++) f[2 * i] = emu_lo(w[i]), f[2 * i + 1] = emu_hi(w[i]);
-}
-static inline uint4 pack8(const float f[8]) {
-    uint4 v;
-    v.x = pack_bf16x2(f[0], f[1]), v.y = pack_bf16x2(f[2], f[3]), v.z = pack_bf16x2(f[4], f[5]), v.w = pack_bf16x2(f[6], f[7]);
-    return v;
-}
 static inline bf16 to_bf16(float f) { return __float2bfloat16_rn(f); }
 static inline float warp_sum(float v) { for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o); return v; }
 static inline float warp_max(float v) { for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o)); return v; }

@@ -1,5 +1,5 @@
-// tests/gpu/test_cuda_ops.c's CUDA layer on the host, for test_main.c (device memory and copies:
-// fake_mem.cpp): mg_cuda_attention_forward / mg_cuda_attention_backward run the kernels in
+// tests/gpu/test_cuda_ops.c's CUDA layer on the host, for test_main.c: device memory is host memory,
+// copies are memcpy, and mg_cuda_attention_forward / mg_cuda_attention_backward run the kernels in
 // the emulator, choosing the path with the production conditions (attention_uses_tensor_cores,
 // attention_backward_uses_tensor_cores, and with EMU_SM90 set attention_backward_sm90_fits as on an
 // H100/H200).
@@ -35,3 +35,11 @@ extern "C" mg_status mg_cuda_attention_forward(mg_cuda_ctx *, void *out, const v
     emu_attention_forward((bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, *a);
     return MG_OK;
 }
+extern "C" mg_status mg_cuda_alloc(mg_cuda_ctx *, void **p, size_t bytes) {
+    *p = aligned_alloc(256, (bytes + 255) / 256 * 256);  // cudaMalloc's alignment
+    return MG_OK;
+}
+extern "C" void mg_cuda_free(void *p) { free(p); }
+extern "C" mg_status mg_cuda_upload(mg_cuda_ctx *, void *d, const void *s, size_t n) { memcpy(d, s, n); return MG_OK; }
+extern "C" mg_status mg_cuda_download(mg_cuda_ctx *, void *d, const void *s, size_t n) { memcpy(d, s, n); return MG_OK; }
+extern "C" mg_status mg_cuda_sync(mg_cuda_ctx *) { return MG_OK; }

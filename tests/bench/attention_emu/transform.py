@@ -1,10 +1,9 @@
-"""Turns kernels/cuda/attention.cu (or lora.cu) into host C++ for the emulator (emu.h): drops the CUDA includes,
+"""Turns kernels/cuda/attention.cu into host C++ for the emulator (emu.h): drops the CUDA includes,
 the inline-asm helpers (emu.h defines them), and every top-level function that launches, fails or
 takes the context (launchers and entries); kernels and device helpers stay as they are.
 
 usage: python3 transform.py kernels/cuda/attention.cu build/attention_emu/attn_emu.inc
-       python3 transform.py kernels/cuda/attention_sm90.cu build/attention_emu/attn_sm90_emu.inc
-       python3 transform.py kernels/cuda/lora.cu build/attention_emu/lora_emu.inc"""
+       python3 transform.py kernels/cuda/attention_sm90.cu build/attention_emu/attn_sm90_emu.inc"""
 import re
 import sys
 
@@ -58,9 +57,7 @@ def main():
     src = open(sys.argv[1]).read()
     src = src.replace('#include "kernels/cuda/cuda_common.cuh"', '')
     src = src.replace('#include "kernels/cuda/attention_sm90.cuh"', '')
-    # extern "C" blocks of includes: ops.h (the entries) goes, any other header (lora.cu's dropout.h) stays
-    src = re.sub(r'extern "C" \{((?:\s*#include "[^"]+")+)\s*\}',
-                 lambda m: m.group(1).replace('#include "kernels/cuda/ops.h"', ''), src)
+    src = re.sub(r'extern "C" \{\s*#include "kernels/cuda/ops.h"\s*\}', '', src)
     src = re.sub(r'extern __shared__ __align__\(\d+\) unsigned char smem_raw\[\];', 'unsigned char *smem_raw = emu_smem;', src)
     if '#if defined(__CUDA_ARCH_FEAT_SM90_ALL)' in src:  # attention_sm90.cu: as compiled for sm_90a
         src = re.sub(r'#else\n\s*__trap\(\);[^\n]*\n#endif\n', '', src)
