@@ -90,9 +90,10 @@ static void case_linear(mg_cuda_ctx *ctx, int64_t M, int K, int N, int with_bias
      * F.linear through the same library does; so the bit-match floor is lower for a GEMM. */
     /* With the GELU epilogue, cuBLASLt's small-shape kernels also round the product to bf16 before
      * the activation (as transformers' unfused fc1 -> gelu does), a second rounding this reference
-     * lacks: nmse 1.1e-5 at (5,7,3) and (13,7,11) on the H100, 1e-8 at SigLIP's shapes. 3e-5 still
-     * rejects the erf form (2e-4 away) and any real indexing error. */
-    tc_finish(&tc, got, ref, (size_t)R * N, guard_bad, nans, gelu ? 3e-5 : TOL_FP32, MATCH_GEMM);
+     * lacks: nmse 1.1e-5 at (5,7,3) and (13,7,11) on the H100, 1e-8 at SigLIP's shapes; with only
+     * 15 outputs at (5,7,3) it scatters (4.1e-5 once on the H200). 6e-5 still rejects the erf form
+     * (2e-4 away) and any real indexing error. */
+    tc_finish(&tc, got, ref, (size_t)R * N, guard_bad, nans, gelu ? 6e-5 : TOL_FP32, MATCH_GEMM);
     free(x); free(w); free(b); free(y); free(rows); free(ref); free(got);
 }
 
