@@ -348,6 +348,13 @@ def self_test():
     r = by[("kernel fwd", "text geglu", "M=11520 F=10240")]
     check("failed kernel not timed", (r["medgem_ms"], r["ratio"]), (None, None))
     check("failed kernel says so", "validation FAIL" in r["note"], True)
+    # the LoRA branch (a real H200 run): a forward and a backward row per shape, against the copy ceiling
+    lora = [r for r in rows if r["torch"].startswith("PEFT lora.Linear")]
+    check("lora rows", len(lora), 18)
+    r = by[("kernel bwd", "vision fc2 bwd", "M=16384 K=4304 N=1152 r=8")]
+    check("lora bwd ms", r["medgem_ms"], 0.33294399082660675, 1e-9)
+    check("lora bwd ratio", r["ratio"], 0.2447359934449196 / 0.33294399082660675, 1e-9)
+    check("lora bwd % of copy", r["pct_ceiling"], 100 * 1384.164197875566 / ceil_gb, 1e-9)
     r = by[("kernel bwd", "text rmsnorm (hidden) bwd", "M=1408 C=2560")]
     check("bwd kernel row", (r["medgem_ms"], r["torch"], r["ratio"]), (0.02, "autograd Gemma3RMSNorm", 0.05 / 0.02))
     check("bwd kernel % of copy", r["pct_ceiling"], 100 * 1442.0 / ceil_gb)
