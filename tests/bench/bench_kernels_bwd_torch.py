@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_kernels_torch import (C, CEILING, CV, D, EPS, FACTOR, FF, FLOOR, FV, H, HKV, LIB, MM, PATCHES,  # noqa: E402
-                                 SAMPLE_ROWS, bench_finish, bench_start, gelu_tanh64, Gemma3RMSNorm, print_case, rel_l2,
-                                 time_case)
+from bench_kernels_torch import (C, CEILING, CV, D, EPS, FACTOR, FF, FLOOR, FV, H, HKV, MM, PATCHES,  # noqa: E402
+                                 SAMPLE_ROWS, bench_finish, bench_start, bind_entries, gelu_tanh64, Gemma3RMSNorm,
+                                 print_case, rel_l2, time_case)
 
 P, I64, I, FL = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 BWD_SIG = {"mgb_linear_backward": (I, [P, P, P, P, I64, I, I]),
@@ -154,10 +154,7 @@ def validate(case, mg, gen):
 def main():
     args, out_path, dev, mg, flush, gen, only, gpu, date = bench_start(
         __doc__, 4, 352, "linear,rmsnorm,layernorm,geglu,gelu", "bench_kernels_bwd.json", "backward, ")
-    for name, (res, argt) in BWD_SIG.items():
-        if not hasattr(mg.lib, name):
-            sys.exit(f"{LIB} has no {name}: rebuild it (make build/bench/libmgbench_kernels.so)")
-        getattr(mg.lib, name).restype, getattr(mg.lib, name).argtypes = res, argt
+    bind_entries(mg, BWD_SIG)
 
     rows, failed = [], 0
     for name, op, d in cases(args.batch, args.tokens):

@@ -117,6 +117,15 @@ class Medgem:
         self.check(self.lib.mgb_sync(self.h), "sync")
 
 
+def bind_entries(mg, sig):
+    """Gives each ctypes entry of `sig` ({name: (restype, argtypes)}) its types; exits when the
+    library lacks one (built before the entry existed)."""
+    for name, (res, argt) in sig.items():
+        if not hasattr(mg.lib, name):
+            sys.exit(f"{LIB} has no {name}: rebuild it (make build/bench/libmgbench_kernels.so)")
+        getattr(mg.lib, name).restype, getattr(mg.lib, name).argtypes = res, argt
+
+
 def gelu_tanh64(x):
     return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
 

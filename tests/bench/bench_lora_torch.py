@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_kernels_torch import (C, CEILING, CV, D, FACTOR, FF, FLOOR, FV, H, HKV, LIB, PATCHES,  # noqa: E402
-                                 SAMPLE_ROWS, bench_finish, bench_start, print_case, rel_l2, time_case)
+from bench_kernels_torch import (C, CEILING, CV, D, FACTOR, FF, FLOOR, FV, H, HKV, PATCHES,  # noqa: E402
+                                 SAMPLE_ROWS, bench_finish, bench_start, bind_entries, print_case, rel_l2, time_case)
 
 R, ALPHA, P_DROP, SEED = 8, 16, 0.1, 0x5eed0123456789ab
 P, I64, I, FL, U64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_uint64
@@ -150,10 +150,7 @@ def errors(got, ref):
 def main():
     args, out_path, dev, mg, flush, gen, only, gpu, date = bench_start(
         __doc__, 4, 352, "vision,text", "bench_lora.json", f"LoRA r={R} alpha={ALPHA} dropout {P_DROP}, ")
-    for name, (res, argt) in SIG.items():
-        if not hasattr(mg.lib, name):
-            sys.exit(f"{LIB} has no {name}: rebuild it (make build/bench/libmgbench_kernels.so)")
-        getattr(mg.lib, name).restype, getattr(mg.lib, name).argtypes = res, argt
+    bind_entries(mg, SIG)
 
     rows_out, failed = [], 0
     for name, tower, d in cases(args.batch, args.tokens):
