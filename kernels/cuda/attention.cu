@@ -1413,7 +1413,8 @@ static mg_status attention_backward_dq_tc_launch_cfg(mg_cuda_ctx *ctx, bf16 *dq,
 }
 
 // The fused passes' and the Hopper kernel's fp32 dQ accumulator (n_stat·D floats, 16-byte
-// aligned): zeroed before the kernel adds each tile's dQ into it, then dq += scale · dq_acc (attention_backward_dq_add_kernel).
+// aligned): zeroed before the kernel adds each tile's dQ into it, then dq += scale · dq_acc
+// (attention_backward_dq_add_kernel).
 static mg_status attention_backward_dq_acc_zero(mg_cuda_ctx *ctx, float *dq_acc, const mg_attention_args *a) {
     MG_CUDA_CHECK(cudaMemsetAsync(dq_acc, 0, sizeof(float) * (size_t)(a->B * a->T * a->H * a->D), ctx->stream));
     return MG_OK;

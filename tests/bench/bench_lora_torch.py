@@ -111,22 +111,37 @@ def reference(c, p, rows):
     return {"y": c["y0"][rows, :c["N"]].double() + s * u[rows] @ B.T, "dx": dxr, "dA": du.T @ xd, "dB": s * dy.T @ u}
 
 
+def medgem_buffers(c, p, dx0):
+    """medgem's arguments at dropout p, and its buffers: y from y0, u, dx from dx0, dA and dB zero, du."""
+    M, K, N, dev = c["M"], c["K"], c["N"], c["x"].device
+    return ((M, K, R, N, c["ldy"], c["scale"], p, SEED),
+            {"y": c["y0"].clone(), "u": torch.empty(M, R, dtype=torch.bfloat16, device=dev), "dx": dx0.clone(),
+             "dA": torch.zeros(R, K, device=dev), "dB": torch.zeros(N, R, device=dev),
+             "du": torch.empty(M, R, device=dev)})
+
+
+def medgem_forward(mg, c, b, margs):
+    mg.call("mgb_lora_forward", b["y"], b["u"], c["x"], c["A"], c["B"], *margs)
+
+
+def medgem_backward(mg, c, b, margs):
+    mg.call("mgb_lora_backward", b["dx"], b["dA"], b["dB"], b["du"], c["dy"], c["x"], b["u"], c["A"], c["B"], *margs)
+
+
 def medgem_run(c, mg, p, rows, gen):
     """medgem's forward then backward; the outputs the reference checks."""
-    M, K, N = c["M"], c["K"], c["N"]
-    args = (M, K, R, N, c["ldy"], c["scale"], p, SEED)
-    y, u = c["y0"].clone(), torch.empty(M, R, dtype=torch.bfloat16, device=c["x"].device)
-    d0 = (torch.randn(M, K, generator=gen, device=y.device) * 0.01).to(torch.bfloat16)
-    dx, dA, dB = d0.clone(), torch.zeros(R, K, device=y.device), torch.zeros(N, R, device=y.device)
-    du = torch.empty(M, R, device=y.device)
+    N = c["N"]
+    d0 = (torch.randn(c["M"], c["K"], generator=gen, device=c["x"].device) * 0.01).to(torch.bfloat16)
+    margs, b = medgem_buffers(c, p, d0)
     torch.cuda.synchronize()
     with torch.cuda.stream(mg.stream):
-        mg.call("mgb_lora_forward", y, u, c["x"], c["A"], c["B"], *args)
-        mg.call("mgb_lora_backward", dx, dA, dB, du, c["dy"], c["x"], u, c["A"], c["B"], *args)
+        medgem_forward(mg, c, b, margs)
+        medgem_backward(mg, c, b, margs)
     mg.sync()
-    finite = all(bool(torch.isfinite(t).all()) for t in (y, dx, dA, dB))
-    untouched = torch.equal(y[:, N:], c["y0"][:, N:])  # the columns past N belong to the other modules
-    return {"y": y[rows, :N], "dx": dx[rows].double() - d0[rows].double(), "dA": dA, "dB": dB}, finite and untouched
+    finite = all(bool(torch.isfinite(b[k]).all()) for k in ("y", "dx", "dA", "dB"))
+    untouched = torch.equal(b["y"][:, N:], c["y0"][:, N:])  # the columns past N belong to the other modules
+    got = {"y": b["y"][rows, :N], "dx": b["dx"][rows].double() - d0[rows].double(), "dA": b["dA"], "dB": b["dB"]}
+    return got, finite and untouched
 
 
 def torch_graph(c, p):
@@ -182,23 +197,15 @@ def main():
                  "err_torch": worst(err_t0 if direction == "bwd" else {"y": err_t0["y"]})}
             if ok:
                 tfwd, tbwd = torch_graph(c, P_DROP)
-                M, K, N = c["M"], c["K"], c["N"]
-                a = (M, K, R, N, c["ldy"], c["scale"], P_DROP, SEED)
-                y, u = c["y0"].clone(), torch.empty(M, R, dtype=torch.bfloat16, device=dev)
-                dx = torch.zeros(M, K, dtype=torch.bfloat16, device=dev)
-                dA, dB, du = (torch.zeros(R, K, device=dev), torch.zeros(N, R, device=dev),
-                              torch.empty(M, R, device=dev))
+                margs, b = medgem_buffers(c, P_DROP, torch.zeros(c["M"], c["K"], dtype=torch.bfloat16, device=dev))
                 torch.cuda.synchronize()
                 with torch.cuda.stream(mg.stream):
-                    mg.call("mgb_lora_forward", y, u, c["x"], c["A"], c["B"], *a)  # u for the backward
-                if direction == "fwd":
-                    call = lambda: mg.call("mgb_lora_forward", y, u, c["x"], c["A"], c["B"], *a)  # noqa: E731
-                else:
-                    call = lambda: mg.call("mgb_lora_backward", dx, dA, dB, du, c["dy"], c["x"], u, c["A"],  # noqa: E731
-                                           c["B"], *a)
+                    medgem_forward(mg, c, b, margs)  # u for the backward
+                step = medgem_forward if direction == "fwd" else medgem_backward
                 case = {"flop": 0, "bytes": c["bytes_" + direction]}
-                time_case(r, case, call, tfwd if direction == "fwd" else tbwd, mg, flush, args.warmup, args.reps)
-                del tfwd, tbwd, y, u, dx, dA, dB, du
+                time_case(r, case, lambda: step(mg, c, b, margs), tfwd if direction == "fwd" else tbwd, mg, flush,
+                          args.warmup, args.reps)
+                del tfwd, tbwd, b
             else:
                 failed += 1
             rows_out.append(r)

@@ -20,7 +20,8 @@
 # Output: $OUT (default /tmp/medgem-bench): the files above, bench_run.log (every part's stdout and
 # stderr, its exit status, and the table last) and bench_table.json: 9 files in all.
 # The device allows 600 s a command and returns at most 8 files: run the parts in two calls there
-# (e.g. BENCH_PARTS=kernels,attention,eval then BENCH_PARTS=train) and join their folders with `python3 tests/bench/bench_table.py DIR1 DIR2`.
+# (e.g. BENCH_PARTS=kernels,attention,eval then BENCH_PARTS=train) and join their folders with
+# `python3 tests/bench/bench_table.py DIR1 DIR2`.
 # Exit status: 0 when every part ran and passed its own checks.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
