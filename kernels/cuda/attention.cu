@@ -6,7 +6,10 @@
 // The backward (the second half of this file) accumulates dq[B,T,H,D], dk, dv[B,T,Hkv,D] `+=`
 // from dout and the forward's q, k, v, out; its block comment gives the math.
 //
-// Two kernels, chosen by a plain condition in the launcher (attention_uses_tensor_cores):
+// Three kernels, chosen by plain conditions in the launcher (attention_uses_tensor_cores, then
+// attention_sm90_fits):
+// - attention_forward_sm90_kernel (attention_sm90.cu; an H100/H200, no mask, D <= 128): the same
+//   scheme on Hopper's warpgroup MMA (wgmma). SigLIP's attention.
 // - attention_forward_tc_kernel (D a multiple of 8, D <= 256, q/k/v 16-byte aligned): the
 //   FlashAttention-2 scheme on tensor cores (mma.sync m16n8k16, bf16 operands, fp32 accumulators).
 //   Scores and softmax in fp32; P rounded to bf16 for the P·V product (as flash/SDPA kernels do).
@@ -630,8 +633,11 @@ static mg_status attention_check_args(const mg_attention_args *a, const char *op
 extern "C" mg_status mg_cuda_attention_forward(mg_cuda_ctx *ctx, void *out, const void *q, const void *k,
                                                const void *v, const mg_attention_args *a) {
     MG_TRY(attention_check_args(a, "attention"));
-    if (attention_uses_tensor_cores(out, q, k, v, a->D))
+    if (attention_uses_tensor_cores(out, q, k, v, a->D)) {
+        if (attention_sm90_fits(ctx, a))
+            return attention_forward_sm90_launch(ctx, (bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, a);
         return attention_forward_tc_launch(ctx, (bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, a);
+    }
     return attention_forward_fp32_launch(ctx, (bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, a);
 }
 
@@ -1588,7 +1594,7 @@ static bool attention_backward_uses_tensor_cores(const void *dq, const void *dk,
 }
 
 // The backward after the argument checks: scratch, Δ, then the path's kernels (the lab calls it with
-// each path forced; ATTN_BWD_SM90 only where attention_backward_sm90_fits).
+// each path forced; ATTN_BWD_SM90 only where attention_sm90_fits).
 static mg_status attention_backward_run(mg_cuda_ctx *ctx, attn_bwd_path path, bf16 *dq, bf16 *dk, bf16 *dv,
                                         const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                                         const bf16 *out, const mg_attention_args *a) {
@@ -1612,7 +1618,7 @@ extern "C" mg_status mg_cuda_attention_backward(mg_cuda_ctx *ctx, void *dq, void
                                                 const mg_attention_args *a) {
     MG_TRY(attention_check_args(a, "attention_backward"));
     const attn_bwd_path path = !attention_backward_uses_tensor_cores(dq, dk, dv, dout, q, k, v, a->D) ? ATTN_BWD_FP32
-                               : attention_backward_sm90_fits(ctx, a)                                  ? ATTN_BWD_SM90
+                               : attention_sm90_fits(ctx, a)                                  ? ATTN_BWD_SM90
                                                                                                        : ATTN_BWD_TC;
     return attention_backward_run(ctx, path, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
                                   (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, (const bf16 *)out, a);

@@ -46,8 +46,11 @@ static constexpr size_t sm90_smem_bytes(int DP) {
            sizeof(float) * ((size_t)SM90_ROWS * DP + 4 * SM90_ROWS);
 }
 
-// The padded width the kernel is built for: D rounded up to 64, 80 or 128.
+// The padded width the kernels are built for: D rounded up to 64, 80 or 128. Each is also built
+// for one exact head dim (DC: SigLIP's 72 at DP = 80, D = DP otherwise), whose constant D turns the
+// tile copies' divisions by D/8 into multiplies; other multiples of 8 run the DC = 0 build.
 static int sm90_padded_dim(int D) { return D <= 64 ? 64 : D <= 80 ? 80 : 128; }
+static constexpr int sm90_exact_dim(int DP) { return DP == 80 ? 72 : DP; }
 
 // ---- wgmma (PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate") ---------------
 // d[64×N] += A[64×16] · B[16×N], fp32 accumulators, bf16 operands. Accumulator layout per warp w of
@@ -119,6 +122,9 @@ static __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_
 static __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 static __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 static __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Waits until at most N committed groups of this warpgroup's wgmma are still running.
+template <int N>
+static __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 
 // gdst[0 .. bytes/4) += ssrc[...] in fp32 by the bulk-copy engine (one instruction for a whole tile;
 // bytes a multiple of 16, both addresses 16-byte aligned), and its completion: wait_read until the
@@ -154,20 +160,36 @@ static __device__ __forceinline__ void keep_regs(uint32_t (&d)[N][4]) {
         for (int e = 0; e < 4; e++) asm volatile("" : "+r"(d[i][e])::"memory");
 }
 
-// Rows [j0, j0 + R) of a [token][stride] bf16 slab into a tile of R rows in core-matrix order: the
-// D/8 data column blocks by cp.async (eight threads to a column block's 8 rows), rows at or past
-// `end` as zeros.
-template <int R>
-static __device__ __forceinline__ void sm90_load_tile(bf16 *tile, const bf16 *src, int64_t stride, int j0, int end,
-                                                      int D) {
-    const int nb = D / 8;
-    for (int e = threadIdx.x; e < R * nb; e += SM90_THREADS) {
-        const int blk = e >> 3, cb = blk % nb, r = (blk / nb) * 8 + (e & 7);
-        bf16 *d = tile + (cb * R + r) * 8;
-        if (j0 + r < end) cp_async16(d, src + (int64_t)(j0 + r) * stride + cb * 8);
-        else *reinterpret_cast<uint4 *>(d) = make_uint4(0, 0, 0, 0);
+// One thread's share of copying rows [j0, j0 + R) of a [token][stride] bf16 slab into a tile of R
+// rows in core-matrix order: the D/8 data column blocks by cp.async, eight threads to a column
+// block's 8 rows (so a warp reads 64 contiguous bytes of each of 8 rows), rows at or past `end` as
+// zeros. Worked out once (the divisions by D/8 and the offsets) for every tile a kernel streams:
+// piece i goes to shared element soff[i] from source element j0·stride + goff[i] (row[i] < R; -1:
+// no piece). goff fits an int: stride <= H·D < 2^23 and r < 128.
+template <int R, int DP>
+struct sm90_tile_copy {
+    static constexpr int N = (R * DP / 8 + SM90_THREADS - 1) / SM90_THREADS;
+    int soff[N], goff[N], row[N];
+    __device__ __forceinline__ sm90_tile_copy(int64_t stride, int D) {
+        const int nb = D / 8;
+#pragma unroll
+        for (int i = 0; i < N; i++) {
+            const int e = threadIdx.x + i * SM90_THREADS, blk = e >> 3, cb = blk % nb, r = (blk / nb) * 8 + (e & 7);
+            row[i] = e < R * nb ? r : -1;
+            soff[i] = (cb * R + r) * 8;
+            goff[i] = r * (int)stride + cb * 8;
+        }
     }
-}
+    __device__ __forceinline__ void load(bf16 *tile, const bf16 *src, int64_t stride, int j0, int end) const {
+        const bf16 *base = src + (int64_t)j0 * stride;
+#pragma unroll
+        for (int i = 0; i < N; i++) {
+            if (row[i] < 0) continue;
+            if (j0 + row[i] < end) cp_async16(tile + soff[i], base + goff[i]);
+            else *reinterpret_cast<uint4 *>(tile + soff[i]) = make_uint4(0, 0, 0, 0);
+        }
+    }
+};
 // Zeroes column blocks D/8 .. DP/8-1 of `tiles` consecutive tiles of R rows (never written again).
 template <int DP, int R>
 static __device__ __forceinline__ void sm90_zero_pad(bf16 *tile, int tiles, int D) {
@@ -177,7 +199,7 @@ static __device__ __forceinline__ void sm90_zero_pad(bf16 *tile, int tiles, int 
 }
 #endif
 
-template <int DP>
+template <int DP, int DC>
 static __global__ void __launch_bounds__(SM90_THREADS, 1)
     attention_backward_sm90_kernel(bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q, const bf16 *k, const bf16 *v,
                                    const bf16 *dout, const float *lse2, const float *delta, mg_attention_args a) {
@@ -192,7 +214,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
     float *sdq = reinterpret_cast<float *>(dst + SM90_KEYS * SM90_ROWS);  // the tile's dQ: [64 queries][D]
     float *slse = sdq + QT, *sdelta = slse + 2 * SM90_ROWS;
 
-    const int D = a.D, H = a.H, Hkv = a.Hkv, HG = H / Hkv, T = (int)a.T;
+    const int D = DC ? DC : a.D, H = a.H, Hkv = a.Hkv, HG = H / Hkv, T = (int)a.T;
     const int64_t b = blockIdx.z;
     const int g = blockIdx.y, k0 = blockIdx.x * SM90_KEYS;
     const int lane = threadIdx.x & 31, wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
@@ -203,15 +225,19 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
 
     sm90_zero_pad<DP, SM90_KEYS>(ks, 2, D);
     sm90_zero_pad<DP, SM90_ROWS>(qs, 4, D);
-    sm90_load_tile<SM90_KEYS>(ks, k + (b * T * Hkv + g) * D, kv_stride, k0, T, D);
-    sm90_load_tile<SM90_KEYS>(vs, v + (b * T * Hkv + g) * D, kv_stride, k0, T, D);
+    {
+        const sm90_tile_copy<SM90_KEYS, DP> kv_copy(kv_stride, D);
+        kv_copy.load(ks, k + (b * T * Hkv + g) * D, kv_stride, k0, T);
+        kv_copy.load(vs, v + (b * T * Hkv + g) * D, kv_stride, k0, T);
+    }
+    const sm90_tile_copy<SM90_ROWS, DP> q_copy(q_stride, D);  // Q and dout tiles
     // Query tile `it` into stage st (its statistics returned for the caller to store; rows past T:
     // lse2 = +inf, so P = 0).
     auto load_tile = [&](int it, int st, float &l_out, float &d_out) {
         const int hh = it / n_qt, h = g * HG + hh, t0 = (it - hh * n_qt) * SM90_ROWS;
         const int64_t head = (b * T * H + h) * D;
-        sm90_load_tile<SM90_ROWS>(qs + st * QT, q + head, q_stride, t0, T, D);
-        sm90_load_tile<SM90_ROWS>(dos + st * QT, dout + head, q_stride, t0, T, D);
+        q_copy.load(qs + st * QT, q + head, q_stride, t0, T);
+        q_copy.load(dos + st * QT, dout + head, q_stride, t0, T);
         cp_async_commit();
         const int i = t0 + (int)threadIdx.x;
         l_out = INFINITY, d_out = 0.0f;
@@ -357,6 +383,172 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
 #endif
 }
 
+// ---- The forward ---------------------------------------------------------------------------------
+// FlashAttention-2's forward on wgmma, for the same unmasked attention, with FlashAttention-3's
+// overlap of the softmax and the products inside a warpgroup: one block of two warpgroups per
+// (tile of 128 queries, head h, batch row b), warpgroup wg owning queries 64wg..64wg+63 (its warp w
+// rows 16w..16w+15 of those, as wgmma splits its 64 rows). Q stays in shared memory; K and V tiles
+// of 64 keys stream through two stages each by cp.async, V one tile behind K. Iteration n:
+//   barrier (K_n and V_{n-1} landed; every warp is done with K_{n-1} and V_{n-2})
+//   cp.async K_{n+1} and V_n into the stages K_{n-1} and V_{n-2} left
+//   issue S = Q·K_nᵀ          (m64 n64, k = DP; A and B from shared memory, both K-major)
+//   issue O += bf16(P_{n-1})·V_{n-1}  (m64 nDP, k = 64 keys; A = P in registers, which wgmma's
+//                              accumulator layout makes an A fragment as it stands; B = the V tile
+//                              read transposed)
+//   wait for S; online softmax of S (p = 2^(s·c − m·c), c = scale·log2 e, as attention.cu's kernel)
+//   while the P·V product runs; wait for it; O *= the softmax's correction; P_n packed to bf16
+// and after the last tile O += P·V once more. Writes out (bf16, O/l) and, when a.lse2 is set, each
+// row's lse2 as attention.cu's forward does. Up to DP = 80 two blocks share an SM, so one
+// warpgroup's softmax also overlaps the other warpgroups' products.
+enum { SM90F_ROWS = 128, SM90F_KEYS = 64 };
+
+// Bytes of shared memory: the Q tile (128 × DP bf16), two stages of K and V (64 × DP bf16 each).
+static constexpr size_t sm90_forward_smem_bytes(int DP) {
+    return sizeof(bf16) * (size_t)(SM90F_ROWS + 4 * SM90F_KEYS) * DP;
+}
+
+// Two blocks an SM up to DP = 80 (128 registers a thread); at DP = 128 O takes 64 registers, and
+// one block an SM keeps the products from being serialized for want of registers.
+template <int DP, int DC>
+static __global__ void __launch_bounds__(SM90_THREADS, DP <= 80 ? 2 : 1)
+    attention_forward_sm90_kernel(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, mg_attention_args a) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int KT = SM90F_KEYS * DP;                               // bf16 of a K or V tile
+    constexpr uint32_t QCB = SM90F_ROWS * 16, KCB = SM90F_KEYS * 16;  // bytes between column blocks
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    bf16 *qs = reinterpret_cast<bf16 *>(smem_raw), *ks = qs + SM90F_ROWS * DP, *vs = ks + 2 * KT;
+
+    const int D = DC ? DC : a.D, H = a.H, Hkv = a.Hkv, T = (int)a.T;
+    const int64_t b = blockIdx.z;
+    const int h = blockIdx.y, g = h / (H / Hkv), q0 = blockIdx.x * SM90F_ROWS;
+    const int lane = threadIdx.x & 31, wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3;
+    const int fc = 2 * (lane & 3);
+    const int64_t q_stride = (int64_t)H * D, kv_stride = (int64_t)Hkv * D;
+    const bf16 *k_bg = k + (b * T * Hkv + g) * D, *v_bg = v + (b * T * Hkv + g) * D;
+    const int n_kt = (T + SM90F_KEYS - 1) / SM90F_KEYS;
+
+    sm90_zero_pad<DP, SM90F_ROWS>(qs, 1, D);
+    sm90_zero_pad<DP, SM90F_KEYS>(ks, 4, D);  // both stages of K, then of V
+    sm90_tile_copy<SM90F_ROWS, DP>(q_stride, D).load(qs, q + (b * T * H + h) * D, q_stride, q0, T);
+    const sm90_tile_copy<SM90F_KEYS, DP> kv_copy(kv_stride, D);  // K and V tiles
+    kv_copy.load(ks, k_bg, kv_stride, 0, T);
+    cp_async_commit();
+
+    // Per thread: rows 16w + lane/4 and that + 8 of its warpgroup (r = 0, 1), the running max m of
+    // the raw scores (the same in the quad's four lanes), this lane's share of the running sum l,
+    // O, and the previous tile's P as A fragments (pa[kq]: keys 16kq..16kq+15).
+    const float c_log2 = a.scale * 1.4426950408889634f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float o[DP / 2];
+#pragma unroll
+    for (int e = 0; e < DP / 2; e++) o[e] = 0.0f;
+    uint32_t pa[4][4];
+    const bf16 *qw = qs + 64 * wg * 8;  // this warpgroup's 64 rows (row 64·wg of each column block)
+    auto pv_issue = [&](int n) {        // O += P·V_n (after a wgmma_fence)
+        const bf16 *vt = vs + (n & 1) * KT;
+#pragma unroll
+        for (int kq = 0; kq < 4; kq++) wgmma_rs<DP, 1>(o, pa[kq], wgmma_desc(vt + kq * 16 * 8, 128, KCB));
+        wgmma_commit();
+    };
+
+    for (int it = 0; it < n_kt; it++) {
+        const int k0 = it * SM90F_KEYS;
+        cp_async_wait_all();
+        fence_proxy_async();
+        __syncthreads();
+        if (it + 1 < n_kt) kv_copy.load(ks + ((it + 1) & 1) * KT, k_bg, kv_stride, k0 + SM90F_KEYS, T);
+        kv_copy.load(vs + (it & 1) * KT, v_bg, kv_stride, k0, T);
+        cp_async_commit();
+
+        // S = Q·K_itᵀ (k16 step kk reads column blocks 2kk, 2kk+1 of both tiles), then the previous
+        // tile's P·V behind it.
+        const bf16 *kt = ks + (it & 1) * KT;
+        float s[32];  // the first step overwrites it (acc = 0)
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++)
+            wgmma_ss<64, 0, 0>(s, wgmma_desc(qw + kk * 2 * SM90F_ROWS * 8, QCB, 128),
+                               wgmma_desc(kt + kk * 2 * SM90F_KEYS * 8, KCB, 128), kk > 0);
+        wgmma_commit();
+        if (it > 0) {
+            pv_issue(it - 1);
+            wgmma_wait<1>();  // S done; P·V may still run
+        } else {
+            wgmma_wait_all();
+        }
+        keep_regs(s);
+        if (k0 + SM90F_KEYS > T)  // the last tile's rows past T (zeros) are not keys
+#pragma unroll
+            for (int e = 0; e < 32; e++)
+                if (k0 + 8 * (e >> 2) + fc + (e & 1) >= T) s[e] = -INFINITY;
+
+        // Online softmax per row (s[4j + 2r + c] is row r's key 8j + fc + c): the quad's max, the
+        // correction of the old state, p = 2^(s·c − m·c).
+        float corr[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float mx = m[r];
+#pragma unroll
+            for (int j = 0; j < 8; j++) mx = fmaxf(mx, fmaxf(s[4 * j + 2 * r], s[4 * j + 2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float base = mx * c_log2;                      // finite: every tile holds a key
+            corr[r] = exp2_fast(fmaf(m[r], c_log2, -base));  // 0 on the first tile
+            m[r] = mx;
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int c = 0; c < 2; c++) {
+                    const float p = exp2_fast(fmaf(s[4 * j + 2 * r + c], c_log2, -base));
+                    s[4 * j + 2 * r + c] = p;
+                    sum += p;
+                }
+            l[r] = l[r] * corr[r] + sum;
+        }
+        wgmma_wait_all();  // the previous P·V: o and pa are free
+        keep_regs(o);
+        keep_regs(pa);
+        if (corr[0] != 1.0f || corr[1] != 1.0f)  // the running max moved (else 2^0 is exactly 1)
+#pragma unroll
+            for (int j = 0; j < DP / 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) o[4 * j + e] *= corr[e >> 1];
+#pragma unroll
+        for (int kq = 0; kq < 4; kq++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) pa[kq][e] = pack_bf16x2(s[8 * kq + 2 * e], s[8 * kq + 2 * e + 1]);
+    }
+    cp_async_wait_all();
+    fence_proxy_async();
+    __syncthreads();  // the last V tile landed
+    wgmma_fence();
+    pv_issue(n_kt - 1);
+    wgmma_wait_all();
+    keep_regs(o);
+
+    // out = O / l, rounded to bf16 once; lse2 = m·c + log2 l (every row sees a key: l > 0).
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float sum = l[r];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        const int i = q0 + 64 * wg + 16 * warp + (lane >> 2) + 8 * r;
+        if (i >= T) continue;
+        if (a.lse2 && (lane & 3) == 0) a.lse2[(b * H + h) * T + i] = m[r] * c_log2 + log2f(sum);
+        const float inv = 1.0f / sum;
+        bf16 *orow = out + (b * T + i) * q_stride + (int64_t)h * D;
+#pragma unroll
+        for (int j = 0; j < DP / 8; j++)
+            if (8 * j < D)  // D is a multiple of 8: the whole 8-column block is real
+                *reinterpret_cast<uint32_t *>(orow + 8 * j + fc) =
+                    pack_bf16x2(o[4 * j + 2 * r] * inv, o[4 * j + 2 * r + 1] * inv);
+    }
+#else
+    __trap();  // launched on compute capability 9.0 only, which runs the sm_90a code
+#endif
+}
+
 // dq (B,T,H,D) += scale · acc (B,H,T,D), four elements at a time (D a multiple of 8).
 static __global__ void attention_backward_sm90_dq_add_kernel(bf16 *dq, const float *acc, mg_attention_args a) {
     const int D = a.D, H = a.H;
@@ -372,23 +564,61 @@ static __global__ void attention_backward_sm90_dq_add_kernel(bf16 *dq, const flo
     }
 }
 
-bool attention_backward_sm90_fits(const mg_cuda_ctx *ctx, const mg_attention_args *a) {
+bool attention_sm90_fits(const mg_cuda_ctx *ctx, const mg_attention_args *a) {
+    const int DP = sm90_padded_dim(a->D);
     return ctx->cc_major == 9 && ctx->cc_minor == 0 && !a->causal && a->window == 0 && !a->key_valid &&
-           a->D % 8 == 0 && a->D <= 128 && sm90_smem_bytes(sm90_padded_dim(a->D)) <= ctx->smem_optin;
+           a->D % 8 == 0 && a->D <= 128 && sm90_smem_bytes(DP) <= ctx->smem_optin &&
+           sm90_forward_smem_bytes(DP) <= ctx->smem_optin;
 }
 
+template <int DP, int DC>
+static mg_status attention_forward_sm90_launch_cfg(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
+                                                   const bf16 *v, const mg_attention_args *a) {
+    const size_t smem = sm90_forward_smem_bytes(DP);
+    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_sm90_kernel<DP, DC>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const dim3 grid((unsigned)((a->T + SM90F_ROWS - 1) / SM90F_ROWS), (unsigned)a->H, (unsigned)a->B);
+    attention_forward_sm90_kernel<DP, DC><<<grid, SM90_THREADS, smem, ctx->stream>>>(out, q, k, v, *a);
+    MG_CUDA_LAUNCH_CHECK(attention_forward_sm90_kernel);
+    return MG_OK;
+}
+template <int DP>
+static mg_status attention_forward_sm90_launch_dp(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k,
+                                                  const bf16 *v, const mg_attention_args *a) {
+    if (a->D == sm90_exact_dim(DP)) return attention_forward_sm90_launch_cfg<DP, sm90_exact_dim(DP)>(ctx, out, q, k, v, a);
+    return attention_forward_sm90_launch_cfg<DP, 0>(ctx, out, q, k, v, a);
+}
+
+mg_status attention_forward_sm90_launch(mg_cuda_ctx *ctx, bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v,
+                                        const mg_attention_args *a) {
+    switch (sm90_padded_dim(a->D)) {
+    case 64: return attention_forward_sm90_launch_dp<64>(ctx, out, q, k, v, a);
+    case 80: return attention_forward_sm90_launch_dp<80>(ctx, out, q, k, v, a);
+    default: return attention_forward_sm90_launch_dp<128>(ctx, out, q, k, v, a);
+    }
+}
+
+template <int DP, int DC>
+static mg_status attention_backward_sm90_launch_cfg(mg_cuda_ctx *ctx, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
+                                                    const bf16 *k, const bf16 *v, const bf16 *dout, const float *lse2,
+                                                    const float *delta, const mg_attention_args *a) {
+    const size_t smem = sm90_smem_bytes(DP);
+    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_sm90_kernel<DP, DC>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const dim3 grid((unsigned)((a->T + SM90_KEYS - 1) / SM90_KEYS), (unsigned)a->Hkv, (unsigned)a->B);
+    attention_backward_sm90_kernel<DP, DC><<<grid, SM90_THREADS, smem, ctx->stream>>>(dk, dv, dq_acc, q, k, v, dout,
+                                                                                     lse2, delta, *a);
+    MG_CUDA_LAUNCH_CHECK(attention_backward_sm90_kernel);
+    return MG_OK;
+}
 template <int DP>
 static mg_status attention_backward_sm90_launch_dp(mg_cuda_ctx *ctx, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,
                                                    const bf16 *k, const bf16 *v, const bf16 *dout, const float *lse2,
                                                    const float *delta, const mg_attention_args *a) {
-    const size_t smem = sm90_smem_bytes(DP);
-    MG_CUDA_CHECK(cudaFuncSetAttribute(attention_backward_sm90_kernel<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       (int)smem));
-    const dim3 grid((unsigned)((a->T + SM90_KEYS - 1) / SM90_KEYS), (unsigned)a->Hkv, (unsigned)a->B);
-    attention_backward_sm90_kernel<DP><<<grid, SM90_THREADS, smem, ctx->stream>>>(dk, dv, dq_acc, q, k, v, dout, lse2,
-                                                                                 delta, *a);
-    MG_CUDA_LAUNCH_CHECK(attention_backward_sm90_kernel);
-    return MG_OK;
+    if (a->D == sm90_exact_dim(DP))
+        return attention_backward_sm90_launch_cfg<DP, sm90_exact_dim(DP)>(ctx, dk, dv, dq_acc, q, k, v, dout, lse2,
+                                                                          delta, a);
+    return attention_backward_sm90_launch_cfg<DP, 0>(ctx, dk, dv, dq_acc, q, k, v, dout, lse2, delta, a);
 }
 
 mg_status attention_backward_sm90_launch(mg_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, float *dq_acc, const bf16 *q,

@@ -1,6 +1,8 @@
 // Attention kernel lab (STYLE habit 10): includes the production kernels of kernels/cuda/attention.cu
 // and the previous tensor-core kernel (tests/bench/attention_tc_v1.cuh), and times them at the
 // model's shapes. Versions:
+//   sm90   attention_forward_sm90_kernel<DP> (kernels/cuda/attention_sm90.cu, wgmma), what the
+//          forward runs on an H100/H200 where it fits (no mask: SigLIP)
 //   tc     attention_forward_tc_kernel<DP, BQ> (production): FlashAttention-2 on mma.sync bf16,
 //          128-row query tiles at DP <= 80 (two m16 blocks per warp), two K/V stages, P·V over
 //          D's n8 blocks only, K tiles past an image group skipped under causal
@@ -150,10 +152,13 @@ static int bench_shape(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_byte
         attention_launch_fn fn;
         int reps;
         bf16 *out;
-    } versions[] = {{"tc", attention_forward_tc_launch, REPEATS, NULL},
-                    {"tc_v1", attn_v1::attention_forward_tc_launch, REPEATS, NULL},
-                    {"fp32", attention_forward_fp32_launch, REPEATS_FP32, NULL}};
-    const int n_versions = (int)(sizeof versions / sizeof versions[0]), ref_version = n_versions - 1;
+    };
+    std::vector<version> versions;
+    if (attention_sm90_fits(ctx, &a)) versions.push_back({"sm90", attention_forward_sm90_launch, REPEATS, NULL});
+    versions.push_back({"tc", attention_forward_tc_launch, REPEATS, NULL});
+    versions.push_back({"tc_v1", attn_v1::attention_forward_tc_launch, REPEATS, NULL});
+    versions.push_back({"fp32", attention_forward_fp32_launch, REPEATS_FP32, NULL});
+    const int n_versions = (int)versions.size(), ref_version = n_versions - 1;
 
     // Validate: each tensor-core version against fp32 over every output (outputs NaN-poisoned first).
     for (version &ver : versions) {
@@ -174,13 +179,15 @@ static int bench_shape(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_byte
     }
 
     const double flop = 4.0 * s.B * s.H * (double)s.T * s.T * s.D * (s.causal ? 0.5 : 1.0);
-    float ms[3];
+    std::vector<float> ms(n_versions);
     for (int vi = 0; vi < n_versions; vi++) {
         const version &ver = versions[vi];
         ms[vi] = time_ms(ctx, ver.fn, ver.out, q, k, v, &a, ver.reps, flush, flush_bytes);
         printf("%-6s | %-52s | %9.3f | %7.1f\n", ver.name, s.name, ms[vi], flop / (ms[vi] * 1e-3) / 1e12);
     }
-    printf("# %s: tc is %.2fx tc_v1\n", s.name, ms[1] / ms[0]);
+    const int tc = n_versions - 3;  // then tc_v1, fp32
+    printf("# %s: tc is %.2fx tc_v1\n", s.name, ms[tc + 1] / ms[tc]);
+    if (tc == 1) printf("# %s: sm90 is %.2fx tc\n", s.name, ms[tc] / ms[0]);
     for (version &ver : versions) cudaFree(ver.out);
     cudaFree(q), cudaFree(k), cudaFree(v), cudaFree(group);
     return ok;
@@ -227,7 +234,7 @@ static int bench_backward(mg_cuda_ctx *ctx, shape s, void *flush, size_t flush_b
                         {"bwd_fp32", ATTN_BWD_FP32, false, REPEATS_FP32, NULL, NULL, NULL}};
     std::vector<version> versions;
     for (const version &ver : all_versions)
-        if (ver.path != ATTN_BWD_SM90 || attention_backward_sm90_fits(ctx, &a)) versions.push_back(ver);
+        if (ver.path != ATTN_BWD_SM90 || attention_sm90_fits(ctx, &a)) versions.push_back(ver);
     const int n_versions = (int)versions.size(), ref_version = n_versions - 1;
     auto run = [&](const version &ver) {
         return attention_backward_run(ctx, ver.path, ver.dq, ver.dk, ver.dv, dout, q, k, v, out, ver.lse ? &a_train : &a);

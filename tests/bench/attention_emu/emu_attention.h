@@ -31,9 +31,26 @@ static void emu_forward_fp32_dpl(bf16 *out, const bf16 *q, const bf16 *k, const 
                attention_fp32_smem_bytes(a.D), [&] { attention_forward_fp32_kernel<DPL>(out, q, k, v, a); });
 }
 
-// mg_cuda_attention_forward: the tensor-core kernel (writing a.lse2 when set) or the fp32 one, by
-// the production condition.
-static void emu_attention_forward(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, const mg_attention_args &a) {
+// attention_sm90.cu's forward (the Hopper path).
+template <int DP>
+static void emu_forward_sm90_dp(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, const mg_attention_args &a) {
+    constexpr int DC = sm90_exact_dim(DP);
+    emu_launch({(unsigned)((a.T + SM90F_ROWS - 1) / SM90F_ROWS), (unsigned)a.H, (unsigned)a.B}, SM90_THREADS,
+               sm90_forward_smem_bytes(DP), [&] {
+                   if (a.D == DC) attention_forward_sm90_kernel<DP, DC>(out, q, k, v, a);
+                   else attention_forward_sm90_kernel<DP, 0>(out, q, k, v, a);
+               });
+}
+
+// mg_cuda_attention_forward: the Hopper kernel (sm90: where it fits on an H100/H200), the
+// tensor-core kernel or the fp32 one, by the production conditions; each writes a.lse2 when set.
+static void emu_attention_forward(bool sm90, bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v,
+                                  const mg_attention_args &a) {
+    if (attention_uses_tensor_cores(out, q, k, v, a.D) && sm90) switch (sm90_padded_dim(a.D)) {
+        case 64: return emu_forward_sm90_dp<64>(out, q, k, v, a);
+        case 80: return emu_forward_sm90_dp<80>(out, q, k, v, a);
+        default: return emu_forward_sm90_dp<128>(out, q, k, v, a);
+        }
     if (attention_uses_tensor_cores(out, q, k, v, a.D)) return emu_forward_tc<false>(out, a.lse2, q, k, v, a);
     switch ((a.D + 31) / 32) {
     case 1: return emu_forward_fp32_dpl<1>(out, q, k, v, a);
@@ -95,8 +112,12 @@ template <int DP>
 static void emu_backward_sm90_dp(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *q, const bf16 *k, const bf16 *v,
                                  const bf16 *dout, const float *lse2, const float *delta, const mg_attention_args &a) {
     std::vector<float> acc((size_t)(a.B * a.H * a.T * a.D), 0.0f);
+    constexpr int DC = sm90_exact_dim(DP);
     emu_launch({(unsigned)((a.T + SM90_KEYS - 1) / SM90_KEYS), (unsigned)a.Hkv, (unsigned)a.B}, SM90_THREADS,
-               sm90_smem_bytes(DP), [&] { attention_backward_sm90_kernel<DP>(dk, dv, acc.data(), q, k, v, dout, lse2, delta, a); });
+               sm90_smem_bytes(DP), [&] {
+                   if (a.D == DC) attention_backward_sm90_kernel<DP, DC>(dk, dv, acc.data(), q, k, v, dout, lse2, delta, a);
+                   else attention_backward_sm90_kernel<DP, 0>(dk, dv, acc.data(), q, k, v, dout, lse2, delta, a);
+               });
     for (int64_t b = 0; b < a.B; b++)
         for (int64_t t = 0; t < a.T; t++)
             for (int h = 0; h < a.H; h++)

@@ -1,8 +1,8 @@
 // tests/gpu/test_cuda_ops.c's CUDA layer on the host, for test_main.c: device memory is host memory,
 // copies are memcpy, and mg_cuda_attention_forward / mg_cuda_attention_backward run the kernels in
 // the emulator, choosing the path with the production conditions (attention_uses_tensor_cores,
-// attention_backward_uses_tensor_cores, and with EMU_SM90 set attention_backward_sm90_fits as on an
-// H100/H200).
+// attention_backward_uses_tensor_cores, and with EMU_SM90 set attention_sm90_fits as on an
+// H100/H200: the Hopper forward and backward).
 #include "emu.h"
 #include "attn_emu.inc"
 #include "attn_sm90_emu.inc"
@@ -14,7 +14,7 @@ extern "C" {
 
 int emu_sm90_calls, emu_tc_calls, emu_fp32_calls;
 
-// attention_backward_sm90_fits on a compute capability 9.0 device.
+// attention_sm90_fits on a compute capability 9.0 device.
 static bool emu_sm90_fits(const mg_attention_args *a) {
     return getenv("EMU_SM90") && !a->causal && a->window == 0 && !a->key_valid && a->D % 8 == 0 && a->D <= 128;
 }
@@ -32,7 +32,9 @@ extern "C" mg_status mg_cuda_attention_backward(mg_cuda_ctx *, void *dq, void *d
 }
 extern "C" mg_status mg_cuda_attention_forward(mg_cuda_ctx *, void *out, const void *q, const void *k, const void *v,
                                                const mg_attention_args *a) {
-    emu_attention_forward((bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, *a);
+    const bool sm90 = attention_uses_tensor_cores(out, q, k, v, a->D) && emu_sm90_fits(a);
+    if (sm90) emu_sm90_calls++;
+    emu_attention_forward(sm90, (bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, *a);
     return MG_OK;
 }
 extern "C" mg_status mg_cuda_alloc(mg_cuda_ctx *, void **p, size_t bytes) {
