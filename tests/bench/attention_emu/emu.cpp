@@ -6,7 +6,7 @@ int emu_cur;
 std::vector<EmuFiber> emu_fibers;
 alignas(128) unsigned char emu_smem[256 * 1024];
 size_t emu_smem_bytes;
-int emu_deferred_cp;
+int emu_deferred_cp = -1;  // set from EMU_DEFERRED at the first launch
 EmuWarp emu_warps[32];
 static ucontext_t sched_ctx;
 static unsigned block_gen, block_count;
@@ -36,6 +36,7 @@ static void trampoline() {
 }
 void emu_launch(emu_dim3 grid, unsigned threads, size_t smem, const std::function<void()> &fn) {
     if (smem > sizeof emu_smem) { fprintf(stderr, "EMU: smem %zu too large\n", smem); abort(); }
+    if (emu_deferred_cp < 0) emu_deferred_cp = getenv("EMU_DEFERRED") != NULL;
     gridDim = grid;
     blockDim = {threads, 1, 1};
     cur_fn = &fn;

@@ -168,7 +168,6 @@ static void run_case(Case c, bool tc) {
 }
 
 int main(int argc, char **argv) {
-    emu_deferred_cp = getenv("EMU_DEFERRED") != NULL;
     const char *which = argc > 1 ? argv[1] : "small";
     if (!strcmp(which, "small")) {
         run_case({1, 37, 2, 1, 16, 1, 0, 0, -1, 0}, true);
