@@ -138,14 +138,14 @@ def attention_rows(lab, torch_rows, tf_ceiling, status):
     t_rows = torch_rows[0] if torch_rows else {}
     out = []
     shapes = list(dict.fromkeys([s for (_, s) in lab_rows] + [s for (_, s) in t_rows]))
-    # medgem's row is what production runs: the backward's Hopper kernel where the lab has it
-    # (bwd_sm90: an H100/H200 and an unmasked shape), else the mma.sync path (bwd_tc)
-    for direction, mg_vers, t_vers in (("fwd", ("tc",), ("cudnn", "flash")),
+    # medgem's row is what production runs: the Hopper kernels where the lab has them (sm90,
+    # bwd_sm90: an H100/H200 and an unmasked shape), else the mma.sync path (tc, bwd_tc)
+    for direction, mg_vers, t_vers in (("fwd", ("sm90", "tc"), ("cudnn", "flash")),
                                        ("bwd", ("bwd_sm90", "bwd_tc"), ("cudnn bwd", "flash bwd"))):
         for shape in shapes:
             mg_ver = next((v for v in mg_vers if (v, shape) in lab_rows), mg_vers[-1])
             mg = lab_rows.get((mg_ver, shape))
-            notes = ["medgem: the Hopper kernel (bwd_sm90)"] if mg_ver == "bwd_sm90" and mg is not None else []
+            notes = [f"medgem: the Hopper kernel ({mg_ver})"] if mg_ver == mg_vers[0] and mg is not None else []
             if mg is None:
                 if not any((v, shape) in t_rows for v in t_vers):
                     continue
@@ -312,13 +312,17 @@ def self_test():
     check("lab checks all OK", all(checks.values()), True)
     check("lab bwd_tc checks (dq,dk,dv merged)", checks[("bwd_tc", GI)], True)
     sm90_rows, sm90_checks = parse_attention(os.path.join(fx, "attn_lab_sm90.txt"))
-    check("lab sm90 rows (backward only)", len(sm90_rows), 5 + 4 * 3)
-    check("lab sm90 checks", sm90_checks[("bwd_sm90", S)], True)
+    check("lab sm90 rows", len(sm90_rows), (4 + 3 * 3) + (5 + 3 * 4))
+    check("lab sm90 checks", (sm90_checks[("sm90", S)], sm90_checks[("bwd_sm90", S)]), (True, True))
     att = attention_rows((sm90_rows, sm90_checks), None, 772.0, {})
-    bwd_s = [r for r in att if r["part"] == "attention bwd" and r["shape"] == S]
-    check("attention bwd row takes bwd_sm90 at SigLIP", bwd_s[0]["medgem_ms"] if bwd_s else None, 6.692)
-    bwd_g = [r for r in att if r["part"] == "attention bwd" and r["shape"] == G]
-    check("attention bwd row takes bwd_tc at Gemma", bwd_g[0]["medgem_ms"] if bwd_g else None, 0.640)
+
+    def att_ms(part, shape):
+        r = [r for r in att if r["part"] == part and r["shape"] == shape]
+        return r[0]["medgem_ms"] if r else None
+    check("attention fwd row takes sm90 at SigLIP", att_ms("attention fwd", S), 2.161)
+    check("attention fwd row takes tc at Gemma", att_ms("attention fwd", G), 0.146)
+    check("attention bwd row takes bwd_sm90 at SigLIP", att_ms("attention bwd", S), 6.413)
+    check("attention bwd row takes bwd_tc at Gemma", att_ms("attention bwd", G), 0.641)
     t_rows, _ = parse_attention(os.path.join(fx, "attn_torch.txt"))
     check("torch rows", len(t_rows), 8)
     check("torch cudnn bwd siglip ms", t_rows[("cudnn bwd", S)]["ms"], 5.057)
