@@ -141,6 +141,10 @@ static __device__ __forceinline__ void bulk_wait_done() { asm volatile("cp.async
 static __device__ __forceinline__ uint64_t wgmma_desc(const bf16 *p, uint32_t lbo, uint32_t sbo) {
     return (uint64_t)((smem_u32(p) & 0x3FFFF) >> 4) | (uint64_t)(lbo >> 4) << 16 | (uint64_t)(sbo >> 4) << 32;
 }
+// The descriptor d of an operand `elems` bf16 further on (a multiple of 8): only the start-address
+// field moves, and it cannot carry out of its 14 bits (shared memory ends below 256 KB). One add in
+// the loops instead of building each descriptor from its address.
+static __device__ __forceinline__ uint64_t wgmma_desc_at(uint64_t d, int elems) { return d + (uint64_t)(elems >> 3); }
 // Makes this thread's shared-memory writes (stores, landed cp.async) visible to wgmma's reads.
 static __device__ __forceinline__ void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -257,6 +261,9 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
 #pragma unroll
     for (int e = 0; e < DP / 2; e++) dk_acc[e] = dv_acc[e] = 0.0f;
     const bf16 *kw = ks + 64 * wg * 8, *vw = vs + 64 * wg * 8;  // this warpgroup's 64 keys (row 64·wg)
+    const uint64_t k_desc = wgmma_desc(kw, KCB, 128), v_desc = wgmma_desc(vw, KCB, 128);    // phase 1's A
+    const uint64_t ds_desc = wgmma_desc(dst, 128, KCB);                                       // phase 3's A
+    const uint64_t kd_desc = wgmma_desc(ks + NJ3 * wg * SM90_KEYS * 8, 128, KCB);             // phase 3's B
 
     for (int it = 0; it < n_it; it++) {
         const int st = it & 1;
@@ -266,6 +273,8 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
         float next_l = INFINITY, next_d = 0.0f;
         if (it + 1 < n_it) load_tile(it + 1, st ^ 1, next_l, next_d);
         const bf16 *qt = qs + st * QT, *dot = dos + st * QT;
+        const uint64_t q_desc = wgmma_desc(qt, QCB, 128), do_desc = wgmma_desc(dot, QCB, 128);     // K-major
+        const uint64_t qT_desc = wgmma_desc(qt, 128, QCB), doT_desc = wgmma_desc(dot, 128, QCB);  // transposed
         const float *lse_t = slse + st * SM90_ROWS, *delta_t = sdelta + st * SM90_ROWS;
 
         // 1. Sᵀ = K·Qᵀ, dPᵀ = V·doutᵀ for the warpgroup's keys: k16 step kk reads column blocks
@@ -275,8 +284,8 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++) {
             const int koff = kk * 2 * SM90_KEYS * 8, qoff = kk * 2 * SM90_ROWS * 8;
-            wgmma_ss<64, 0, 0>(s, wgmma_desc(kw + koff, KCB, 128), wgmma_desc(qt + qoff, QCB, 128), kk > 0);
-            wgmma_ss<64, 0, 0>(dp, wgmma_desc(vw + koff, KCB, 128), wgmma_desc(dot + qoff, QCB, 128), kk > 0);
+            wgmma_ss<64, 0, 0>(s, wgmma_desc_at(k_desc, koff), wgmma_desc_at(q_desc, qoff), kk > 0);
+            wgmma_ss<64, 0, 0>(dp, wgmma_desc_at(v_desc, koff), wgmma_desc_at(do_desc, qoff), kk > 0);
         }
         wgmma_commit();
         wgmma_wait_all();
@@ -308,8 +317,8 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
         wgmma_fence();
 #pragma unroll
         for (int kq = 0; kq < 4; kq++) {
-            wgmma_rs<DP, 1>(dv_acc, pa[kq], wgmma_desc(dot + kq * 16 * 8, 128, QCB));
-            wgmma_rs<DP, 1>(dk_acc, sa[kq], wgmma_desc(qt + kq * 16 * 8, 128, QCB));
+            wgmma_rs<DP, 1>(dv_acc, pa[kq], wgmma_desc_at(doT_desc, kq * 16 * 8));
+            wgmma_rs<DP, 1>(dk_acc, sa[kq], wgmma_desc_at(qT_desc, kq * 16 * 8));
         }
         wgmma_commit();
 
@@ -327,12 +336,10 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
         if (threadIdx.x == 0) bulk_wait_read();  // the previous tile's reduction has read sdq
         __syncthreads();  // dSᵀ of all 128 keys in dst; sdq free
         float dq[DP / 4];  // the first step overwrites it
-        const bf16 *kd = ks + NJ3 * wg * SM90_KEYS * 8;
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < SM90_KEYS / 16; kk++)
-            wgmma_ss<DP / 2, 1, 1>(dq, wgmma_desc(dst + kk * 16 * 8, 128, KCB), wgmma_desc(kd + kk * 16 * 8, 128, KCB),
-                                   kk > 0);
+            wgmma_ss<DP / 2, 1, 1>(dq, wgmma_desc_at(ds_desc, kk * 16 * 8), wgmma_desc_at(kd_desc, kk * 16 * 8), kk > 0);
         wgmma_commit();
         wgmma_wait_all();  // phases 2 and 3
         keep_regs(pa);
@@ -443,11 +450,12 @@ static __global__ void __launch_bounds__(SM90_THREADS, DP <= 80 ? 2 : 1)
 #pragma unroll
     for (int e = 0; e < DP / 2; e++) o[e] = 0.0f;
     uint32_t pa[4][4];
-    const bf16 *qw = qs + 64 * wg * 8;  // this warpgroup's 64 rows (row 64·wg of each column block)
-    auto pv_issue = [&](int n) {        // O += P·V_n (after a wgmma_fence)
-        const bf16 *vt = vs + (n & 1) * KT;
+    // this warpgroup's 64 rows of Q (row 64·wg of each column block), the stages of K and V
+    const uint64_t q_desc = wgmma_desc(qs + 64 * wg * 8, QCB, 128), k_desc = wgmma_desc(ks, KCB, 128);
+    const uint64_t vT_desc = wgmma_desc(vs, 128, KCB);  // V read transposed
+    auto pv_issue = [&](int n) {                          // O += P·V_n (after a wgmma_fence)
 #pragma unroll
-        for (int kq = 0; kq < 4; kq++) wgmma_rs<DP, 1>(o, pa[kq], wgmma_desc(vt + kq * 16 * 8, 128, KCB));
+        for (int kq = 0; kq < 4; kq++) wgmma_rs<DP, 1>(o, pa[kq], wgmma_desc_at(vT_desc, (n & 1) * KT + kq * 16 * 8));
         wgmma_commit();
     };
 
@@ -462,13 +470,12 @@ static __global__ void __launch_bounds__(SM90_THREADS, DP <= 80 ? 2 : 1)
 
         // S = Q·K_itᵀ (k16 step kk reads column blocks 2kk, 2kk+1 of both tiles), then the previous
         // tile's P·V behind it.
-        const bf16 *kt = ks + (it & 1) * KT;
         float s[32];  // the first step overwrites it (acc = 0)
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++)
-            wgmma_ss<64, 0, 0>(s, wgmma_desc(qw + kk * 2 * SM90F_ROWS * 8, QCB, 128),
-                               wgmma_desc(kt + kk * 2 * SM90F_KEYS * 8, KCB, 128), kk > 0);
+            wgmma_ss<64, 0, 0>(s, wgmma_desc_at(q_desc, kk * 2 * SM90F_ROWS * 8),
+                               wgmma_desc_at(k_desc, (it & 1) * KT + kk * 2 * SM90F_KEYS * 8), kk > 0);
         wgmma_commit();
         if (it > 0) {
             pv_issue(it - 1);
