@@ -1,6 +1,7 @@
-// The attention backward on Hopper's warpgroup MMA (wgmma, sm_90a) for attention without a mask
-// (SigLIP's: every query sees every key), head dims up to 128. Same math, same scratch and same
-// result layout as attention.cu's fused tensor-core backward (its block comment): dk += scale·dK,
+// Attention on Hopper's warpgroup MMA (wgmma, sm_90a) without a mask (SigLIP's: every query sees
+// every key), head dims up to 128: the backward here, the forward further down ("The forward").
+// The backward: same math, same scratch and same result layout as attention.cu's fused tensor-core
+// backward (its block comment): dk += scale·dK,
 // dv += dV, dq += scale·dQ, dQ summed in fp32 over the key tiles first (each tile's dQ added to a
 // (B, H, T, D) accumulator by one bulk reduction).
 //
@@ -16,11 +17,12 @@
 //   3. dQ = bf16(dS)·K over all 128 keys, warpgroup wg taking half of D (m64 nDP/2, k = 128 keys;
 //      dSᵀ goes through shared memory, read as a transposed A), then through shared memory into
 //      dq_acc by one bulk reduction a tile.
-// Against attention.cu's mma.sync kernel at SigLIP's shape (B = 8) on the H200: 6.69 against 8.67
+// Against attention.cu's mma.sync kernel at SigLIP's shape (B = 8) on the H200: 6.22 against 8.73
 // ms (tests/bench/attention.cu). Steps on the way: one warpgroup of 64 keys with per-thread fp32
 // atomics for dQ, 8.45 ms (the atomics, 4,608 a tile, bounded both kernels); the bulk reduction
 // instead, 7.12; two warpgroups sharing each query tile (half the reductions and Q/dout loads a
-// key), 6.69.
+// key), 6.69; built for the exact head dim with the tile copies planned once, 6.41; descriptors
+// stepped by adds, 6.22.
 //
 // Shared-memory layout of every tile ("core-matrix" order, wgmma's no-swizzle canonical form): a
 // tile of R rows × DP columns is stored as DP/8 column blocks, each R rows of 16 bytes:
@@ -30,8 +32,9 @@
 // leading byte offset (LBO, along K) is R·16 and its stride byte offset (SBO, along M/N) 128; read
 // transposed (rows = K, columns = M or N: "MN-major") LBO (along K) is 128 and SBO R·16. The same
 // tile serves both readings: Q and dout are phase 1's K-major B and phase 2's transposed B, K is
-// phase 1's A and phase 3's transposed B. The rows land by cp.async, eight threads to a column
-// block's 8 rows (128 contiguous bytes: no bank conflicts).
+// phase 1's A and phase 3's transposed B (in the forward, K is S's K-major B and V the P·V
+// product's transposed B). The rows land by cp.async, eight threads to a column block's 8 rows
+// (128 contiguous bytes: no bank conflicts).
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/attention_sm90.cuh"
 
