@@ -1618,7 +1618,7 @@ extern "C" mg_status mg_cuda_attention_backward(mg_cuda_ctx *ctx, void *dq, void
                                                 const mg_attention_args *a) {
     MG_TRY(attention_check_args(a, "attention_backward"));
     const attn_bwd_path path = !attention_backward_uses_tensor_cores(dq, dk, dv, dout, q, k, v, a->D) ? ATTN_BWD_FP32
-                               : attention_sm90_fits(ctx, a)                                  ? ATTN_BWD_SM90
+                               : attention_sm90_fits(ctx, a)                                           ? ATTN_BWD_SM90
                                                                                                        : ATTN_BWD_TC;
     return attention_backward_run(ctx, path, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout,
                                   (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, (const bf16 *)out, a);

@@ -1,7 +1,7 @@
 // Attention kernel lab (STYLE habit 10): includes the production kernels of kernels/cuda/attention.cu
 // and the previous tensor-core kernel (tests/bench/attention_tc_v1.cuh), and times them at the
 // model's shapes. Versions:
-//   sm90   attention_forward_sm90_kernel<DP> (kernels/cuda/attention_sm90.cu, wgmma), what the
+//   sm90   attention_forward_sm90_kernel<DP, DC> (kernels/cuda/attention_sm90.cu, wgmma), what the
 //          forward runs on an H100/H200 where it fits (no mask: SigLIP)
 //   tc     attention_forward_tc_kernel<DP, BQ> (production): FlashAttention-2 on mma.sync bf16,
 //          128-row query tiles at DP <= 80 (two m16 blocks per warp), two K/V stages, P·V over

@@ -42,11 +42,12 @@ static void emu_forward_sm90_dp(bf16 *out, const bf16 *q, const bf16 *k, const b
                });
 }
 
-// mg_cuda_attention_forward: the Hopper kernel (sm90: where it fits on an H100/H200), the
-// tensor-core kernel or the fp32 one, by the production conditions; each writes a.lse2 when set.
+// mg_cuda_attention_forward: the Hopper kernel (sm90: the caller found it fits, as on an
+// H100/H200), else the tensor-core kernel or the fp32 one by the production condition; each writes
+// a.lse2 when set.
 static void emu_attention_forward(bool sm90, bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v,
                                   const mg_attention_args &a) {
-    if (attention_uses_tensor_cores(out, q, k, v, a.D) && sm90) switch (sm90_padded_dim(a.D)) {
+    if (sm90) switch (sm90_padded_dim(a.D)) {
         case 64: return emu_forward_sm90_dp<64>(out, q, k, v, a);
         case 80: return emu_forward_sm90_dp<80>(out, q, k, v, a);
         default: return emu_forward_sm90_dp<128>(out, q, k, v, a);
