@@ -206,9 +206,12 @@ uninstall:
 # Each test binary prints "RESULT <p> passed, <f> failed"; the runner sums them.
 # tests/test_examples runs the examples; tests/test_install installs into a temporary prefix.
 # tests/bench/bench_table.py --self-test: the `make bench` table's parsers on recorded outputs (python3 is in deps).
+# The attention kernels in the CPU emulator (tests/bench/attention_emu) and the bench table's
+# parsers first, so that the suite's "N passed, N failed" stays the last line.
 test: all examples $(BUILD)/valgrind/api_lifecycle $(TESTS)
-	@sh tests/run_tests.sh $(TESTS)
+	@$(if $(filter no,$(CUDA))$(SANITIZE),echo "attention emulator: skipped (it links the plain CUDA build's library)",sh tests/bench/attention_emu/run.sh test_cuda_ops)
 	@python3 tests/bench/bench_table.py --self-test
+	@sh tests/run_tests.sh $(TESTS)
 
 # The CPU suite under AddressSanitizer + UndefinedBehaviorSanitizer (objects in build/san-address-undefined).
 # test_install is left out: it links a program outside the build against the installed library,

@@ -7,8 +7,10 @@
 #     shapes, edges  every tensor-core configuration, GQA, odd T and D; T = 1, tile edges, windows
 #                    of 1 and > T, rows whose keys are all padding (a minute each)
 #     masks          every mask combination on both paths (several minutes)
-#     test_cuda_ops  tests/gpu/test_cuda_ops.c's attention_backward harness on small cases, then
-#                    again with the unmasked ones on attention_sm90.cu's kernel (EMU_SM90=1)
+#     test_cuda_ops  tests/gpu/test_cuda_ops.c's attention and attention_backward harnesses on
+#                    small cases, then again with the unmasked ones on attention_sm90.cu's kernels
+#                    (EMU_SM90=1), then that with deferred copies and drifting warps (`make test`
+#                    runs this mode in the CUDA build: about a minute)
 #   EMU_DEFERRED=1 (cp.async lands at the wait) and EMU_SHUFFLE=<seed> (warps drift apart between
 #   barriers) vary the schedule; see emu.h. Run from the repository root after `make`.
 set -e
@@ -29,7 +31,8 @@ test_cuda_ops)
         -Wl,--allow-multiple-definition -L${CUDA_HOME:-/usr/local/cuda}/lib64 -lcublasLt -lcudart_static \
         -lsentencepiece -lz -lgomp -lm -ldl -lrt -lpthread
     $out/test_cuda_ops_emu
-    EMU_SM90=1 $out/test_cuda_ops_emu ;;
+    EMU_SM90=1 $out/test_cuda_ops_emu
+    EMU_SM90=1 EMU_DEFERRED=1 EMU_SHUFFLE=1 $out/test_cuda_ops_emu ;;
 *)
     $CXX $dir/harness.cpp $out/emu.o -o $out/harness
     $out/harness "${1:-small}" ;;
