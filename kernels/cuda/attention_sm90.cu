@@ -1,9 +1,8 @@
 // Attention on Hopper's warpgroup MMA (wgmma, sm_90a) without a mask (SigLIP's: every query sees
 // every key), head dims up to 128: the backward here, the forward further down ("The forward").
 // The backward: same math, same scratch and same result layout as attention.cu's fused tensor-core
-// backward (its block comment): dk += scale·dK,
-// dv += dV, dq += scale·dQ, dQ summed in fp32 over the key tiles first (each tile's dQ added to a
-// (B, H, T, D) accumulator by one bulk reduction).
+// backward (its block comment): dk += scale·dK, dv += dV, dq += scale·dQ, dQ summed in fp32 over
+// the key tiles first (each tile's dQ added to a (B, H, T, D) accumulator by one bulk reduction).
 //
 // One block of two warpgroups (8 warps) per (tile of 128 keys, kv head g, batch row b):
 // warpgroup wg owns keys 64wg..64wg+63, its warp w keys 16w..16w+15 of those, as each wgmma's 64
@@ -124,8 +123,7 @@ static __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_
 }
 static __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 static __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-static __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-// Waits until at most N committed groups of this warpgroup's wgmma are still running.
+// Waits until at most N committed groups of this warpgroup's wgmma are still running (0: all done).
 template <int N>
 static __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
 
@@ -291,7 +289,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
             wgmma_ss<64, 0, 0>(dp, wgmma_desc_at(v_desc, koff), wgmma_desc_at(do_desc, qoff), kk > 0);
         }
         wgmma_commit();
-        wgmma_wait_all();
+        wgmma_wait<0>();
         keep_regs(s);
         keep_regs(dp);
         // Pᵀ and dSᵀ (row = key, column = query 8j + fc + e%2)
@@ -344,7 +342,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
         for (int kk = 0; kk < SM90_KEYS / 16; kk++)
             wgmma_ss<DP / 2, 1, 1>(dq, wgmma_desc_at(ds_desc, kk * 16 * 8), wgmma_desc_at(kd_desc, kk * 16 * 8), kk > 0);
         wgmma_commit();
-        wgmma_wait_all();  // phases 2 and 3
+        wgmma_wait<0>();  // phases 2 and 3
         keep_regs(pa);
         keep_regs(sa);
         keep_regs(dv_acc);
@@ -484,7 +482,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, DP <= 80 ? 2 : 1)
             pv_issue(it - 1);
             wgmma_wait<1>();  // S done; P·V may still run
         } else {
-            wgmma_wait_all();
+            wgmma_wait<0>();
         }
         keep_regs(s);
         if (k0 + SM90F_KEYS > T)  // the last tile's rows past T (zeros) are not keys
@@ -516,7 +514,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, DP <= 80 ? 2 : 1)
                 }
             l[r] = l[r] * corr[r] + sum;
         }
-        wgmma_wait_all();  // the previous P·V: o and pa are free
+        wgmma_wait<0>();  // the previous P·V: o and pa are free
         keep_regs(o);
         keep_regs(pa);
         if (corr[0] != 1.0f || corr[1] != 1.0f)  // the running max moved (else 2^0 is exactly 1)
@@ -534,7 +532,7 @@ static __global__ void __launch_bounds__(SM90_THREADS, DP <= 80 ? 2 : 1)
     __syncthreads();  // the last V tile landed
     wgmma_fence();
     pv_issue(n_kt - 1);
-    wgmma_wait_all();
+    wgmma_wait<0>();
     keep_regs(o);
 
     // out = O / l, rounded to bf16 once; lse2 = m·c + log2 l (every row sees a key: l > 0).

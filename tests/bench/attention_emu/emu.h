@@ -210,7 +210,6 @@ static inline void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t 
 }
 static inline void wgmma_fence() {}
 static inline void wgmma_commit() {}
-static inline void wgmma_wait_all() {}
 template <int N> static inline void wgmma_wait() {}
 static inline void fence_proxy_async() {}
 template <typename T> static inline void keep_regs(T &) {}

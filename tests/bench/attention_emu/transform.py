@@ -11,7 +11,7 @@ ASM_HELPERS = ['smem_u32', 'cp_async16', 'cp_async_commit', 'cp_async_wait_all',
                'ldmatrix_x4_trans', 'mma_bf16_16816', 'exp2_fast',
                # attention_sm90.cu's (emu.h emulates them)
                'wgmma_ss_n32', 'wgmma_ss_n40', 'wgmma_ss_n64', 'wgmma_rs_n64', 'wgmma_rs_n80', 'wgmma_rs_n128',
-               'wgmma_ss', 'wgmma_rs', 'wgmma_fence', 'wgmma_commit', 'wgmma_wait_all', 'wgmma_wait', 'fence_proxy_async',
+               'wgmma_ss', 'wgmma_rs', 'wgmma_fence', 'wgmma_commit', 'wgmma_wait', 'fence_proxy_async',
                'keep_regs', 'bulk_reduce_add', 'bulk_wait_read', 'bulk_wait_done']
 
 
