@@ -169,30 +169,31 @@ static __device__ __forceinline__ void keep_regs(uint32_t (&d)[N][4]) {
 // rows in core-matrix order: the D/8 data column blocks by cp.async, eight threads to a column
 // block's 8 rows (so a warp reads 64 contiguous bytes of each of 8 rows), rows at or past `end` as
 // zeros. Worked out once (the divisions by D/8 and the offsets) for every tile a kernel streams:
-// piece i goes to shared element soff[i] from source element j0·stride + goff[i] (row[i] < R; -1:
-// no piece). goff fits an int: stride <= H·D < 2^23 and r < 128.
+// piece i goes to shared byte sbyte[i] of the tile from byte gbyte[i] of row j0 (row[i] < R; -1: no
+// piece; gbyte < 2^31: stride <= H·D < 2^23 and r < 128). A piece is then one address add and one
+// predicated copy, rows past `end` zero-filled by it (a branch per piece, 64-bit index arithmetic
+// and a generic-to-shared conversion each took a third of the forward's loop).
 template <int R, int DP>
 struct sm90_tile_copy {
     static constexpr int N = (R * DP / 8 + SM90_THREADS - 1) / SM90_THREADS;
-    int soff[N], goff[N], row[N];
+    int row[N];
+    uint32_t sbyte[N], gbyte[N];
     __device__ __forceinline__ sm90_tile_copy(int64_t stride, int D) {
         const int nb = D / 8;
 #pragma unroll
         for (int i = 0; i < N; i++) {
             const int e = threadIdx.x + i * SM90_THREADS, blk = e >> 3, cb = blk % nb, r = (blk / nb) * 8 + (e & 7);
             row[i] = e < R * nb ? r : -1;
-            soff[i] = (cb * R + r) * 8;
-            goff[i] = r * (int)stride + cb * 8;
+            sbyte[i] = (uint32_t)(cb * R + r) * 16;
+            gbyte[i] = (uint32_t)(r * (int)stride + cb * 8) * 2;
         }
     }
-    __device__ __forceinline__ void load(bf16 *tile, const bf16 *src, int64_t stride, int j0, int end) const {
-        const bf16 *base = src + (int64_t)j0 * stride;
+    // tile: the tile's shared address
+    __device__ __forceinline__ void load(uint32_t tile, const bf16 *src, int64_t stride, int j0, int end) const {
+        const char *base = reinterpret_cast<const char *>(src + (int64_t)j0 * stride);
 #pragma unroll
-        for (int i = 0; i < N; i++) {
-            if (row[i] < 0) continue;
-            if (j0 + row[i] < end) cp_async16(tile + soff[i], base + goff[i]);
-            else *reinterpret_cast<uint4 *>(tile + soff[i]) = make_uint4(0, 0, 0, 0);
-        }
+        for (int i = 0; i < N; i++)
+            cp_async16_zfill(row[i] >= 0, tile + sbyte[i], base + gbyte[i], j0 + row[i] < end ? 16 : 0);
     }
 };
 // Zeroes column blocks D/8 .. DP/8-1 of `tiles` consecutive tiles of R rows (never written again).
@@ -232,17 +233,18 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
     sm90_zero_pad<DP, SM90_ROWS>(qs, 4, D);
     {
         const sm90_tile_copy<SM90_KEYS, DP> kv_copy(kv_stride, D);
-        kv_copy.load(ks, k + (b * T * Hkv + g) * D, kv_stride, k0, T);
-        kv_copy.load(vs, v + (b * T * Hkv + g) * D, kv_stride, k0, T);
+        kv_copy.load(smem_u32(ks), k + (b * T * Hkv + g) * D, kv_stride, k0, T);
+        kv_copy.load(smem_u32(vs), v + (b * T * Hkv + g) * D, kv_stride, k0, T);
     }
     const sm90_tile_copy<SM90_ROWS, DP> q_copy(q_stride, D);  // Q and dout tiles
+    const uint32_t qs_s = smem_u32(qs), dos_s = smem_u32(dos);
     // Query tile `it` into stage st (its statistics returned for the caller to store; rows past T:
     // lse2 = +inf, so P = 0).
     auto load_tile = [&](int it, int st, float &l_out, float &d_out) {
         const int hh = it / n_qt, h = g * HG + hh, t0 = (it - hh * n_qt) * SM90_ROWS;
         const int64_t head = (b * T * H + h) * D;
-        q_copy.load(qs + st * QT, q + head, q_stride, t0, T);
-        q_copy.load(dos + st * QT, dout + head, q_stride, t0, T);
+        q_copy.load(qs_s + st * QT * 2, q + head, q_stride, t0, T);
+        q_copy.load(dos_s + st * QT * 2, dout + head, q_stride, t0, T);
         cp_async_commit();
         const int i = t0 + (int)threadIdx.x;
         l_out = INFINITY, d_out = 0.0f;
@@ -437,9 +439,10 @@ static __global__ void __launch_bounds__(SM90_THREADS, DP <= 80 ? 2 : 1)
 
     sm90_zero_pad<DP, SM90F_ROWS>(qs, 1, D);
     sm90_zero_pad<DP, SM90F_KEYS>(ks, 4, D);  // both stages of K, then of V
-    sm90_tile_copy<SM90F_ROWS, DP>(q_stride, D).load(qs, q + (b * T * H + h) * D, q_stride, q0, T);
+    sm90_tile_copy<SM90F_ROWS, DP>(q_stride, D).load(smem_u32(qs), q + (b * T * H + h) * D, q_stride, q0, T);
     const sm90_tile_copy<SM90F_KEYS, DP> kv_copy(kv_stride, D);  // K and V tiles
-    kv_copy.load(ks, k_bg, kv_stride, 0, T);
+    const uint32_t ks_s = smem_u32(ks), vs_s = smem_u32(vs);
+    kv_copy.load(ks_s, k_bg, kv_stride, 0, T);
     cp_async_commit();
 
     // Per thread: rows 16w + lane/4 and that + 8 of its warpgroup (r = 0, 1), the running max m of
@@ -465,8 +468,8 @@ static __global__ void __launch_bounds__(SM90_THREADS, DP <= 80 ? 2 : 1)
         cp_async_wait_all();
         fence_proxy_async();
         __syncthreads();
-        if (it + 1 < n_kt) kv_copy.load(ks + ((it + 1) & 1) * KT, k_bg, kv_stride, k0 + SM90F_KEYS, T);
-        kv_copy.load(vs + (it & 1) * KT, v_bg, kv_stride, k0, T);
+        if (it + 1 < n_kt) kv_copy.load(ks_s + ((it + 1) & 1) * KT * 2, k_bg, kv_stride, k0 + SM90F_KEYS, T);
+        kv_copy.load(vs_s + (it & 1) * KT * 2, v_bg, kv_stride, k0, T);
         cp_async_commit();
 
         // S = Q·K_itᵀ (k16 step kk reads column blocks 2kk, 2kk+1 of both tiles), then the previous

@@ -131,6 +131,14 @@ static __device__ __forceinline__ uint32_t smem_u32(const void *p) {
 static __device__ __forceinline__ void cp_async16(void *dst_smem, const void *src_global) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst_smem)), "l"(src_global));
 }
+// The same where `pred` holds, reading `bytes` (16 or 0) of the source and zero-filling the rest: a
+// row past the end becomes zeros without a branch (the source is then not read).
+static __device__ __forceinline__ void cp_async16_zfill(bool pred, uint32_t dst_smem, const void *src_global,
+                                                        uint32_t bytes) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %0, 0;\n@p cp.async.cg.shared.global [%1], [%2], 16, %3;\n}\n" ::"r"((int)pred),
+        "r"(dst_smem), "l"(src_global), "r"(bytes));
+}
 static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 static __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 

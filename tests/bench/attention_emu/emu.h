@@ -97,9 +97,18 @@ static inline void cp_async16(void *dst, const void *src) {
     if (emu_deferred_cp) emu_fibers[emu_cur].pending.push_back({dst, src});
     else memcpy(dst, src, 16);
 }
+static inline void cp_async16_zfill(bool pred, uint32_t dst, const void *src, uint32_t bytes) {
+    if (!pred) return;
+    if (bytes == 16) return cp_async16(emu_smem + dst, src);
+    emu_check_smem(emu_smem + dst, 16, "cp.async dst");
+    if (emu_deferred_cp) emu_fibers[emu_cur].pending.push_back({emu_smem + dst, nullptr});
+    else memset(emu_smem + dst, 0, 16);
+}
 static inline void cp_async_commit() {}
 static inline void cp_async_wait_all() {
-    for (auto &pr : emu_fibers[emu_cur].pending) memcpy(pr.first, pr.second, 16);
+    for (auto &pr : emu_fibers[emu_cur].pending)
+        if (pr.second) memcpy(pr.first, pr.second, 16);
+        else memset(pr.first, 0, 16);  // a zero-filling copy
     emu_fibers[emu_cur].pending.clear();
 }
 static inline uint16_t emu_bits(const bf16 *p) { uint16_t u; memcpy(&u, p, 2); return u; }

@@ -7,7 +7,7 @@ usage: python3 transform.py kernels/cuda/attention.cu build/attention_emu/attn_e
 import re
 import sys
 
-ASM_HELPERS = ['smem_u32', 'cp_async16', 'cp_async_commit', 'cp_async_wait_all', 'ldmatrix_x4',
+ASM_HELPERS = ['smem_u32', 'cp_async16', 'cp_async16_zfill', 'cp_async_commit', 'cp_async_wait_all', 'ldmatrix_x4',
                'ldmatrix_x4_trans', 'mma_bf16_16816', 'exp2_fast',
                # attention_sm90.cu's (emu.h emulates them)
                'wgmma_ss_n32', 'wgmma_ss_n40', 'wgmma_ss_n64', 'wgmma_rs_n64', 'wgmma_rs_n80', 'wgmma_rs_n128',
