@@ -72,14 +72,6 @@ static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const bf
                  : "r"(smem_u32(row)));
 }
 
-// c[16×8] += a[16×16] · b[16×8], bf16 operands, fp32 accumulators.
-static __device__ __forceinline__ void mma_bf16_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // Rows [j0, j0 + rows) of a [token][stride] bf16 slab into dst[rows][DP + 8]: the D real columns
 // by cp.async, rows at or past `end` as zeros (their V rows meet P = 0 in the mma, so they must
 // not hold NaN garbage). Columns D..DP-1 were zeroed once at block start.

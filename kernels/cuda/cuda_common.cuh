@@ -142,6 +142,18 @@ static __device__ __forceinline__ void cp_async16_zfill(bool pred, uint32_t dst_
 static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 static __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
+// c[16×8] += a[16×16] · b[16×8] on the tensor cores (sm_80+), bf16 operands, fp32 accumulators. With
+// g = lane/4, t = lane%4: a[0..3] hold a's (row g, columns 2t, 2t+1), (row g+8, the same), (row g,
+// columns 2t+8, 2t+9), (row g+8, the same); b0, b1 b's (rows 2t, 2t+1 | 2t+8, 2t+9; column g); c
+// (row g, columns 2t, 2t+1) then (row g+8, the same). Each register holds two bf16, the lower
+// column (or row of b) in the low half.
+static __device__ __forceinline__ void mma_bf16_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
 // 2^x on the special-function unit (one instruction; 2^-inf = 0; relative error ~2^-22).
 static __device__ __forceinline__ float exp2_fast(float x) {
     float y;

@@ -11,8 +11,9 @@
 //             dB[N,r] += scale · dyᵀ · u   (fp32)
 //             dx[M,K] += mask(du · A) / (1-p)  (bf16, one rounding; dx may be NULL: no input gradient)
 //             dA[r,K] += bf16(du)ᵀ · xd    (fp32; xd drawn again from x and the seed)
-// u comes from lora_rowdot_kernel, which applies the mask as it reads x: one pass over x, where a
-// dropout pass writing xd and a cuBLASLt GEMM with r = 8 as a side reading it back took longer.
+// u comes from lora_u_tc_kernel, which applies the mask as it reads x and sums on the tensor cores:
+// one pass over x, where a dropout pass writing xd and a cuBLASLt GEMM with r = 8 as a side reading
+// it back took longer.
 // In the backward xd is formed a chunk of rows at a time in the context's scratch and read back
 // at once by dA's GEMM (rows sized so a chunk fits the scratch; 32 MiB, within the H100/H200's L2),
 // so a training step keeps only x, which the layer keeps anyway. The other GEMMs go through
@@ -38,8 +39,8 @@ extern "C" {
 // dx kernel tiling: a block of DX_WARPS warps covers DX_TILE_M rows × DX_TILE_K columns; warp w
 // takes DX_ROWS rows, lane l 8 consecutive columns.
 enum { LORA_MAX_R = 64, DX_WARPS = 8, DX_ROWS = 4, DX_TILE_M = DX_WARPS * DX_ROWS, DX_TILE_K = 32 * 8 };
-// rowdot: ROWDOT_ROWS rows per warp, 8 of the r outputs per pass.
-enum { ROWDOT_WARPS = 8, ROWDOT_ROWS = 4 };
+// u on the tensor cores: UTC_GROUPS m16 row groups a warp, UTC_WARPS warps a block.
+enum { UTC_WARPS = 8, UTC_GROUPS = 2, UTC_ROWS = UTC_WARPS * UTC_GROUPS * 16 };
 
 // The dropout mask of elements i0..i0+7 as bits (bit c: element i0 + c kept); vec: i0 a multiple
 // of 8, so two draws of mg_dropout_keep4 give all eight.
@@ -68,78 +69,73 @@ static __device__ __forceinline__ void lora_load8(float f[8], const bf16 *row, i
     }
 }
 
-// One step of warp_reduce_scatter32: lanes with bit HALF set keep the upper HALF values (moved
-// down to v[0..HALF)), the others the lower, each adding its partner's copy of what it keeps.
-template <int HALF>
-static __device__ __forceinline__ void reduce_scatter_step(float v[32], int lane) {
-    const bool upper = lane & HALF;
-#pragma unroll
-    for (int i = 0; i < HALF; i++) {
-        const float send = upper ? v[i] : v[i + HALF], keep = upper ? v[i + HALF] : v[i];
-        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, HALF);
-    }
+// row[k0 .. k0+7] as 8 bf16 in memory order (an mma operand's 4 registers), zeros at or past K; with
+// p > 0 dropped out as lora_load8 does it (same mask, same rounding).
+static __device__ __forceinline__ uint4 lora_load8_bf16(const bf16 *row, int k0, int K, bool vec, int64_t i0,
+                                                        uint64_t seed, float p, float inv_keep) {
+    if (k0 >= K) return make_uint4(0, 0, 0, 0);
+    if (vec && p == 0.0f) return *reinterpret_cast<const uint4 *>(row + k0);
+    float f[8];
+    lora_load8(f, row, k0, K, vec, i0, seed, p, inv_keep);
+    return pack8(f);
 }
 
-// Each lane's v[0..31] summed over the warp, lane l getting the sum of v[l] (31 shuffles).
-static __device__ __forceinline__ float warp_reduce_scatter32(float v[32]) {
-    const int lane = threadIdx.x & 31;
-    reduce_scatter_step<16>(v, lane);
-    reduce_scatter_step<8>(v, lane);
-    reduce_scatter_step<4>(v, lane);
-    reduce_scatter_step<2>(v, lane);
-    reduce_scatter_step<1>(v, lane);
-    return v[0];
-}
-
-// out[m, j] = bf16(Σ_k in[m,k] · W[j,k]) for j < r (out's rows r apart), in =
-// x's rows, dropped out with p > 0 (element index m*K + k). Warp w of block b takes rows
-// m0 = 4(8b + w) .. m0+3; lane l columns 8l + 256t of the block's slice [kc·y, kc·(y+1)) ∩ [0, K)
-// (y = blockIdx.y); a pass per 8 outputs j, whose 4×8 sums the warp reduces so that lane l holds
-// (row l/8, output l%8). With one slice the sums go to out; with several (few rows: the slices
-// keep the GPU busy) each slice's to part[y·M·r + m·r + j] for lora_rowdot_finish_kernel. vec:
-// 16-byte loads (K and kc multiples of 8, x and W 16-byte aligned).
-static __global__ void __launch_bounds__(ROWDOT_WARPS * 32)
-    lora_rowdot_kernel(bf16 *out, float *part, const bf16 *x, const bf16 *W, int64_t M, int K, int kc,
-                       int r, uint64_t seed, float p, float inv_keep, bool vec) {
-    const int lane = threadIdx.x & 31;
-    const int64_t m0 = ((int64_t)blockIdx.x * ROWDOT_WARPS + (threadIdx.x >> 5)) * ROWDOT_ROWS;
-    if (m0 >= M) return;  // no barriers here
+// out[m, j] = bf16(Σ_k xd[m,k] · W[j,k]) for j < r (out's rows r apart), xd = x's rows dropped out
+// with p > 0 (element index m·K + k), on mma.m16n8k16 (fp32 sums). Warp w of block b takes rows
+// m0 = 32(8b + w) .. m0+31 as two m16 row groups, 8 outputs j a pass, and the columns of its slice
+// [kc·y, kc·(y+1)) ∩ [0, K) (y = blockIdx.y) 32 a step. A sum over k does not care which column
+// fills which of the mma's k slots, so lane (g, t) loads 16 contiguous bytes, columns k0 = step + 8t
+// .. k0+7, of its rows g and g+8 of each group and of W's row jc + g, and these fill its k slots of
+// two mmas alike in A and B (slots 2t, 2t+1, 2t+8, 2t+9: k0..k0+3 in the first, k0+4..k0+7 in the
+// second): one 16-byte load per operand, no shuffles, and 16 rows × 8 outputs an instruction where
+// the fp32 kernel this replaced spent 8 FMAs an element. With one slice the sums go to out; with
+// several (to keep every SM busy) each slice's to part[y·M·r + m·r + j] for
+// lora_u_finish_kernel. vec: 16-byte loads (K a multiple of 8, x and W 16-byte aligned).
+static __global__ void __launch_bounds__(UTC_WARPS * 32)
+    lora_u_tc_kernel(bf16 *out, float *part, const bf16 *x, const bf16 *W, int64_t M, int K, int kc, int r,
+                     uint64_t seed, float p, float inv_keep, bool vec) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int64_t m0 = ((int64_t)blockIdx.x * UTC_WARPS + (threadIdx.x >> 5)) * (UTC_GROUPS * 16);
+    if (m0 >= M) return;  // the whole warp; no barriers here
     const int k_begin = blockIdx.y * kc, k_end = k_begin + kc < K ? k_begin + kc : K;
+    int64_t rows[UTC_GROUPS][2];  // this lane's rows g, g+8 of each group (past M: the last, not stored)
+#pragma unroll
+    for (int i = 0; i < UTC_GROUPS; i++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t m = m0 + 16 * i + g + 8 * h;
+            rows[i][h] = m < M ? m : M - 1;
+        }
     for (int jc = 0; jc < r; jc += 8) {
-        float acc[ROWDOT_ROWS * 8];
+        const bf16 *wrow = W + (int64_t)(jc + g < r ? jc + g : r - 1) * K;  // output jc + g (past r: not stored)
+        float c[UTC_GROUPS][4] = {};
+        for (int kb = k_begin; kb < k_end; kb += 32) {
+            const int k0 = kb + 8 * t;
+            const uint4 bw = lora_load8_bf16(wrow, k0, k_end, vec, 0, 0, 0.0f, 1.0f);
 #pragma unroll
-        for (int e = 0; e < ROWDOT_ROWS * 8; e++) acc[e] = 0.0f;
-        for (int k0 = k_begin + lane * 8; k0 < k_end; k0 += 32 * 8) {
-            float xv[ROWDOT_ROWS][8];
-#pragma unroll
-            for (int rr = 0; rr < ROWDOT_ROWS; rr++) {
-                const int64_t m = m0 + rr < M ? m0 + rr : M - 1;  // a row past M: a copy of the last, not stored
-                lora_load8(xv[rr], x + m * K, k0, K, vec, m * K + k0, seed, p, inv_keep);
-            }
-#pragma unroll
-            for (int j = 0; j < 8; j++) {
-                if (jc + j < r) {  // warp-uniform
-                    float w[8];
-                    lora_load8(w, W + (int64_t)(jc + j) * K, k0, K, vec, 0, 0, 0.0f, 1.0f);
-#pragma unroll
-                    for (int rr = 0; rr < ROWDOT_ROWS; rr++)
-#pragma unroll
-                        for (int c = 0; c < 8; c++) acc[rr * 8 + j] = fmaf(xv[rr][c], w[c], acc[rr * 8 + j]);
-                }
+            for (int i = 0; i < UTC_GROUPS; i++) {
+                const uint4 lo = lora_load8_bf16(x + rows[i][0] * K, k0, k_end, vec, rows[i][0] * K + k0, seed, p, inv_keep);
+                const uint4 hi = lora_load8_bf16(x + rows[i][1] * K, k0, k_end, vec, rows[i][1] * K + k0, seed, p, inv_keep);
+                const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y}, a1[4] = {lo.z, hi.z, lo.w, hi.w};
+                mma_bf16_16816(c[i], a0, bw.x, bw.y);
+                mma_bf16_16816(c[i], a1, bw.z, bw.w);
             }
         }
-        const float sum = warp_reduce_scatter32(acc);
-        const int64_t m = m0 + (lane >> 3);
-        const int j = jc + (lane & 7);
-        if (m < M && j < r) {
-            if (gridDim.y == 1) out[m * r + j] = to_bf16(sum);
-            else part[(int64_t)blockIdx.y * M * r + m * r + j] = sum;
-        }
+#pragma unroll
+        for (int i = 0; i < UTC_GROUPS; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int64_t m = m0 + 16 * i + g + 8 * (e >> 1);
+                const int j = jc + 2 * t + (e & 1);
+                if (m >= M || j >= r) continue;
+                if (gridDim.y == 1) out[m * r + j] = to_bf16(c[i][e]);
+                else part[(int64_t)blockIdx.y * M * r + m * r + j] = c[i][e];
+            }
     }
 }
 
 // out[e] = bf16(Σ_y part[y·n + e]) for e < n = M·r, y = 0 .. slices-1 in order.
-static __global__ void lora_rowdot_finish_kernel(bf16 *out, const float *part, int slices, int64_t n) {
+static __global__ void lora_u_finish_kernel(bf16 *out, const float *part, int slices, int64_t n) {
     const int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < n; e += stride) {
         float t = 0.0f;
@@ -228,29 +224,28 @@ static __global__ void __launch_bounds__(DX_WARPS * 32)
 
 static float keep_scale(float p) { return p > 0.0f ? 1.0f / (1.0f - p) : 1.0f; }
 
-// u[M, r] = bf16(dropout(x) · Aᵀ) (lora_rowdot_kernel). Few rows (the decoder's 352 a prompt)
-// leave most SMs idle, so K is then cut into slices of a multiple of 256 columns, about 4 blocks per
-// SM in all, whose partial sums (M·r floats a slice) go to the context's scratch and are added by
-// lora_rowdot_finish_kernel.
+// u[M, r] = bf16(dropout(x) · Aᵀ) (lora_u_tc_kernel). K is cut into slices (a multiple of 32
+// columns, at least 128) until there are about 4 blocks an SM (the vision rows alone make half a
+// block an SM; the decoder's 352 a prompt far less), whose partial sums (M·r floats a slice) go to the
+// context's scratch and are added by lora_u_finish_kernel.
 static mg_status lora_u_launch(mg_cuda_ctx *ctx, bf16 *u, const bf16 *x, const bf16 *A, const mg_lora_args *a) {
-    const int64_t M = a->M, rows_per_block = ROWDOT_WARPS * ROWDOT_ROWS;
-    const int64_t blocks = (M + rows_per_block - 1) / rows_per_block, want = 4 * (int64_t)ctx->sm_count;
+    const int64_t M = a->M, blocks = (M + UTC_ROWS - 1) / UTC_ROWS, want = 4 * (int64_t)ctx->sm_count;
     int64_t slices = blocks >= want ? 1 : (want + blocks - 1) / blocks;
     const int64_t room = (int64_t)(ctx->scratch_bytes / (sizeof(float) * (size_t)M * a->r));
     if (slices > room) slices = room > 1 ? room : 1;
     int kc = (int)((a->K + slices - 1) / slices);
-    kc = (kc + 255) / 256 * 256;
+    kc = kc < 128 ? 128 : (kc + 31) / 32 * 32;
     slices = (a->K + kc - 1) / kc;
     const bool vec = a->K % 8 == 0 && aligned16(x) && aligned16(A);
     float *part = (float *)ctx->scratch;
-    lora_rowdot_kernel<<<dim3((unsigned)blocks, (unsigned)slices), ROWDOT_WARPS * 32, 0, ctx->stream>>>(
+    lora_u_tc_kernel<<<dim3((unsigned)blocks, (unsigned)slices), UTC_WARPS * 32, 0, ctx->stream>>>(
         u, part, x, A, M, a->K, kc, a->r, a->seed, a->dropout, keep_scale(a->dropout), vec);
-    MG_CUDA_LAUNCH_CHECK(lora_rowdot_kernel);
+    MG_CUDA_LAUNCH_CHECK(lora_u_tc_kernel);
     if (slices > 1) {
         const int threads = 256;
-        lora_rowdot_finish_kernel<<<grid_stride_blocks(ctx, M * a->r, threads), threads, 0, ctx->stream>>>(
+        lora_u_finish_kernel<<<grid_stride_blocks(ctx, M * a->r, threads), threads, 0, ctx->stream>>>(
             u, part, (int)slices, M * a->r);
-        MG_CUDA_LAUNCH_CHECK(lora_rowdot_finish_kernel);
+        MG_CUDA_LAUNCH_CHECK(lora_u_finish_kernel);
     }
     return MG_OK;
 }
