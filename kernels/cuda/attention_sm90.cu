@@ -409,7 +409,9 @@ static __global__ void __launch_bounds__(SM90_THREADS, 1)
 //   while the P·V product runs; wait for it; O *= the softmax's correction; P_n packed to bf16
 // and after the last tile O += P·V once more. Writes out (bf16, O/l) and, when a.lse2 is set, each
 // row's lse2 as attention.cu's forward does. Up to DP = 80 two blocks share an SM, so one
-// warpgroup's softmax also overlaps the other warpgroups' products.
+// warpgroup's softmax also overlaps the other warpgroups' products. (ptxas places the wait for
+// P·V before the softmax, reusing P's registers; keeping it below measured no faster, and neither
+// did 128-key tiles or three warpgroups a block: docs/benchmarks.md, 2026-12-03.)
 enum { SM90F_ROWS = 128, SM90F_KEYS = 64 };
 
 // Bytes of shared memory: the Q tile (128 × DP bf16), two stages of K and V (64 × DP bf16 each).
